@@ -1,0 +1,675 @@
+//! The planner: listings and state in, tasks and decisions out.
+//!
+//! The watermark is the highest LSN `W` such that every LSN from the chain
+//! start up to `W` lies in a segment that was archived and verified. It moves
+//! only across a contiguous run: a segment that finished out of order waits in
+//! `archived_above`, and a failed one stays pending, so the watermark can never
+//! pass a segment that is not in the archive.
+
+use crate::name::{NameError, SegmentName};
+use crate::Lsn;
+
+/// A WAL segment whose name parsed strictly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub name: String,
+    pub first_lsn: Lsn,
+    pub last_lsn: Lsn,
+    pub size: u64,
+}
+
+/// What a directory entry is, without following symlinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// One entry directly inside the WAL directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The name, lossy when `utf8` is false.
+    pub name: String,
+    pub utf8: bool,
+    pub kind: EntryKind,
+    pub size: u64,
+}
+
+/// Why a directory entry is not archived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SkipReason {
+    #[error("not a regular file ({0:?})")]
+    NotAFile(EntryKind),
+    #[error("the name is not valid UTF-8")]
+    NotUtf8,
+    #[error("not a segment name: {0}")]
+    BadName(NameError),
+}
+
+/// A directory entry that is reported and never archived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub name: String,
+    pub reason: SkipReason,
+}
+
+/// LSNs `from..=to` that no segment holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    pub from: Lsn,
+    pub to: Lsn,
+}
+
+/// Two segments that both claim `from..=to`. `first` is empty when the lower
+/// claim is the archived range below the watermark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlap {
+    pub first: String,
+    pub second: String,
+    pub from: Lsn,
+    pub to: Lsn,
+}
+
+/// One segment to upload to `key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveTask {
+    pub segment: Segment,
+    pub key: String,
+    pub verify: bool,
+}
+
+/// How the planner plans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Key prefix without a trailing `/`; may be empty.
+    pub prefix: String,
+    pub batch_size: u32,
+    pub verify_checksums: bool,
+    pub delete_after_archive: bool,
+}
+
+impl Default for Config {
+    /// The seed's defaults: batches of 16, checksums verified, nothing deleted.
+    fn default() -> Self {
+        Self {
+            prefix: String::new(),
+            batch_size: 16,
+            verify_checksums: true,
+            delete_after_archive: false,
+        }
+    }
+}
+
+/// A segment whose last attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentFailure {
+    pub name: String,
+    pub attempts: u32,
+    pub last_reason: String,
+}
+
+/// What the archiver knows between calls.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    pub last_archived_lsn: Option<Lsn>,
+    pub chain_start: Option<Lsn>,
+    pub segments_archived: u64,
+    pub bytes_archived: u64,
+    pub failures: u64,
+    /// Archived and verified, but above a hole; sorted by LSN.
+    pub archived_above: Vec<Segment>,
+    pub failing: Vec<SegmentFailure>,
+}
+
+/// What the host saw when it uploaded one segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadReceipt {
+    pub read_size: u64,
+    pub read_crc32c: u32,
+    pub stored_size: u64,
+    pub stored_crc32c: Option<u32>,
+}
+
+/// Why an upload cannot be counted as archived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("the file was listed with {0} bytes but {1} were read")]
+    SizeChanged(u64, u64),
+    #[error("{0} bytes were sent but the stored object has {1}")]
+    StoredSizeMismatch(u64, u64),
+    #[error("CRC32C {0:08x} was sent but the stored object has {1:08x}")]
+    ChecksumMismatch(u32, u32),
+    #[error("the stored object was not read back for verification")]
+    NotVerified,
+}
+
+/// What the planner makes of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanReport {
+    pub state: State,
+    pub pending: Vec<Segment>,
+    pub skipped: Vec<Skipped>,
+    pub gaps: Vec<Gap>,
+    pub overlaps: Vec<Overlap>,
+}
+
+/// Classifies one listing entry: a segment, or the reason it is not one.
+pub fn classify(entry: &DirEntry) -> Result<Segment, SkipReason> {
+    if entry.kind != EntryKind::File {
+        return Err(SkipReason::NotAFile(entry.kind));
+    }
+    if !entry.utf8 {
+        return Err(SkipReason::NotUtf8);
+    }
+    let parsed = SegmentName::parse(&entry.name).map_err(SkipReason::BadName)?;
+    Ok(Segment {
+        name: entry.name.clone(),
+        first_lsn: parsed.first(),
+        last_lsn: parsed.last(),
+        size: entry.size,
+    })
+}
+
+fn by_lsn(a: &Segment, b: &Segment) -> core::cmp::Ordering {
+    (a.first_lsn, a.last_lsn).cmp(&(b.first_lsn, b.last_lsn))
+}
+
+/// True when the segment lies wholly at or below the watermark.
+fn below_watermark(state: &State, seg: &Segment) -> bool {
+    state.last_archived_lsn.is_some_and(|w| seg.last_lsn <= w)
+}
+
+/// The first LSN the next segment of the chain must start at, as u128 so that
+/// a watermark of `u64::MAX` has a successor.
+fn chain_cursor(state: &State) -> Option<u128> {
+    match state.last_archived_lsn {
+        Some(w) => Some(u128::from(w) + 1),
+        None => state.chain_start.map(u128::from),
+    }
+}
+
+/// Classifies a listing into pending segments, skipped entries, gaps and overlaps.
+///
+/// Until the watermark exists, the chain starts at the lowest segment seen so far.
+pub fn scan(listing: &[DirEntry], state: &State) -> ScanReport {
+    let mut state = state.clone();
+    let mut skipped = Vec::new();
+    let mut valid = Vec::new();
+    for entry in listing {
+        match classify(entry) {
+            Ok(seg) => valid.push(seg),
+            Err(reason) => skipped.push(Skipped { name: entry.name.clone(), reason }),
+        }
+    }
+    valid.sort_by(by_lsn);
+
+    if state.last_archived_lsn.is_none() {
+        let lowest = valid
+            .iter()
+            .chain(&state.archived_above)
+            .map(|s| s.first_lsn)
+            .min();
+        state.chain_start = match (state.chain_start, lowest) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    let pending: Vec<Segment> = valid
+        .iter()
+        .filter(|s| !below_watermark(&state, s))
+        .filter(|s| !state.archived_above.iter().any(|a| a.name == s.name))
+        .cloned()
+        .collect();
+
+    // Gaps and overlaps are judged over everything known above the watermark:
+    // what is listed and what was archived out of order.
+    let mut known: Vec<&Segment> = valid
+        .iter()
+        .filter(|s| !below_watermark(&state, s))
+        .collect();
+    for a in &state.archived_above {
+        if !known.iter().any(|s| s.name == a.name) {
+            known.push(a);
+        }
+    }
+    known.sort_by(|a, b| by_lsn(a, b));
+
+    let mut gaps = Vec::new();
+    let mut overlaps = Vec::new();
+    let mut cursor = chain_cursor(&state);
+    let mut cursor_owner = String::new();
+    for seg in known {
+        let first = u128::from(seg.first_lsn);
+        let end = u128::from(seg.last_lsn) + 1;
+        if let Some(c) = cursor {
+            if first > c {
+                // Both ends fit in u64: c < first <= u64::MAX.
+                gaps.push(Gap { from: c as Lsn, to: seg.first_lsn - 1 });
+            } else if first < c {
+                overlaps.push(Overlap {
+                    first: cursor_owner.clone(),
+                    second: seg.name.clone(),
+                    from: seg.first_lsn,
+                    to: (c - 1).min(u128::from(seg.last_lsn)) as Lsn,
+                });
+            }
+        }
+        if cursor.is_none_or(|c| end > c) {
+            cursor = Some(end);
+            cursor_owner = seg.name.clone();
+        }
+    }
+
+    ScanReport { state, pending, skipped, gaps, overlaps }
+}
+
+/// The key of a segment under the prefix, as the seed's `plan_archive` formed it.
+pub fn object_key(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
+/// The tasks of the next batch: the first `batch_size` pending segments in LSN order.
+pub fn plan_batch(config: &Config, pending: &[Segment]) -> Vec<ArchiveTask> {
+    let mut sorted: Vec<&Segment> = pending.iter().collect();
+    sorted.sort_by(|a, b| by_lsn(a, b));
+    let limit = usize::try_from(config.batch_size.max(1)).unwrap_or(usize::MAX);
+    sorted
+        .into_iter()
+        .take(limit)
+        .map(|seg| ArchiveTask {
+            key: object_key(&config.prefix, &seg.name),
+            segment: seg.clone(),
+            verify: config.verify_checksums,
+        })
+        .collect()
+}
+
+/// Checks a receipt against the task: the whole file was read, the store
+/// holds exactly that many bytes, and, when asked, the same CRC32C.
+pub fn check_receipt(task: &ArchiveTask, receipt: &UploadReceipt) -> Result<(), VerifyError> {
+    if receipt.read_size != task.segment.size {
+        return Err(VerifyError::SizeChanged(task.segment.size, receipt.read_size));
+    }
+    if receipt.stored_size != receipt.read_size {
+        return Err(VerifyError::StoredSizeMismatch(receipt.read_size, receipt.stored_size));
+    }
+    if task.verify {
+        match receipt.stored_crc32c {
+            None => return Err(VerifyError::NotVerified),
+            Some(stored) if stored != receipt.read_crc32c => {
+                return Err(VerifyError::ChecksumMismatch(receipt.read_crc32c, stored));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Records an upload: the new state if it counts as archived, else the reason.
+pub fn record_archived(
+    state: &State,
+    task: &ArchiveTask,
+    receipt: &UploadReceipt,
+) -> Result<State, VerifyError> {
+    check_receipt(task, receipt)?;
+    let mut state = state.clone();
+    let seg = &task.segment;
+    state.failing.retain(|f| f.name != seg.name);
+    let already = below_watermark(&state, seg)
+        || state.archived_above.iter().any(|a| a.name == seg.name);
+    if !already {
+        state.segments_archived += 1;
+        state.bytes_archived += seg.size;
+        let at = state
+            .archived_above
+            .partition_point(|a| by_lsn(a, seg).is_lt());
+        state.archived_above.insert(at, seg.clone());
+        advance_watermark(&mut state);
+    }
+    Ok(state)
+}
+
+/// Moves the watermark across every archived segment that continues the chain.
+fn advance_watermark(state: &mut State) {
+    while let Some(next) = chain_cursor(state) {
+        let Some(i) = state
+            .archived_above
+            .iter()
+            .position(|a| u128::from(a.first_lsn) == next)
+        else {
+            break;
+        };
+        let seg = state.archived_above.remove(i);
+        state.last_archived_lsn = Some(seg.last_lsn);
+    }
+    // Segments now wholly covered (overlapping strays) have nothing left to wait for.
+    let w = state.last_archived_lsn;
+    state
+        .archived_above
+        .retain(|a| w.is_none_or(|w| a.last_lsn > w));
+}
+
+/// Records a failed attempt. The segment stays pending and holds the watermark.
+pub fn record_failed(state: &State, task: &ArchiveTask, reason: &str) -> State {
+    let mut state = state.clone();
+    state.failures += 1;
+    match state.failing.iter_mut().find(|f| f.name == task.segment.name) {
+        Some(f) => {
+            f.attempts = f.attempts.saturating_add(1);
+            f.last_reason = reason.to_owned();
+        }
+        None => state.failing.push(SegmentFailure {
+            name: task.segment.name.clone(),
+            attempts: 1,
+            last_reason: reason.to_owned(),
+        }),
+    }
+    state
+}
+
+/// Local segments that may be deleted: valid, regular files wholly at or below
+/// the watermark, and only when deletion is configured.
+pub fn deletable(config: &Config, state: &State, listing: &[DirEntry]) -> Vec<Segment> {
+    if !config.delete_after_archive {
+        return Vec::new();
+    }
+    let mut out: Vec<Segment> = listing
+        .iter()
+        .filter_map(|e| classify(e).ok())
+        .filter(|s| below_watermark(state, s))
+        .collect();
+    out.sort_by(by_lsn);
+    out
+}
+
+/// How many LSNs up to `current` are not yet covered by the watermark.
+pub fn rpo_gap(state: &State, current: Lsn) -> u64 {
+    let covered_below = match (state.last_archived_lsn, state.chain_start) {
+        (Some(w), _) => u128::from(w) + 1,
+        (None, Some(start)) => u128::from(start),
+        (None, None) => 1,
+    };
+    let gap = (u128::from(current) + 1).saturating_sub(covered_below);
+    u64::try_from(gap).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::name::format_segment_name;
+    use proptest::prelude::*;
+
+    fn file(name: &str, size: u64) -> DirEntry {
+        DirEntry { name: name.into(), utf8: true, kind: EntryKind::File, size }
+    }
+
+    fn seg_entry(first: Lsn, last: Lsn) -> DirEntry {
+        file(&format_segment_name(first, last).unwrap(), 100)
+    }
+
+    fn ok_receipt(task: &ArchiveTask) -> UploadReceipt {
+        UploadReceipt {
+            read_size: task.segment.size,
+            read_crc32c: 7,
+            stored_size: task.segment.size,
+            stored_crc32c: Some(7),
+        }
+    }
+
+    fn tasks_for(listing: &[DirEntry], state: &State) -> (State, Vec<ArchiveTask>) {
+        let report = scan(listing, state);
+        let config = Config { batch_size: 1000, ..Config::default() };
+        let tasks = plan_batch(&config, &report.pending);
+        (report.state, tasks)
+    }
+
+    #[test]
+    fn reports_every_refused_entry_with_its_reason() {
+        let listing = vec![
+            file("wal-0a-64.partial", 1),
+            file("wal-1-a.txt", 1),
+            file("wal-0a-64", 1),
+            file("wal-+a-+64.seg", 1),
+            file("wal-A-FF.seg", 1),
+            file("wal-1-a.seg", 1),
+            file("wal-0000000000000064-000000000000000a.seg", 1),
+            DirEntry { name: "wal-0000000000000001-0000000000000002.seg".into(), utf8: true, kind: EntryKind::Symlink, size: 0 },
+            DirEntry { name: "wal-0000000000000003-0000000000000004.seg".into(), utf8: true, kind: EntryKind::Dir, size: 0 },
+            DirEntry { name: "wal-\u{fffd}.seg".into(), utf8: false, kind: EntryKind::File, size: 1 },
+            DirEntry { name: "fifo".into(), utf8: true, kind: EntryKind::Other, size: 0 },
+        ];
+        let report = scan(&listing, &State::default());
+        assert!(report.pending.is_empty());
+        assert_eq!(report.skipped.len(), listing.len());
+        let reason = |n: &str| report.skipped.iter().find(|s| s.name == n).unwrap().reason;
+        assert_eq!(reason("wal-0a-64.partial"), SkipReason::BadName(NameError::WrongSuffix));
+        assert_eq!(reason("wal-0000000000000001-0000000000000002.seg"), SkipReason::NotAFile(EntryKind::Symlink));
+        assert_eq!(reason("wal-0000000000000003-0000000000000004.seg"), SkipReason::NotAFile(EntryKind::Dir));
+        assert_eq!(reason("wal-\u{fffd}.seg"), SkipReason::NotUtf8);
+        assert_eq!(reason("wal-0000000000000064-000000000000000a.seg"), SkipReason::BadName(NameError::FirstAfterLast));
+    }
+
+    #[test]
+    fn sorts_pending_by_lsn_and_limits_the_batch() {
+        let listing: Vec<DirEntry> = (0u64..20).rev().map(|i| seg_entry(i * 10 + 1, (i + 1) * 10)).collect();
+        let report = scan(&listing, &State::default());
+        assert_eq!(report.pending.len(), 20);
+        assert!(report.pending.windows(2).all(|w| w[0].first_lsn < w[1].first_lsn));
+        let config = Config { batch_size: 5, prefix: "wal".into(), ..Config::default() };
+        let tasks = plan_batch(&config, &report.pending);
+        assert_eq!(tasks.len(), 5);
+        assert_eq!(tasks[0].key, "wal/wal-0000000000000001-000000000000000a.seg");
+        assert!(tasks.iter().all(|t| t.verify));
+    }
+
+    #[test]
+    fn holds_the_watermark_at_a_failed_segment_until_it_is_retried() {
+        let listing = vec![seg_entry(1, 10), seg_entry(11, 20), seg_entry(21, 30)];
+        let (state, tasks) = tasks_for(&listing, &State::default());
+        // Finish out of order: 3, fail 1, then 2.
+        let state = record_archived(&state, &tasks[2], &ok_receipt(&tasks[2])).unwrap();
+        let state = record_failed(&state, &tasks[0], "network down");
+        let state = record_archived(&state, &tasks[1], &ok_receipt(&tasks[1])).unwrap();
+        assert_eq!(state.last_archived_lsn, None);
+        assert_eq!(state.failing[0].name, tasks[0].segment.name);
+        assert_eq!(state.failures, 1);
+
+        // The failed segment is still pending on the next scan; the others are not.
+        let (state, retry) = tasks_for(&listing, &state);
+        assert_eq!(retry.len(), 1);
+        assert_eq!(retry[0].segment.name, tasks[0].segment.name);
+        let state = record_archived(&state, &retry[0], &ok_receipt(&retry[0])).unwrap();
+        assert_eq!(state.last_archived_lsn, Some(30));
+        assert!(state.archived_above.is_empty());
+        assert!(state.failing.is_empty());
+        assert_eq!(state.segments_archived, 3);
+        assert_eq!(state.bytes_archived, 300);
+    }
+
+    #[test]
+    fn refuses_a_receipt_that_does_not_match() {
+        let listing = vec![seg_entry(1, 10)];
+        let (state, tasks) = tasks_for(&listing, &State::default());
+        let t = &tasks[0];
+        let good = ok_receipt(t);
+        let cases = [
+            (UploadReceipt { read_size: 99, ..good }, VerifyError::SizeChanged(100, 99)),
+            (UploadReceipt { stored_size: 0, ..good }, VerifyError::StoredSizeMismatch(100, 0)),
+            (UploadReceipt { stored_crc32c: Some(8), ..good }, VerifyError::ChecksumMismatch(7, 8)),
+            (UploadReceipt { stored_crc32c: None, ..good }, VerifyError::NotVerified),
+        ];
+        for (receipt, want) in cases {
+            assert_eq!(record_archived(&state, t, &receipt), Err(want));
+        }
+        // Without verification a missing read-back is fine, but sizes still count.
+        let unverified = ArchiveTask { verify: false, ..t.clone() };
+        assert!(record_archived(&state, &unverified, &UploadReceipt { stored_crc32c: None, ..good }).is_ok());
+        assert!(record_archived(&state, &unverified, &UploadReceipt { stored_size: 0, ..good }).is_err());
+    }
+
+    #[test]
+    fn reports_gaps_and_overlaps_with_their_ranges() {
+        let listing = vec![
+            seg_entry(1, 10),
+            seg_entry(11, 20),
+            seg_entry(31, 40),
+            seg_entry(35, 50),
+        ];
+        let report = scan(&listing, &State::default());
+        assert_eq!(report.gaps, vec![Gap { from: 21, to: 30 }]);
+        assert_eq!(report.overlaps.len(), 1);
+        let o = &report.overlaps[0];
+        assert_eq!((o.first.as_str(), o.from, o.to), ("wal-000000000000001f-0000000000000028.seg", 35, 40));
+        assert_eq!(o.second, "wal-0000000000000023-0000000000000032.seg");
+    }
+
+    #[test]
+    fn stops_the_watermark_at_a_gap_but_uploads_beyond_it() {
+        let listing = vec![seg_entry(1, 10), seg_entry(21, 30)];
+        let (mut state, tasks) = tasks_for(&listing, &State::default());
+        for t in &tasks {
+            state = record_archived(&state, t, &ok_receipt(t)).unwrap();
+        }
+        assert_eq!(state.last_archived_lsn, Some(10));
+        assert_eq!(state.archived_above.len(), 1);
+        let report = scan(&listing, &state);
+        assert!(report.pending.is_empty());
+        assert_eq!(report.gaps, vec![Gap { from: 11, to: 20 }]);
+        // The missing segment appears: the watermark crosses both.
+        let listing = vec![seg_entry(1, 10), seg_entry(11, 20), seg_entry(21, 30)];
+        let (state, tasks) = tasks_for(&listing, &state);
+        assert_eq!(tasks.len(), 1);
+        let state = record_archived(&state, &tasks[0], &ok_receipt(&tasks[0])).unwrap();
+        assert_eq!(state.last_archived_lsn, Some(30));
+    }
+
+    #[test]
+    fn reports_a_segment_straddling_the_watermark_as_an_overlap() {
+        let state = State { last_archived_lsn: Some(10), chain_start: Some(1), ..State::default() };
+        let report = scan(&[seg_entry(5, 15)], &state);
+        assert_eq!(report.overlaps, vec![Overlap { first: String::new(), second: "wal-0000000000000005-000000000000000f.seg".into(), from: 5, to: 10 }]);
+        // Still uploaded: LSNs 11..=15 exist nowhere else.
+        assert_eq!(report.pending.len(), 1);
+    }
+
+    #[test]
+    fn reaches_u64_max_without_overflow() {
+        let listing = vec![seg_entry(u64::MAX - 9, u64::MAX - 1), seg_entry(u64::MAX, u64::MAX)];
+        let (mut state, tasks) = tasks_for(&listing, &State::default());
+        for t in &tasks {
+            state = record_archived(&state, t, &ok_receipt(t)).unwrap();
+        }
+        assert_eq!(state.last_archived_lsn, Some(u64::MAX));
+        assert_eq!(rpo_gap(&state, u64::MAX), 0);
+        let report = scan(&listing, &state);
+        assert!(report.pending.is_empty() && report.gaps.is_empty() && report.overlaps.is_empty());
+    }
+
+    #[test]
+    fn starts_the_chain_at_the_lowest_segment_seen() {
+        let state = scan(&[seg_entry(1000, 1999)], &State::default()).state;
+        assert_eq!(state.chain_start, Some(1000));
+        assert_eq!(rpo_gap(&state, 1999), 1000);
+        let state = scan(&[seg_entry(1, 999), seg_entry(1000, 1999)], &state).state;
+        assert_eq!(state.chain_start, Some(1));
+    }
+
+    #[test]
+    fn counts_a_segment_recorded_twice_once() {
+        let listing = vec![seg_entry(1, 10)];
+        let (state, tasks) = tasks_for(&listing, &State::default());
+        let once = record_archived(&state, &tasks[0], &ok_receipt(&tasks[0])).unwrap();
+        let twice = record_archived(&once, &tasks[0], &ok_receipt(&tasks[0])).unwrap();
+        assert_eq!(once, twice);
+    }
+
+    #[test]
+    fn deletes_only_segments_at_or_below_the_watermark_and_only_when_asked() {
+        let listing = vec![seg_entry(1, 10), seg_entry(11, 20), file("notes.txt", 3)];
+        let state = State { last_archived_lsn: Some(10), chain_start: Some(1), ..State::default() };
+        let on = Config { delete_after_archive: true, ..Config::default() };
+        let names: Vec<String> = deletable(&on, &state, &listing).into_iter().map(|s| s.name).collect();
+        assert_eq!(names, vec!["wal-0000000000000001-000000000000000a.seg".to_string()]);
+        assert!(deletable(&Config::default(), &state, &listing).is_empty());
+    }
+
+    #[test]
+    fn measures_the_rpo_gap_from_the_watermark() {
+        let state = State { last_archived_lsn: Some(90), chain_start: Some(1), ..State::default() };
+        assert_eq!(rpo_gap(&state, 100), 10);
+        assert_eq!(rpo_gap(&state, 90), 0);
+        assert_eq!(rpo_gap(&state, 50), 0);
+        assert_eq!(rpo_gap(&State::default(), 100), 100);
+    }
+
+    /// One step of a random schedule: which pending segment, and whether it fails.
+    fn schedule() -> impl Strategy<Value = (Vec<u64>, Vec<(usize, bool)>)> {
+        (
+            prop::collection::vec(1u64..5, 1..12),
+            prop::collection::vec((0usize..64, any::<bool>()), 0..64),
+        )
+    }
+
+    fn chain(lengths: &[u64], hole: Option<usize>) -> Vec<DirEntry> {
+        let mut first = 1;
+        let mut out = Vec::new();
+        for (i, len) in lengths.iter().enumerate() {
+            if Some(i) != hole {
+                out.push(seg_entry(first, first + len - 1));
+            }
+            first += len;
+        }
+        out
+    }
+
+    proptest! {
+        /// The watermark never decreases, never passes a failed or missing
+        /// segment, and every LSN at or below it was archived.
+        #[test]
+        fn watermark_never_decreases_or_passes_an_unarchived_segment(
+            (lengths, steps) in schedule(),
+            hole in prop::option::of(0usize..12),
+        ) {
+            let listing = chain(&lengths, hole);
+            let mut state = scan(&listing, &State::default()).state;
+            let mut archived: Vec<(Lsn, Lsn)> = Vec::new();
+            let mut last_w = None;
+            for (pick, fails) in steps {
+                let report = scan(&listing, &state);
+                state = report.state;
+                if report.pending.is_empty() { break; }
+                let config = Config { batch_size: 64, ..Config::default() };
+                let tasks = plan_batch(&config, &report.pending);
+                let task = &tasks[pick % tasks.len()];
+                state = if fails {
+                    record_failed(&state, task, "injected")
+                } else {
+                    archived.push((task.segment.first_lsn, task.segment.last_lsn));
+                    record_archived(&state, task, &ok_receipt(task)).unwrap()
+                };
+                prop_assert!(state.last_archived_lsn >= last_w);
+                last_w = state.last_archived_lsn;
+                if let Some(w) = state.last_archived_lsn {
+                    // Every LSN from the chain start to w lies in an archived segment.
+                    let mut lsn = state.chain_start.unwrap();
+                    while lsn <= w {
+                        let seg = archived.iter().find(|(f, l)| *f <= lsn && lsn <= *l);
+                        prop_assert!(seg.is_some(), "LSN {} is below watermark {} but not archived", lsn, w);
+                        lsn = seg.unwrap().1 + 1;
+                    }
+                    for f in &state.failing {
+                        let n = SegmentName::parse(&f.name).unwrap();
+                        prop_assert!(n.first() > w, "watermark {} passed failed segment {}", w, f.name);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! The archive loop. The planner decides what to upload, what counts as
+//! archived and what may be deleted; this module lists, uploads, deletes and
+//! saves the state, and checks every decision against what it listed.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use crate::component::{wit, CycleReport, PlannerError, PlannerRuntime};
+use crate::state::{StateError, StateStore};
+use crate::storage::{Storage, StorageError};
+
+/// Why a run could not go on. A segment that fails to upload is not an
+/// error here: it is recorded, reported and retried.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error(transparent)]
+    Planner(#[from] PlannerError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("planner component {plugin} made a bad plan: {why}")]
+    BadPlan { plugin: String, why: String },
+}
+
+/// What one run did and found.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub state: wit::ArchiverState,
+    pub archived: Vec<wit::Segment>,
+    pub failed: Vec<wit::SegmentFailure>,
+    pub deleted: Vec<String>,
+    pub not_deleted: Vec<wit::SegmentFailure>,
+    pub skipped: Vec<wit::SkippedEntry>,
+    pub gaps: Vec<wit::Gap>,
+    pub overlaps: Vec<wit::Overlap>,
+}
+
+impl Summary {
+    /// True when nothing failed and no segments overlap.
+    pub fn is_clean(&self) -> bool {
+        self.failed.is_empty() && self.not_deleted.is_empty() && self.overlaps.is_empty()
+    }
+
+    pub fn bytes_archived(&self) -> u64 {
+        self.archived.iter().map(|s| s.size).sum()
+    }
+}
+
+impl From<CycleReport> for Summary {
+    fn from(r: CycleReport) -> Self {
+        Self {
+            state: r.state,
+            archived: r.archived,
+            failed: r.failed,
+            deleted: r.deleted,
+            not_deleted: r.not_deleted,
+            skipped: r.skipped,
+            gaps: r.gaps,
+            overlaps: r.overlaps,
+        }
+    }
+}
+
+/// An archiver: one WAL directory, one archive, one planner.
+pub struct Archiver {
+    runtime: Arc<PlannerRuntime>,
+    storage: Arc<Storage>,
+    config: wit::ArchiverConfig,
+    state_store: Option<StateStore>,
+}
+
+impl Archiver {
+    pub fn new(
+        runtime: Arc<PlannerRuntime>,
+        storage: Storage,
+        config: wit::ArchiverConfig,
+        state_store: Option<StateStore>,
+    ) -> Self {
+        Self { runtime, storage: Arc::new(storage), config, state_store }
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    pub fn config(&self) -> &wit::ArchiverConfig {
+        &self.config
+    }
+
+    /// The saved state, or a fresh one.
+    pub fn load_state(&self) -> Result<wit::ArchiverState, ArchiveError> {
+        Ok(match &self.state_store {
+            Some(s) => s.load()?,
+            None => crate::state::empty_state(),
+        })
+    }
+
+    fn save(&self, state: &wit::ArchiverState) -> Result<(), ArchiveError> {
+        if let Some(s) = &self.state_store {
+            s.save(state)?;
+        }
+        Ok(())
+    }
+
+    fn bad_plan(&self, why: String) -> ArchiveError {
+        ArchiveError::BadPlan { plugin: self.runtime_plugin(), why }
+    }
+
+    fn runtime_plugin(&self) -> String {
+        self.runtime.plugin().to_owned()
+    }
+
+    /// One pass over everything pending, in batches; each segment is tried
+    /// once. Stops between uploads once `stop` is set. The state is saved
+    /// after every batch.
+    pub fn run_once(&self, state: &mut wit::ArchiverState, stop: &AtomicBool) -> Result<Summary, ArchiveError> {
+        let listing = self.storage.wal.list()?;
+        let files: HashSet<&str> = listing
+            .iter()
+            .filter(|e| e.utf8 && e.kind == wit::EntryKind::File)
+            .map(|e| e.name.as_str())
+            .collect();
+        let mut planner = self.runtime.session(None)?;
+        let scan = planner.scan(&listing, state)?;
+        for seg in &scan.pending {
+            if !files.contains(seg.name.as_str()) {
+                return Err(self.bad_plan(format!("pending segment {:?} is not a file in the listing", seg.name)));
+            }
+        }
+        *state = scan.state;
+        self.save(state)?;
+
+        let mut archived = Vec::new();
+        let mut failed = Vec::new();
+        let mut remaining = scan.pending;
+        while !remaining.is_empty() && !stop.load(Ordering::SeqCst) {
+            let tasks = planner.plan_batch(&self.config, &remaining)?;
+            if tasks.is_empty() {
+                return Err(self.bad_plan(format!("no task planned for {} pending segments", remaining.len())));
+            }
+            for task in &tasks {
+                let Some(at) = remaining.iter().position(|s| *s == task.segment) else {
+                    return Err(self.bad_plan(format!("task for {:?}, which is not pending", task.segment.name)));
+                };
+                remaining.remove(at);
+            }
+            for task in &tasks {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let seg = &task.segment;
+                let outcome = match self.storage.upload_segment(&seg.name, &task.key, task.verify) {
+                    Ok(receipt) => planner.record_archived(state, task, receipt)?.map_err(|e| describe_verify_error(&e)),
+                    Err(e) => Err(e.to_string()),
+                };
+                match outcome {
+                    Ok(next) => {
+                        *state = next;
+                        info!(segment = %seg.name, bytes = seg.size, to = %self.storage.archive.display_key(&task.key), "archived");
+                        archived.push(seg.clone());
+                    }
+                    Err(reason) => {
+                        *state = planner.record_failed(state, task, &reason)?;
+                        let attempts = state.failing.iter().find(|f| f.name == seg.name).map_or(1, |f| f.attempts);
+                        warn!(segment = %seg.name, attempts, "cannot archive segment: {reason}");
+                        failed.push(wit::SegmentFailure { name: seg.name.clone(), attempts, last_reason: reason });
+                    }
+                }
+            }
+            self.save(state)?;
+        }
+
+        let (deleted, not_deleted) = self.delete_archived(&mut planner, state, &listing, &files)?;
+        Ok(Summary {
+            state: state.clone(),
+            archived,
+            failed,
+            deleted,
+            not_deleted,
+            skipped: scan.skipped,
+            gaps: scan.gaps,
+            overlaps: scan.overlaps,
+        })
+    }
+
+    fn delete_archived(
+        &self,
+        planner: &mut crate::component::Planner,
+        state: &wit::ArchiverState,
+        listing: &[wit::DirEntry],
+        files: &HashSet<&str>,
+    ) -> Result<(Vec<String>, Vec<wit::SegmentFailure>), ArchiveError> {
+        let mut deleted = Vec::new();
+        let mut not_deleted = Vec::new();
+        if !self.config.delete_after_archive {
+            return Ok((deleted, not_deleted));
+        }
+        for seg in planner.deletable(&self.config, state, listing)? {
+            if !files.contains(seg.name.as_str()) {
+                return Err(self.bad_plan(format!("deletion of {:?}, which is not a file in the listing", seg.name)));
+            }
+            match self.storage.delete_archived(&seg.name) {
+                Ok(()) => {
+                    info!(segment = %seg.name, "deleted local segment");
+                    deleted.push(seg.name);
+                }
+                Err(e) => {
+                    warn!(segment = %seg.name, "{e}");
+                    not_deleted.push(wit::SegmentFailure { name: seg.name, attempts: 1, last_reason: e.to_string() });
+                }
+            }
+        }
+        Ok((deleted, not_deleted))
+    }
+
+    /// One cycle driven by the component itself through the storage imports
+    /// (`run-cycle`), as a plugin host with nothing but the imports runs it.
+    pub fn run_cycle(&self, state: &mut wit::ArchiverState) -> Result<Summary, ArchiveError> {
+        let mut planner = self.runtime.session(Some(self.storage.clone()))?;
+        let report = planner
+            .run_cycle(&self.config, state)?
+            .map_err(|e| self.bad_plan(format!("run-cycle failed: {}", describe_storage_error(&e))))?;
+        *state = report.state.clone();
+        self.save(state)?;
+        Ok(report.into())
+    }
+
+    /// The planner's view without uploading anything: for `status`.
+    pub fn inspect(&self, state: &wit::ArchiverState) -> Result<(crate::component::ScanReport, u64), ArchiveError> {
+        let listing = self.storage.wal.list()?;
+        let mut planner = self.runtime.session(None)?;
+        let scan = planner.scan(&listing, state)?;
+        let current = listing
+            .iter()
+            .filter(|e| e.utf8 && e.kind == wit::EntryKind::File)
+            .filter_map(|e| planner.parse_segment_name(&e.name).ok()?.ok())
+            .map(|n| n.last_lsn)
+            .max()
+            .or(scan.state.last_archived_lsn)
+            .unwrap_or(0);
+        Ok((scan, current))
+    }
+
+    /// The RPO gap at `current`, as the planner measures it.
+    pub fn rpo_gap(&self, state: &wit::ArchiverState, current: u64) -> Result<u64, ArchiveError> {
+        Ok(self.runtime.session(None)?.rpo_gap(state, current)?)
+    }
+}
+
+/// A verification failure, in words.
+pub fn describe_verify_error(e: &wit::VerifyError) -> String {
+    match e {
+        wit::VerifyError::SizeChanged((listed, read)) => {
+            format!("the file was listed with {listed} bytes but {read} were read (is it still being written?)")
+        }
+        wit::VerifyError::StoredSizeMismatch((sent, stored)) => {
+            format!("{sent} bytes were sent but the stored object has {stored}")
+        }
+        wit::VerifyError::ChecksumMismatch((sent, stored)) => {
+            format!("CRC32C {sent:08x} was sent but the stored object has {stored:08x}")
+        }
+        wit::VerifyError::NotVerified => "the stored object was not read back for verification".into(),
+    }
+}
+
+/// A storage error, in words.
+pub fn describe_storage_error(e: &wit::StorageError) -> String {
+    match e {
+        wit::StorageError::Refused(m)
+        | wit::StorageError::NotFound(m)
+        | wit::StorageError::NotAFile(m)
+        | wit::StorageError::Io(m) => m.clone(),
+    }
+}
+
+/// Why an entry is skipped, in words.
+pub fn describe_skip(reason: &wit::SkipReason) -> String {
+    match reason {
+        wit::SkipReason::NotAFile(kind) => match kind {
+            wit::EntryKind::Dir => "a directory".into(),
+            wit::EntryKind::Symlink => "a symlink (never followed)".into(),
+            wit::EntryKind::Other => "not a regular file".into(),
+            wit::EntryKind::File => "a file".into(),
+        },
+        wit::SkipReason::NotUtf8 => "the name is not valid UTF-8".into(),
+        wit::SkipReason::BadName(e) => format!("not a segment name: {}", describe_name_error(e)),
+    }
+}
+
+/// A name error, in words.
+pub fn describe_name_error(e: &wit::NameError) -> String {
+    match e {
+        wit::NameError::MissingPrefix => "it does not start with `wal-`".into(),
+        wit::NameError::WrongSuffix => "it does not end in `.seg`".into(),
+        wit::NameError::WrongShape => "it is not `wal-FIRST-LAST.seg`".into(),
+        wit::NameError::WrongLength(n) => format!("an LSN field has {n} characters, not 16"),
+        wit::NameError::NotLowercaseHex => "an LSN field is not lowercase hex".into(),
+        wit::NameError::FirstAfterLast => "the first LSN is above the last".into(),
+    }
+}

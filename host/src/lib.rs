@@ -1,0 +1,20 @@
+//! The wal-archiver host: runs the planner component in wasmtime and carries
+//! out its decisions with object_store.
+//!
+//! # Layout
+//!
+//! - [`component`]: the engine, the embedded component, sandboxed sessions.
+//! - [`storage`]: the confined WAL directory and the archive destination.
+//! - [`archive`]: the loop that lists, asks the planner, uploads, records, deletes.
+//! - [`state`]: the state file, written atomically.
+//! - [`generate`]: sample segments.
+//! - [`lsn`]: LSN arguments.
+//!
+//! The `wal-archiver` binary in `main.rs` is the command line over these.
+
+pub mod archive;
+pub mod component;
+pub mod generate;
+pub mod lsn;
+pub mod state;
+pub mod storage;

@@ -1,0 +1,352 @@
+//! The `wal-archiver` command line: glue over the `wal_archiver` library.
+//!
+//! Exit codes: 0 when everything asked for was done; 1 when the run went
+//! through but something is not archived (a failed segment, overlapping
+//! segments, a segment that could not be deleted); 2 when it could not run.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use tokio::sync::Notify;
+use tracing::warn;
+
+use wal_archiver::archive::{describe_skip, Archiver, Summary};
+use wal_archiver::component::{wit, PlannerRuntime};
+use wal_archiver::lsn::{format_lsn, parse_lsn};
+use wal_archiver::state::StateStore;
+use wal_archiver::storage::{Archive, Storage, WalDir};
+
+/// The state file's name when it lives in the WAL directory (the default).
+const DEFAULT_STATE_NAME: &str = ".wal-archiver-state.json";
+
+#[derive(Parser)]
+#[command(name = "wal-archiver", version, about = "Continuous WAL archiving to object storage, with a gap-free watermark")]
+#[command(after_help = "Exit codes: 0 done; 1 something was not archived (failed, overlapping or not deleted); 2 could not run.\nLogs go to stderr; set RUST_LOG (default: info).")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// The WAL directory to archive from.
+    #[arg(long, value_name = "DIR")]
+    wal_dir: PathBuf,
+    /// The archive: file:///path or memory:///prefix.
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// The state file [default: DIR/.wal-archiver-state.json; none for memory://].
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Archive completed segments, then keep watching until SIGINT or SIGTERM.
+    Archive {
+        #[command(flatten)]
+        target: Target,
+        /// Archive everything pending once, print a summary and exit.
+        #[arg(long)]
+        once: bool,
+        /// The most segments planned in one batch.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+        batch_size: u32,
+        /// Delete local segments once they are at or below the watermark.
+        #[arg(long)]
+        delete_after_archive: bool,
+        /// Do not read stored objects back to confirm their CRC32C (sizes are still checked).
+        #[arg(long)]
+        no_verify_checksums: bool,
+        /// Seconds between cycles when watching.
+        #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+        interval: f64,
+    },
+    /// Show the watermark, RPO gap, pending and skipped entries, and gaps.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The database's current LSN, for the RPO gap [default: the last LSN of the newest local segment].
+        #[arg(long, value_parser = parse_lsn, value_name = "LSN")]
+        current_lsn: Option<u64>,
+    },
+    /// Write sample contiguous segments (LSNs are byte positions).
+    Generate {
+        /// Where to write them.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// How many segments.
+        #[arg(long)]
+        count: u64,
+        /// Bytes per segment.
+        #[arg(long, value_name = "BYTES")]
+        size: u64,
+        /// The first LSN, decimal or 0x hex.
+        #[arg(long, default_value = "1", value_parser = parse_lsn, value_name = "LSN")]
+        start_lsn: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wal-archiver: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Generate { dir, count, size, start_lsn } => {
+            let paths = wal_archiver::generate::generate(&dir, count, size, start_lsn)?;
+            println!("wrote {} segments of {} bytes to {}", paths.len(), size, dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { target, json, current_lsn } => status(&target, json, current_lsn),
+        Command::Archive { target, once, batch_size, delete_after_archive, no_verify_checksums, interval } => {
+            if !(interval.is_finite() && interval > 0.0) {
+                anyhow::bail!("cannot watch every {interval} seconds: the interval must be above 0");
+            }
+            let config = Settings { batch_size, delete_after_archive, verify_checksums: !no_verify_checksums };
+            archive(&target, &config, once, Duration::from_secs_f64(interval))
+        }
+    }
+}
+
+struct Settings {
+    batch_size: u32,
+    delete_after_archive: bool,
+    verify_checksums: bool,
+}
+
+/// Builds the archiver for a target: WAL directory, archive, state file, planner.
+fn open(target: &Target, settings: &Settings, rt: &tokio::runtime::Runtime) -> Result<Archiver> {
+    let archive = Archive::open(&target.to)?;
+    let mut wal = WalDir::open(&target.wal_dir)?;
+    let state_path = match &target.state {
+        Some(p) => Some(p.clone()),
+        None if target.to.starts_with("memory:") => None,
+        None => Some(wal.root().join(DEFAULT_STATE_NAME)),
+    };
+    if let Some(path) = &state_path
+        && let Some(name) = path.file_name()
+        && same_dir(path.parent(), wal.root())
+    {
+        wal = wal.hide(name);
+    }
+    let runtime = Arc::new(PlannerRuntime::embedded()?);
+    let config = wit::ArchiverConfig {
+        prefix: archive.prefix().to_owned(),
+        batch_size: settings.batch_size,
+        verify_checksums: settings.verify_checksums,
+        delete_after_archive: settings.delete_after_archive,
+    };
+    let storage = Storage { wal, archive, runtime: rt.handle().clone() };
+    let state_store = state_path.map(|p| StateStore::new(p, &target.to));
+    Ok(Archiver::new(runtime, storage, config, state_store))
+}
+
+fn same_dir(parent: Option<&Path>, root: &Path) -> bool {
+    let parent = match parent {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::canonicalize(parent).is_ok_and(|p| p == root)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the I/O runtime")
+}
+
+fn archive(target: &Target, settings: &Settings, once: bool, interval: Duration) -> Result<ExitCode> {
+    let rt = runtime()?;
+    let archiver = open(target, settings, &rt)?;
+    let mut state = archiver.load_state()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let wake = Arc::new(Notify::new());
+    watch_signals(&rt, stop.clone(), wake.clone());
+
+    if once {
+        let summary = archiver.run_once(&mut state, &stop)?;
+        print_summary(&archiver, &summary);
+        return Ok(if summary.is_clean() && !stop.load(Ordering::SeqCst) { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
+
+    let mut clean = true;
+    while !stop.load(Ordering::SeqCst) {
+        match archiver.run_once(&mut state, &stop) {
+            Ok(summary) => {
+                clean = summary.is_clean();
+                if !summary.archived.is_empty() || !summary.failed.is_empty() {
+                    print_summary(&archiver, &summary);
+                }
+            }
+            // A cycle that cannot run is retried on the next one; it never marks anything archived.
+            Err(e) => {
+                clean = false;
+                warn!("cycle failed, retrying in {interval:?}: {e}");
+            }
+        }
+        rt.block_on(async {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = wake.notified() => {}
+            }
+        });
+    }
+    eprintln!("wal-archiver: stopped; in-flight uploads finished");
+    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// First SIGINT or SIGTERM: finish the upload in flight and stop. Second: exit now.
+fn watch_signals(rt: &tokio::runtime::Runtime, stop: Arc<AtomicBool>, wake: Arc<Notify>) {
+    rt.spawn(async move {
+        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if stop.swap(true, Ordering::SeqCst) {
+                eprintln!("wal-archiver: second signal, exiting now");
+                std::process::exit(130);
+            }
+            eprintln!("wal-archiver: stopping after the upload in flight (signal again to exit now)");
+            wake.notify_one();
+        }
+    });
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+}
+
+fn watermark_text(state: &wit::ArchiverState) -> String {
+    state.last_archived_lsn.map_or_else(|| "none yet".to_owned(), format_lsn)
+}
+
+fn print_summary(archiver: &Archiver, s: &Summary) {
+    let to = archiver.storage().archive.display_key("");
+    println!(
+        "archived {} segments ({}) to {}",
+        s.archived.len(),
+        human_bytes(s.bytes_archived()),
+        to.trim_end_matches('/')
+    );
+    println!("last archived LSN: {}", watermark_text(&s.state));
+    println!("failed: {}", s.failed.len());
+    for f in &s.failed {
+        println!("  {} (attempt {}): {}", f.name, f.attempts, f.last_reason);
+    }
+    if archiver.config().delete_after_archive {
+        println!("deleted locally: {}", s.deleted.len());
+        for f in &s.not_deleted {
+            println!("  not deleted {}: {}", f.name, f.last_reason);
+        }
+    }
+    println!("skipped: {}", s.skipped.len());
+    for k in &s.skipped {
+        println!("  {}: {}", k.name, describe_skip(&k.reason));
+    }
+    for g in &s.gaps {
+        println!("gap: LSNs {} to {} are missing", format_lsn(g.from_lsn), format_lsn(g.to_lsn));
+    }
+    for o in &s.overlaps {
+        let first = if o.first.is_empty() { "the archived range" } else { o.first.as_str() };
+        println!("overlap: {} and {} both claim LSNs {} to {}", first, o.second, format_lsn(o.from_lsn), format_lsn(o.to_lsn));
+    }
+}
+
+fn status(target: &Target, as_json: bool, current_lsn: Option<u64>) -> Result<ExitCode> {
+    let rt = runtime()?;
+    let settings = Settings { batch_size: 16, delete_after_archive: false, verify_checksums: true };
+    let archiver = open(target, &settings, &rt)?;
+    let state = archiver.load_state()?;
+    let (scan, newest) = archiver.inspect(&state)?;
+    let current = current_lsn.unwrap_or(newest);
+    let rpo_gap = archiver.rpo_gap(&scan.state, current)?;
+    let st = &scan.state;
+    if as_json {
+        let doc = json!({
+            "archive": target.to,
+            "last_archived_lsn": st.last_archived_lsn,
+            "chain_start": st.chain_start,
+            "segments_archived": st.segments_archived,
+            "bytes_archived": st.bytes_archived,
+            "failures": st.failures,
+            "current_lsn": current,
+            "rpo_gap": rpo_gap,
+            "pending": scan.pending.iter().map(|s| json!({
+                "name": s.name, "first_lsn": s.first_lsn, "last_lsn": s.last_lsn, "size": s.size,
+            })).collect::<Vec<_>>(),
+            "failing": st.failing.iter().map(|f| json!({
+                "name": f.name, "attempts": f.attempts, "last_reason": f.last_reason,
+            })).collect::<Vec<_>>(),
+            "skipped": scan.skipped.iter().map(|k| json!({
+                "name": k.name, "reason": describe_skip(&k.reason),
+            })).collect::<Vec<_>>(),
+            "gaps": scan.gaps.iter().map(|g| json!({"from": g.from_lsn, "to": g.to_lsn})).collect::<Vec<_>>(),
+            "overlaps": scan.overlaps.iter().map(|o| json!({
+                "first": o.first, "second": o.second, "from": o.from_lsn, "to": o.to_lsn,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("archive:            {}", target.to);
+    println!("last archived LSN:  {}", watermark_text(st));
+    println!("segments archived:  {} ({})", st.segments_archived, human_bytes(st.bytes_archived));
+    println!("failures:           {}", st.failures);
+    println!("RPO gap:            {rpo_gap} LSNs at current LSN {}", format_lsn(current));
+    println!("pending:            {}", scan.pending.len());
+    for s in &scan.pending {
+        println!("  {}", s.name);
+    }
+    for f in &st.failing {
+        println!("failing: {} ({} attempts): {}", f.name, f.attempts, f.last_reason);
+    }
+    println!("skipped:            {}", scan.skipped.len());
+    for k in &scan.skipped {
+        println!("  {}: {}", k.name, describe_skip(&k.reason));
+    }
+    for g in &scan.gaps {
+        println!("gap: LSNs {} to {} are missing", format_lsn(g.from_lsn), format_lsn(g.to_lsn));
+    }
+    for o in &scan.overlaps {
+        let first = if o.first.is_empty() { "the archived range" } else { o.first.as_str() };
+        println!("overlap: {} and {} both claim LSNs {} to {}", first, o.second, format_lsn(o.from_lsn), format_lsn(o.to_lsn));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,424 @@
+//! The host's side of the `storage` imports: the confined WAL directory and
+//! the archive behind object_store.
+//!
+//! Every name the planner hands over must be a single entry directly inside
+//! the WAL directory: no `/`, no `..`, never absolute, and a symlink is never
+//! followed. Every key must be `{prefix}/{that name}`.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme, WriteMultipart};
+use tokio::runtime::Handle;
+use url::Url;
+
+use crate::component::wit;
+
+/// Bytes read from a segment at a time, and the multipart part size.
+const CHUNK: usize = 8 * 1024 * 1024;
+/// Parts in flight at once during one upload: bounds memory per upload.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// Why a storage operation failed. Each variant names the file or object.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot use WAL directory {}: {source}", path.display())]
+    WalDir { path: PathBuf, source: io::Error },
+    #[error("refused name {name:?}: {why}")]
+    RefusedName { name: String, why: &'static str },
+    #[error("refused key {key:?}: it is not {expected:?}")]
+    RefusedKey { key: String, expected: String },
+    #[error("cannot read segment {}: not found", path.display())]
+    NotFound { path: PathBuf },
+    #[error("cannot read segment {}: not a regular file", path.display())]
+    NotAFile { path: PathBuf },
+    #[error("cannot {verb} {}: {source}", path.display())]
+    Io { verb: &'static str, path: PathBuf, source: io::Error },
+    #[error("cannot {verb} {url}: {source}")]
+    Store { verb: &'static str, url: String, source: object_store::Error },
+    #[error("cannot delete {}: the archived copy {url} is missing or has {found} bytes, not {want}", path.display())]
+    NotArchived { path: PathBuf, url: String, found: u64, want: u64 },
+    #[error("cannot open archive {url}: {why}")]
+    BadUrl { url: String, why: String },
+}
+
+impl From<StorageError> for wit::StorageError {
+    fn from(e: StorageError) -> Self {
+        let text = e.to_string();
+        match e {
+            StorageError::RefusedName { .. } | StorageError::RefusedKey { .. } => Self::Refused(text),
+            StorageError::NotFound { .. } => Self::NotFound(text),
+            StorageError::NotAFile { .. } => Self::NotAFile(text),
+            _ => Self::Io(text),
+        }
+    }
+}
+
+/// The WAL directory, seen only through names directly inside it.
+#[derive(Debug, Clone)]
+pub struct WalDir {
+    root: PathBuf,
+    /// Host files kept in the directory (the state file) that are not WAL.
+    hidden: Vec<OsString>,
+}
+
+impl WalDir {
+    /// Opens an existing directory.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let wal_err = |source| StorageError::WalDir { path: path.to_owned(), source };
+        let root = std::fs::canonicalize(path).map_err(wal_err)?;
+        if !std::fs::metadata(&root).map_err(wal_err)?.is_dir() {
+            return Err(wal_err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory")));
+        }
+        Ok(Self { root, hidden: Vec::new() })
+    }
+
+    /// Leaves `name` out of listings: a file of the host's own.
+    pub fn hide(mut self, name: impl Into<OsString>) -> Self {
+        self.hidden.push(name.into());
+        self
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Lists the entries directly inside, without following symlinks.
+    pub fn list(&self) -> Result<Vec<wit::DirEntry>, StorageError> {
+        let wal_err = |source| StorageError::WalDir { path: self.root.clone(), source };
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.root).map_err(wal_err)? {
+            let entry = entry.map_err(wal_err)?;
+            let name = entry.file_name();
+            if self.hidden.contains(&name) {
+                continue;
+            }
+            // A file that vanished between readdir and lstat is simply not listed.
+            let meta = match entry.path().symlink_metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(wal_err(e)),
+            };
+            let ft = meta.file_type();
+            let kind = if ft.is_file() {
+                wit::EntryKind::File
+            } else if ft.is_dir() {
+                wit::EntryKind::Dir
+            } else if ft.is_symlink() {
+                wit::EntryKind::Symlink
+            } else {
+                wit::EntryKind::Other
+            };
+            let (name, utf8) = match name.into_string() {
+                Ok(s) => (s, true),
+                Err(raw) => (raw.to_string_lossy().into_owned(), false),
+            };
+            let size = if ft.is_file() { meta.len() } else { 0 };
+            out.push(wit::DirEntry { name, utf8, kind, size });
+        }
+        Ok(out)
+    }
+
+    /// The path of `name`, once it is known to be a plain entry name.
+    pub fn entry_path(&self, name: &str) -> Result<PathBuf, StorageError> {
+        let why = if name.is_empty() {
+            Some("empty")
+        } else if name == "." || name == ".." {
+            Some("not an entry name")
+        } else if name.contains('/') || name.contains('\0') {
+            Some("not directly inside the WAL directory")
+        } else if self.hidden.iter().any(|h| h == name) {
+            Some("a file of the archiver's own")
+        } else {
+            None
+        };
+        match why {
+            Some(why) => Err(StorageError::RefusedName { name: name.to_owned(), why }),
+            None => Ok(self.root.join(name)),
+        }
+    }
+
+    /// Opens a segment for reading: never through a symlink, never a FIFO or device.
+    pub fn open_segment(&self, name: &str) -> Result<File, StorageError> {
+        let path = self.entry_path(name)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            // O_NONBLOCK: opening a FIFO named like a segment must not hang.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|source| match source.raw_os_error() {
+                Some(libc::ENOENT) => StorageError::NotFound { path: path.clone() },
+                Some(libc::ELOOP) => StorageError::NotAFile { path: path.clone() },
+                _ => StorageError::Io { verb: "open", path: path.clone(), source },
+            })?;
+        let ft = file
+            .metadata()
+            .map_err(|source| StorageError::Io { verb: "stat", path: path.clone(), source })?
+            .file_type();
+        if !ft.is_file() || ft.is_fifo() {
+            return Err(StorageError::NotAFile { path });
+        }
+        Ok(file)
+    }
+
+    /// Size of a regular file entry, without following symlinks.
+    pub fn segment_size(&self, name: &str) -> Result<u64, StorageError> {
+        let path = self.entry_path(name)?;
+        match path.symlink_metadata() {
+            Ok(m) if m.file_type().is_file() => Ok(m.len()),
+            Ok(_) => Err(StorageError::NotAFile { path }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StorageError::NotFound { path }),
+            Err(source) => Err(StorageError::Io { verb: "stat", path, source }),
+        }
+    }
+
+    /// Removes a regular file entry and makes the removal durable.
+    pub fn remove_segment(&self, name: &str) -> Result<(), StorageError> {
+        let path = self.entry_path(name)?;
+        self.segment_size(name)?;
+        std::fs::remove_file(&path)
+            .map_err(|source| StorageError::Io { verb: "delete", path: path.clone(), source })?;
+        File::open(&self.root)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| StorageError::Io { verb: "sync", path: self.root.clone(), source })
+    }
+}
+
+/// An archive destination: an object store and the key prefix inside it.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    url: String,
+}
+
+impl Archive {
+    /// Opens `file://`, `memory://` and the other schemes object_store knows.
+    ///
+    /// A `file://` archive is a LocalFileSystem rooted at the URL's path,
+    /// created if missing, that fsyncs every object and its directory.
+    pub fn open(url: &str) -> Result<Self, StorageError> {
+        let bad = |why: String| StorageError::BadUrl { url: url.to_owned(), why };
+        let parsed = Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        let (scheme, path) = ObjectStoreScheme::parse(&parsed).map_err(|e| bad(e.to_string()))?;
+        match scheme {
+            ObjectStoreScheme::Local => {
+                let dir = parsed
+                    .to_file_path()
+                    .map_err(|()| bad("not an absolute local path".into()))?;
+                std::fs::create_dir_all(&dir).map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| bad(e.to_string()))?
+                    .with_fsync(true);
+                Ok(Self::new(Arc::new(fs), "", url))
+            }
+            ObjectStoreScheme::Memory => {
+                Ok(Self::new(Arc::new(object_store::memory::InMemory::new()), path.as_ref(), url))
+            }
+            other => Err(bad(format!(
+                "the {other:?} backend is not built into this wal-archiver; use file:// or memory://"
+            ))),
+        }
+    }
+
+    /// An archive over a store the caller built (tests, fault injection).
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, url: &str) -> Self {
+        Self {
+            store,
+            prefix: prefix.trim_matches('/').to_owned(),
+            url: url.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// The key prefix inside the store, without a trailing `/`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The key of a segment, as the planner forms it.
+    pub fn key_of(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}/{name}", self.prefix)
+        }
+    }
+
+    /// A key as a user reads it: the archive URL and the name.
+    pub fn display_key(&self, key: &str) -> String {
+        let name = key.rsplit('/').next().unwrap_or(key);
+        format!("{}/{name}", self.url)
+    }
+
+    fn store_err(&self, verb: &'static str, key: &str) -> impl FnOnce(object_store::Error) -> StorageError {
+        let url = self.display_key(key);
+        move |source| StorageError::Store { verb, url, source }
+    }
+
+    /// Streams `file` to `key` and reports what was read and what is stored.
+    /// With `verify`, the stored object is read back and checksummed.
+    pub async fn upload(&self, file: File, path: &Path, key: &str, verify: bool) -> Result<wit::UploadReceipt, StorageError> {
+        let location = ObjectPath::parse(key).map_err(|e| StorageError::RefusedKey {
+            key: key.to_owned(),
+            expected: e.to_string(),
+        })?;
+        let upload = self.store.put_multipart(&location).await.map_err(self.store_err("upload to", key))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
+        let (read_size, read_crc32c) = match stream_into(file, path, &mut writer).await {
+            Ok(v) => v,
+            Err(e) => {
+                // Best effort: the error that matters is the one already in hand.
+                let _ = writer.abort().await;
+                return Err(e);
+            }
+        };
+        writer.finish().await.map_err(self.store_err("upload to", key))?;
+
+        let stored_size = self.store.head(&location).await.map_err(self.store_err("stat", key))?.size;
+        let stored_crc32c = if verify { Some(self.checksum(&location, key).await?) } else { None };
+        Ok(wit::UploadReceipt { read_size, read_crc32c, stored_size, stored_crc32c })
+    }
+
+    /// CRC32C of a stored object, read back in full.
+    pub async fn checksum(&self, location: &ObjectPath, key: &str) -> Result<u32, StorageError> {
+        let mut stream = self
+            .store
+            .get(location)
+            .await
+            .map_err(self.store_err("read back", key))?
+            .into_stream();
+        let mut crc = 0u32;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(self.store_err("read back", key))?;
+            crc = crc32c::crc32c_append(crc, &chunk);
+        }
+        Ok(crc)
+    }
+
+    /// Size of the object at `key`, or None if there is none.
+    pub async fn stored_size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        let location = ObjectPath::parse(key).map_err(|e| StorageError::RefusedKey {
+            key: key.to_owned(),
+            expected: e.to_string(),
+        })?;
+        match self.store.head(&location).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.store_err("stat", key)(e)),
+        }
+    }
+}
+
+/// Reads the file in chunks into the multipart writer, checksumming as it goes.
+async fn stream_into(file: File, path: &Path, writer: &mut WriteMultipart) -> Result<(u64, u32), StorageError> {
+    let path = path.to_owned();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Vec<u8>>>(2);
+    // Reading on a blocking thread keeps the next chunk coming while this one uploads.
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut file = file;
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            let mut filled = 0;
+            let res = loop {
+                match file.read(&mut buf[filled..]) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        filled += n;
+                        if filled == buf.len() {
+                            break Ok(());
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            buf.truncate(filled);
+            let done = filled == 0;
+            let msg = res.map(|()| buf);
+            let failed = msg.is_err();
+            if done && !failed {
+                return;
+            }
+            if tx.blocking_send(msg).is_err() || failed {
+                return;
+            }
+        }
+    });
+    let mut size = 0u64;
+    let mut crc = 0u32;
+    while let Some(chunk) = rx.recv().await {
+        let chunk = chunk.map_err(|source| StorageError::Io { verb: "read", path: path.clone(), source })?;
+        crc = crc32c::crc32c_append(crc, &chunk);
+        size += chunk.len() as u64;
+        writer
+            .wait_for_capacity(PARTS_IN_FLIGHT)
+            .await
+            .map_err(|source| StorageError::Store { verb: "upload", url: path.display().to_string(), source })?;
+        writer.write(&chunk);
+    }
+    reader
+        .await
+        .map_err(|e| StorageError::Io { verb: "read", path: path.clone(), source: io::Error::other(e) })?;
+    Ok((size, crc))
+}
+
+/// The storage imports: a WAL directory and an archive, on a tokio runtime.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub wal: WalDir,
+    pub archive: Archive,
+    pub runtime: Handle,
+}
+
+impl Storage {
+    pub fn list_wal_dir(&self) -> Result<Vec<wit::DirEntry>, wit::StorageError> {
+        self.wal.list().map_err(Into::into)
+    }
+
+    pub fn upload(&self, name: &str, key: &str, verify: bool) -> Result<wit::UploadReceipt, wit::StorageError> {
+        self.upload_segment(name, key, verify).map_err(Into::into)
+    }
+
+    pub fn delete_segment(&self, name: &str) -> Result<(), wit::StorageError> {
+        self.delete_archived(name).map_err(Into::into)
+    }
+
+    /// Uploads one segment after checking that `key` is its key in this archive.
+    pub fn upload_segment(&self, name: &str, key: &str, verify: bool) -> Result<wit::UploadReceipt, StorageError> {
+        let path = self.wal.entry_path(name)?;
+        let expected = self.archive.key_of(name);
+        if key != expected {
+            return Err(StorageError::RefusedKey { key: key.to_owned(), expected });
+        }
+        let file = self.wal.open_segment(name)?;
+        self.runtime.block_on(self.archive.upload(file, &path, key, verify))
+    }
+
+    /// Deletes a local segment, but only once the archive holds an object of
+    /// the same size under its key: a last check by the host, whatever the planner said.
+    pub fn delete_archived(&self, name: &str) -> Result<(), StorageError> {
+        let path = self.wal.entry_path(name)?;
+        let want = self.wal.segment_size(name)?;
+        let key = self.archive.key_of(name);
+        let found = self.runtime.block_on(self.archive.stored_size(&key))?;
+        if found != Some(want) {
+            return Err(StorageError::NotArchived {
+                path,
+                url: self.archive.display_key(&key),
+                found: found.unwrap_or(0),
+                want,
+            });
+        }
+        self.wal.remove_segment(name)
+    }
+}

@@ -38,7 +38,7 @@ struct Target {
     /// The WAL directory to archive from.
     #[arg(long, value_name = "DIR")]
     wal_dir: PathBuf,
-    /// The archive: file:///path or memory:///prefix.
+    /// The archive: a local directory (a path or file:///path), or memory:///prefix.
     #[arg(long, value_name = "URL")]
     to: String,
     /// The state file [default: DIR/.wal-archiver-state.json; none for memory://].
@@ -141,11 +141,12 @@ struct Settings {
 
 /// Builds the archiver for a target: WAL directory, archive, state file, planner.
 fn open(target: &Target, settings: &Settings, rt: &tokio::runtime::Runtime) -> Result<Archiver> {
-    let archive = Archive::open(&target.to)?;
+    let url = Archive::url_for(&target.to)?;
+    let archive = Archive::open(&url)?;
     let mut wal = WalDir::open(&target.wal_dir)?;
     let state_path = match &target.state {
         Some(p) => Some(p.clone()),
-        None if target.to.starts_with("memory:") => None,
+        None if url.starts_with("memory:") => None,
         None => Some(wal.root().join(DEFAULT_STATE_NAME)),
     };
     if let Some(path) = &state_path
@@ -162,7 +163,7 @@ fn open(target: &Target, settings: &Settings, rt: &tokio::runtime::Runtime) -> R
         delete_after_archive: settings.delete_after_archive,
     };
     let storage = Storage { wal, archive, runtime: rt.handle().clone() };
-    let state_store = state_path.map(|p| StateStore::new(p, &target.to));
+    let state_store = state_path.map(|p| StateStore::new(p, &url));
     Ok(Archiver::new(runtime, storage, config, state_store))
 }
 
@@ -258,12 +259,11 @@ fn watermark_text(state: &wit::ArchiverState) -> String {
 }
 
 fn print_summary(archiver: &Archiver, s: &Summary) {
-    let to = archiver.storage().archive.display_key("");
     println!(
         "archived {} segments ({}) to {}",
         s.archived.len(),
         human_bytes(s.bytes_archived()),
-        to.trim_end_matches('/')
+        archiver.storage().archive.url()
     );
     println!("last archived LSN: {}", watermark_text(&s.state));
     println!("failed: {}", s.failed.len());
@@ -300,7 +300,7 @@ fn status(target: &Target, as_json: bool, current_lsn: Option<u64>) -> Result<Ex
     let st = &scan.state;
     if as_json {
         let doc = json!({
-            "archive": target.to,
+            "archive": archiver.storage().archive.url(),
             "last_archived_lsn": st.last_archived_lsn,
             "chain_start": st.chain_start,
             "segments_archived": st.segments_archived,
@@ -325,7 +325,7 @@ fn status(target: &Target, as_json: bool, current_lsn: Option<u64>) -> Result<Ex
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("archive:            {}", target.to);
+    println!("archive:            {}", archiver.storage().archive.url());
     println!("last archived LSN:  {}", watermark_text(st));
     println!("segments archived:  {} ({})", st.segments_archived, human_bytes(st.bytes_archived));
     println!("failures:           {}", st.failures);

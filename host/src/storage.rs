@@ -22,6 +22,8 @@ use crate::component::wit;
 
 /// Bytes read from a segment at a time, and the multipart part size.
 const CHUNK: usize = 8 * 1024 * 1024;
+/// Where uploads are staged before they are published under their key.
+pub const STAGING_DIR: &str = "_staging";
 /// Parts in flight at once during one upload: bounds memory per upload.
 const PARTS_IN_FLIGHT: usize = 2;
 
@@ -44,6 +46,8 @@ pub enum StorageError {
     Store { verb: &'static str, url: String, source: object_store::Error },
     #[error("cannot delete {}: the archived copy {url} is missing or has {found} bytes, not {want}", path.display())]
     NotArchived { path: PathBuf, url: String, found: u64, want: u64 },
+    #[error("cannot archive {url}: the archive already holds a different object there ({found_size} bytes, CRC32C {found_crc:08x}; this segment has {size} bytes, CRC32C {crc:08x}); it was left untouched")]
+    Conflict { url: String, size: u64, crc: u32, found_size: u64, found_crc: u32 },
     #[error("cannot open archive {url}: {why}")]
     BadUrl { url: String, why: String },
 }
@@ -199,6 +203,19 @@ pub struct Archive {
 }
 
 impl Archive {
+    /// The archive URL for a `--to` argument: a URL as given, or a local path
+    /// (anything without `://`) as a `file://` URL.
+    pub fn url_for(arg: &str) -> Result<String, StorageError> {
+        if arg.contains("://") {
+            return Ok(arg.to_owned());
+        }
+        let bad = |why: String| StorageError::BadUrl { url: arg.to_owned(), why };
+        let path = std::path::absolute(arg).map_err(|e| bad(e.to_string()))?;
+        Url::from_file_path(&path)
+            .map(|u| u.to_string())
+            .map_err(|()| bad("not a usable local path".into()))
+    }
+
     /// Opens `file://`, `memory://` and the other schemes object_store knows.
     ///
     /// A `file://` archive is a LocalFileSystem rooted at the URL's path,
@@ -206,6 +223,7 @@ impl Archive {
     pub fn open(url: &str) -> Result<Self, StorageError> {
         let bad = |why: String| StorageError::BadUrl { url: url.to_owned(), why };
         let parsed = Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        let url = parsed.as_str();
         let (scheme, path) = ObjectStoreScheme::parse(&parsed).map_err(|e| bad(e.to_string()))?;
         match scheme {
             ObjectStoreScheme::Local => {
@@ -234,6 +252,11 @@ impl Archive {
             prefix: prefix.trim_matches('/').to_owned(),
             url: url.trim_end_matches('/').to_owned(),
         }
+    }
+
+    /// The archive's URL, as errors and summaries show it.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// The key prefix inside the store, without a trailing `/`.
@@ -266,27 +289,85 @@ impl Archive {
     }
 
     /// Streams `file` to `key` and reports what was read and what is stored.
-    /// With `verify`, the stored object is read back and checksummed.
+    ///
+    /// The bytes go to a staging object first and are then published with a
+    /// create-only copy, so an archived object is never overwritten and a torn
+    /// upload never carries a segment's key. If the key already holds an object,
+    /// identical content counts as archived (a retry after a lost
+    /// acknowledgement); different content is an error and the object is left alone.
+    /// With `verify`, the published object is read back and checksummed.
     pub async fn upload(&self, file: File, path: &Path, key: &str, verify: bool) -> Result<wit::UploadReceipt, StorageError> {
-        let location = ObjectPath::parse(key).map_err(|e| StorageError::RefusedKey {
-            key: key.to_owned(),
-            expected: e.to_string(),
-        })?;
-        let upload = self.store.put_multipart(&location).await.map_err(self.store_err("upload to", key))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
-        let (read_size, read_crc32c) = match stream_into(file, path, &mut writer).await {
-            Ok(v) => v,
-            Err(e) => {
-                // Best effort: the error that matters is the one already in hand.
-                let _ = writer.abort().await;
-                return Err(e);
-            }
-        };
-        writer.finish().await.map_err(self.store_err("upload to", key))?;
+        let location = self.location(key)?;
+        let staging = self.location(&self.staging_key(key))?;
+        let (read_size, read_crc32c) = self.put_streaming(file, path, &staging).await?;
+        let published = self.publish(&staging, &location, key, read_size, read_crc32c).await;
+        // The staging object is garbage either way.
+        if let Err(e) = self.store.delete(&staging).await {
+            tracing::warn!("cannot remove staging object {staging}: {e}");
+        }
+        published?;
 
         let stored_size = self.store.head(&location).await.map_err(self.store_err("stat", key))?.size;
         let stored_crc32c = if verify { Some(self.checksum(&location, key).await?) } else { None };
         Ok(wit::UploadReceipt { read_size, read_crc32c, stored_size, stored_crc32c })
+    }
+
+    fn location(&self, key: &str) -> Result<ObjectPath, StorageError> {
+        ObjectPath::parse(key).map_err(|e| StorageError::RefusedKey { key: key.to_owned(), expected: e.to_string() })
+    }
+
+    /// A staging key unique to this upload, under `{prefix}/_staging/`.
+    fn staging_key(&self, key: &str) -> String {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = key.rsplit('/').next().unwrap_or(key);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let token = format!("{name}.{}-{nanos:x}-{n}", std::process::id());
+        self.key_of(&format!("{STAGING_DIR}/{token}"))
+    }
+
+    /// Streams the file into a multipart upload at `location`.
+    async fn put_streaming(&self, file: File, path: &Path, location: &ObjectPath) -> Result<(u64, u32), StorageError> {
+        let key = location.as_ref();
+        let upload = self.store.put_multipart(location).await.map_err(self.store_err("upload to", key))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
+        match stream_into(file, path, &mut writer).await {
+            Ok(done) => {
+                writer.finish().await.map_err(self.store_err("upload to", key))?;
+                Ok(done)
+            }
+            Err(e) => {
+                // Best effort: the error that matters is the one already in hand.
+                let _ = writer.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Publishes the staging object under `location` unless something is there.
+    async fn publish(&self, staging: &ObjectPath, location: &ObjectPath, key: &str, size: u64, crc: u32) -> Result<(), StorageError> {
+        match self.store.copy_if_not_exists(staging, location).await {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let found_size = self.store.head(location).await.map_err(self.store_err("stat", key))?.size;
+                let found_crc = self.checksum(location, key).await?;
+                if (found_size, found_crc) == (size, crc) {
+                    tracing::info!(to = %self.display_key(key), "already archived with identical content");
+                    Ok(())
+                } else {
+                    Err(StorageError::Conflict {
+                        url: self.display_key(key),
+                        size,
+                        crc,
+                        found_size,
+                        found_crc,
+                    })
+                }
+            }
+            Err(e) => Err(self.store_err("publish", key)(e)),
+        }
     }
 
     /// CRC32C of a stored object, read back in full.
@@ -307,10 +388,7 @@ impl Archive {
 
     /// Size of the object at `key`, or None if there is none.
     pub async fn stored_size(&self, key: &str) -> Result<Option<u64>, StorageError> {
-        let location = ObjectPath::parse(key).map_err(|e| StorageError::RefusedKey {
-            key: key.to_owned(),
-            expected: e.to_string(),
-        })?;
+        let location = self.location(key)?;
         match self.store.head(&location).await {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),

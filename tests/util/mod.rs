@@ -1,0 +1,157 @@
+//! Helpers for the harness: temporary WAL directories and archives, sample
+//! segments, and the real `wal-archiver` binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use wal_archiver::component::{wit, PlannerRuntime};
+use wal_archiver::storage::{Archive, Storage, WalDir};
+
+/// A temporary place with a WAL directory and a local archive beside it.
+pub struct Dir {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Dir {
+    pub fn new() -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(tmp.path().join("wal")).unwrap();
+        Self { tmp }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn wal(&self) -> PathBuf {
+        self.path().join("wal")
+    }
+
+    pub fn archive_dir(&self) -> PathBuf {
+        self.path().join("archive")
+    }
+
+    pub fn archive_url(&self) -> String {
+        format!("file://{}", self.archive_dir().display())
+    }
+
+    /// Writes a segment covering `first..=last` with `len` bytes derived from `first`.
+    pub fn segment(&self, first: u64, last: u64, len: usize) -> PathBuf {
+        let path = self.wal().join(segment_name(first, last));
+        std::fs::write(&path, content(first, len)).unwrap();
+        path
+    }
+
+    /// Writes `count` contiguous segments of `len` bytes, each covering 100 LSNs from 1.
+    pub fn chain(&self, count: u64, len: usize) -> Vec<PathBuf> {
+        (0..count).map(|i| self.segment(i * 100 + 1, i * 100 + 100, len)).collect()
+    }
+
+    /// Names of the entries in the local archive, sorted, without the staging area.
+    pub fn archived_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = list_names(&self.archive_dir())
+            .into_iter()
+            .filter(|n| n != wal_archiver::storage::STAGING_DIR)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// What is left in the archive's staging area.
+    pub fn staging_leftovers(&self) -> Vec<String> {
+        list_names(&self.archive_dir().join(wal_archiver::storage::STAGING_DIR))
+    }
+
+    /// Asserts that the archive holds a byte-identical copy of `local`.
+    pub fn assert_archived(&self, local: &Path) {
+        let name = local.file_name().unwrap();
+        let remote = self.archive_dir().join(name);
+        let want = std::fs::read(local).unwrap();
+        let got = std::fs::read(&remote).unwrap_or_else(|e| panic!("{} is not archived: {e}", remote.display()));
+        assert!(want == got, "{} differs from its archived copy", local.display());
+    }
+
+    /// A command running the real binary.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wal-archiver"));
+        cmd.args(args).current_dir(self.path()).env("RUST_LOG", "info");
+        cmd
+    }
+
+    /// `archive --once` of this WAL directory into this archive, with extra flags.
+    pub fn archive_once(&self, extra: &[&str]) -> Output {
+        let wal = self.wal();
+        let url = self.archive_url();
+        let mut args = vec!["archive", "--once", "--wal-dir", wal.to_str().unwrap(), "--to", &url];
+        args.extend_from_slice(extra);
+        self.cmd(&args).output().unwrap()
+    }
+
+    /// Storage over this WAL directory and the given archive.
+    pub fn storage(&self, archive: Archive, rt: &tokio::runtime::Runtime) -> Storage {
+        Storage { wal: WalDir::open(&self.wal()).unwrap(), archive, runtime: rt.handle().clone() }
+    }
+}
+
+fn list_names(dir: &Path) -> Vec<String> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => rd.map(|e| e.unwrap().file_name().into_string().unwrap()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+pub fn segment_name(first: u64, last: u64) -> String {
+    format!("wal-{first:016x}-{last:016x}.seg")
+}
+
+/// Bytes that differ from segment to segment.
+pub fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Fails with both streams shown unless the command exited with `code`.
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    );
+}
+
+/// One planner runtime for the whole test binary: compiling it once is what
+/// the host does too.
+pub fn runtime() -> Arc<PlannerRuntime> {
+    static RT: std::sync::OnceLock<Arc<PlannerRuntime>> = std::sync::OnceLock::new();
+    RT.get_or_init(|| Arc::new(PlannerRuntime::embedded().expect("the embedded component loads")))
+        .clone()
+}
+
+pub fn config(prefix: &str) -> wit::ArchiverConfig {
+    wit::ArchiverConfig { prefix: prefix.into(), batch_size: 4, verify_checksums: true, delete_after_archive: false }
+}
+
+pub fn tokio_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+}

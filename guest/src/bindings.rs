@@ -25,6 +25,15 @@ impl wit_planner::Guest for Component {
         name::format_segment_name(first_lsn, last_lsn).map_err(Into::into)
     }
 
+    fn reconcile(state: wit::ArchiverState, archive: Vec<wit::ArchivedObject>) -> wit::ArchiverState {
+        let archive: Vec<plan::ArchivedObject> = archive.into_iter().map(Into::into).collect();
+        plan::reconcile(&state.into(), &archive).into()
+    }
+
+    fn retry_delay(config: wit::ArchiverConfig, attempts: u32, random: u64) -> u64 {
+        plan::retry_delay(&config.into(), attempts, random)
+    }
+
     fn scan(listing: Vec<wit::DirEntry>, state: wit::ArchiverState) -> wit_planner::ScanReport {
         let listing: Vec<plan::DirEntry> = listing.into_iter().map(Into::into).collect();
         let r = plan::scan(&listing, &state.into());
@@ -96,6 +105,12 @@ struct Imports;
 impl Storage for Imports {
     fn list_wal_dir(&mut self) -> Result<Vec<plan::DirEntry>, StorageError> {
         wit_storage::list_wal_dir()
+            .map(|l| l.into_iter().map(Into::into).collect())
+            .map_err(Into::into)
+    }
+
+    fn list_archive(&mut self) -> Result<Vec<plan::ArchivedObject>, StorageError> {
+        wit_storage::list_archive()
             .map(|l| l.into_iter().map(Into::into).collect())
             .map_err(Into::into)
     }
@@ -204,7 +219,15 @@ impl From<wit::ArchiverConfig> for plan::Config {
             batch_size: c.batch_size,
             verify_checksums: c.verify_checksums,
             delete_after_archive: c.delete_after_archive,
+            retry_base_ms: c.retry_base_ms,
+            retry_max_ms: c.retry_max_ms,
         }
+    }
+}
+
+impl From<wit::ArchivedObject> for plan::ArchivedObject {
+    fn from(o: wit::ArchivedObject) -> Self {
+        Self { name: o.name, size: o.size, crc32c: o.crc32c }
     }
 }
 

@@ -3,7 +3,8 @@
 //! so that a plugin host needs nothing but the storage imports.
 
 use crate::plan::{
-    self, Config, DirEntry, Gap, Overlap, Segment, SegmentFailure, Skipped, State, UploadReceipt,
+    self, ArchivedObject, Config, DirEntry, Gap, Overlap, Segment, SegmentFailure, Skipped, State,
+    UploadReceipt,
 };
 
 /// Why the host could not carry out a storage call.
@@ -22,6 +23,7 @@ pub enum StorageError {
 /// What the planner needs from its host.
 pub trait Storage {
     fn list_wal_dir(&mut self) -> Result<Vec<DirEntry>, StorageError>;
+    fn list_archive(&mut self) -> Result<Vec<ArchivedObject>, StorageError>;
     fn upload(&mut self, name: &str, key: &str, verify: bool) -> Result<UploadReceipt, StorageError>;
     fn delete_segment(&mut self, name: &str) -> Result<(), StorageError>;
 }
@@ -46,8 +48,9 @@ pub fn run_cycle(
     state: &State,
     storage: &mut impl Storage,
 ) -> Result<CycleReport, StorageError> {
+    let state = plan::reconcile(state, &storage.list_archive()?);
     let listing = storage.list_wal_dir()?;
-    let scan = plan::scan(&listing, state);
+    let scan = plan::scan(&listing, &state);
     let mut state = scan.state;
     let mut archived = Vec::new();
     let mut failed = Vec::new();
@@ -133,12 +136,23 @@ mod tests {
                 .map(|(n, b)| DirEntry { name: n.clone(), utf8: true, kind: EntryKind::File, size: b.len() as u64 })
                 .collect())
         }
+        fn list_archive(&mut self) -> Result<Vec<ArchivedObject>, StorageError> {
+            Ok(self
+                .store
+                .iter()
+                .map(|(k, b)| ArchivedObject {
+                    name: k.rsplit('/').next().unwrap().to_owned(),
+                    size: b.len() as u64,
+                    crc32c: Some(checksum(b)),
+                })
+                .collect())
+        }
         fn upload(&mut self, name: &str, key: &str, _verify: bool) -> Result<UploadReceipt, StorageError> {
             if self.fail_names.iter().any(|n| n == name) {
                 return Err(StorageError::Io(format!("cannot upload {name}: injected")));
             }
             let bytes = self.files.get(name).ok_or_else(|| StorageError::NotFound(name.into()))?.clone();
-            let crc = bytes.iter().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(*b)));
+            let crc = checksum(&bytes);
             let size = bytes.len() as u64;
             self.store.insert(key.into(), bytes);
             Ok(UploadReceipt { read_size: size, read_crc32c: crc, stored_size: size, stored_crc32c: Some(crc) })
@@ -146,6 +160,10 @@ mod tests {
         fn delete_segment(&mut self, name: &str) -> Result<(), StorageError> {
             self.files.remove(name).map(|_| ()).ok_or_else(|| StorageError::NotFound(name.into()))
         }
+    }
+
+    fn checksum(bytes: &[u8]) -> u32 {
+        bytes.iter().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(*b)))
     }
 
     fn dir_with(n: u64) -> Dir {
@@ -178,5 +196,15 @@ mod tests {
         assert_eq!(report.archived.len(), 1);
         assert_eq!(report.state.last_archived_lsn, Some(50));
         assert_eq!(dir.files.len(), 1, "only the refused name is left: {:?}", dir.files.keys());
+    }
+
+    #[test]
+    fn uploads_nothing_again_when_the_state_is_lost() {
+        let mut dir = dir_with(3);
+        let config = Config::default();
+        run_cycle(&config, &State::default(), &mut dir).unwrap();
+        let report = run_cycle(&config, &State::default(), &mut dir).unwrap();
+        assert!(report.archived.is_empty());
+        assert_eq!(report.state.last_archived_lsn, Some(30));
     }
 }

@@ -88,18 +88,35 @@ pub struct Config {
     pub batch_size: u32,
     pub verify_checksums: bool,
     pub delete_after_archive: bool,
+    /// The first retry delay, in milliseconds; it doubles with each failure.
+    pub retry_base_ms: u64,
+    /// The longest retry delay, in milliseconds.
+    pub retry_max_ms: u64,
 }
 
 impl Default for Config {
-    /// The seed's defaults: batches of 16, checksums verified, nothing deleted.
+    /// The seed's defaults (batches of 16, checksums verified, nothing
+    /// deleted), and retries from 1 s up to 60 s.
     fn default() -> Self {
         Self {
             prefix: String::new(),
             batch_size: 16,
             verify_checksums: true,
             delete_after_archive: false,
+            retry_base_ms: 1_000,
+            retry_max_ms: 60_000,
         }
     }
+}
+
+/// An object in the archive, as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedObject {
+    /// The last part of its key.
+    pub name: String,
+    pub size: u64,
+    /// The CRC32C recorded when it was archived and verified, if any.
+    pub crc32c: Option<u32>,
 }
 
 /// A segment whose last attempt failed.
@@ -176,9 +193,19 @@ fn by_lsn(a: &Segment, b: &Segment) -> core::cmp::Ordering {
     (a.first_lsn, a.last_lsn).cmp(&(b.first_lsn, b.last_lsn))
 }
 
-/// True when the segment lies wholly at or below the watermark.
+/// True when the segment lies wholly inside the archived chain
+/// `chain_start..=watermark`.
 fn below_watermark(state: &State, seg: &Segment) -> bool {
-    state.last_archived_lsn.is_some_and(|w| seg.last_lsn <= w)
+    match (state.chain_start, state.last_archived_lsn) {
+        (Some(start), Some(w)) => start <= seg.first_lsn && seg.last_lsn <= w,
+        _ => false,
+    }
+}
+
+/// True when the segment ends before the chain starts: it is not archived,
+/// and it can only join the chain at its front.
+fn below_chain(state: &State, seg: &Segment) -> bool {
+    state.last_archived_lsn.is_some() && state.chain_start.is_some_and(|start| seg.last_lsn < start)
 }
 
 /// The first LSN the next segment of the chain must start at, as u128 so that
@@ -217,6 +244,9 @@ pub fn scan(listing: &[DirEntry], state: &State) -> ScanReport {
         };
     }
 
+    // A failing segment that is no longer listed has nothing left to retry.
+    state.failing.retain(|f| valid.iter().any(|s| s.name == f.name));
+
     let pending: Vec<Segment> = valid
         .iter()
         .filter(|s| !below_watermark(&state, s))
@@ -228,7 +258,7 @@ pub fn scan(listing: &[DirEntry], state: &State) -> ScanReport {
     // what is listed and what was archived out of order.
     let mut known: Vec<&Segment> = valid
         .iter()
-        .filter(|s| !below_watermark(&state, s))
+        .filter(|s| !below_watermark(&state, s) && !below_chain(&state, s))
         .collect();
     for a in &state.archived_above {
         if !known.iter().any(|s| s.name == a.name) {
@@ -327,13 +357,76 @@ pub fn record_archived(
     if !already {
         state.segments_archived += 1;
         state.bytes_archived += seg.size;
-        let at = state
-            .archived_above
-            .partition_point(|a| by_lsn(a, seg).is_lt());
-        state.archived_above.insert(at, seg.clone());
-        advance_watermark(&mut state);
+        let extends_front = state.last_archived_lsn.is_some()
+            && state.chain_start.is_some_and(|start| u128::from(seg.last_lsn) + 1 == u128::from(start));
+        if extends_front {
+            state.chain_start = Some(seg.first_lsn);
+        } else {
+            let at = state
+                .archived_above
+                .partition_point(|a| by_lsn(a, seg).is_lt());
+            state.archived_above.insert(at, seg.clone());
+            advance_watermark(&mut state);
+        }
     }
     Ok(state)
+}
+
+/// Rebuilds the state from a listing of the archive, which is the source of
+/// truth: a lost, stale or corrupt state costs this listing and nothing more.
+///
+/// Only objects with a recorded checksum count: they were verified when they
+/// were archived. The chain is the contiguous run from the lowest of them,
+/// unless the state knows of a lower start that is still waiting for its
+/// first segment.
+pub fn reconcile(state: &State, archive: &[ArchivedObject]) -> State {
+    let mut verified: Vec<Segment> = archive
+        .iter()
+        .filter(|o| o.crc32c.is_some())
+        .filter_map(|o| {
+            let n = SegmentName::parse(&o.name).ok()?;
+            Some(Segment { name: o.name.clone(), first_lsn: n.first(), last_lsn: n.last(), size: o.size })
+        })
+        .collect();
+    verified.sort_by(by_lsn);
+    verified.dedup_by(|a, b| a.name == b.name);
+
+    let mut out = State {
+        last_archived_lsn: None,
+        chain_start: verified.first().map(|s| s.first_lsn),
+        segments_archived: verified.len() as u64,
+        bytes_archived: verified.iter().map(|s| s.size).sum(),
+        failures: state.failures,
+        archived_above: verified.clone(),
+        failing: state
+            .failing
+            .iter()
+            .filter(|f| !verified.iter().any(|v| v.name == f.name))
+            .cloned()
+            .collect(),
+    };
+    let waiting_below = state.last_archived_lsn.is_none()
+        && state.chain_start.is_some_and(|c| out.chain_start.is_none_or(|v| c < v));
+    if waiting_below {
+        out.chain_start = state.chain_start;
+    }
+    advance_watermark(&mut out);
+    out
+}
+
+/// How long to wait before retrying a segment that has failed `attempts`
+/// times, in milliseconds: exponential from the base, capped, with equal
+/// jitter drawn from `random` (the host's randomness).
+pub fn retry_delay(config: &Config, attempts: u32, random: u64) -> u64 {
+    if attempts == 0 {
+        return 0;
+    }
+    let exp = config
+        .retry_base_ms
+        .saturating_mul(1u64.checked_shl(attempts - 1).unwrap_or(u64::MAX))
+        .min(config.retry_max_ms);
+    let half = exp / 2;
+    half + random % (exp - half + 1)
 }
 
 /// Moves the watermark across every archived segment that continues the chain.
@@ -607,6 +700,70 @@ mod tests {
         assert_eq!(rpo_gap(&state, 90), 0);
         assert_eq!(rpo_gap(&state, 50), 0);
         assert_eq!(rpo_gap(&State::default(), 100), 100);
+    }
+
+    fn object(first: Lsn, last: Lsn, crc: Option<u32>) -> ArchivedObject {
+        ArchivedObject { name: format_segment_name(first, last).unwrap(), size: 100, crc32c: crc }
+    }
+
+    #[test]
+    fn rebuilds_a_lost_state_from_the_archive_without_reuploading() {
+        let listing = vec![seg_entry(1, 10), seg_entry(11, 20), seg_entry(21, 30), seg_entry(31, 40)];
+        let archive = vec![object(1, 10, Some(1)), object(11, 20, Some(2)), object(31, 40, Some(4))];
+        let state = reconcile(&State::default(), &archive);
+        assert_eq!((state.chain_start, state.last_archived_lsn), (Some(1), Some(20)));
+        assert_eq!(state.segments_archived, 3);
+        let report = scan(&listing, &state);
+        let names: Vec<&str> = report.pending.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["wal-0000000000000015-000000000000001e.seg"]);
+    }
+
+    #[test]
+    fn counts_only_objects_with_a_recorded_checksum() {
+        let archive = vec![object(1, 10, None), object(11, 20, Some(2))];
+        let state = reconcile(&State::default(), &archive);
+        assert_eq!(state.last_archived_lsn, Some(20));
+        assert_eq!(state.chain_start, Some(11));
+        // The unverified one is still pending, and joins the chain at its front.
+        let (state, tasks) = tasks_for(&[seg_entry(1, 10), seg_entry(11, 20)], &state);
+        assert_eq!(tasks.len(), 1);
+        let state = record_archived(&state, &tasks[0], &ok_receipt(&tasks[0])).unwrap();
+        assert_eq!((state.chain_start, state.last_archived_lsn), (Some(1), Some(20)));
+    }
+
+    #[test]
+    fn trusts_the_archive_over_a_state_that_claims_more() {
+        let lying = State { last_archived_lsn: Some(40), chain_start: Some(1), ..State::default() };
+        let state = reconcile(&lying, &[object(1, 10, Some(1))]);
+        assert_eq!(state.last_archived_lsn, Some(10));
+        let report = scan(&[seg_entry(1, 10), seg_entry(11, 20)], &state);
+        assert_eq!(report.pending.len(), 1);
+    }
+
+    #[test]
+    fn keeps_waiting_for_a_failed_first_segment_after_reconciling() {
+        let listing = vec![seg_entry(1, 10), seg_entry(11, 20)];
+        let (state, tasks) = tasks_for(&listing, &State::default());
+        let state = record_failed(&state, &tasks[0], "down");
+        let state = record_archived(&state, &tasks[1], &ok_receipt(&tasks[1])).unwrap();
+        let state = reconcile(&state, &[object(11, 20, Some(2))]);
+        assert_eq!((state.chain_start, state.last_archived_lsn), (Some(1), None));
+        assert_eq!(state.failing.len(), 1);
+    }
+
+    #[test]
+    fn backs_off_exponentially_with_jitter_and_a_cap() {
+        let config = Config { retry_base_ms: 100, retry_max_ms: 1_000, ..Config::default() };
+        assert_eq!(retry_delay(&config, 0, 7), 0);
+        for (attempts, exp) in [(1, 100), (2, 200), (3, 400), (4, 800), (5, 1_000), (64, 1_000), (u32::MAX, 1_000)] {
+            let lo = retry_delay(&config, attempts, 0);
+            let hi = retry_delay(&config, attempts, exp / 2);
+            assert_eq!((lo, hi), (exp / 2, exp), "attempt {attempts}");
+            for r in [1, 99, u64::MAX] {
+                let d = retry_delay(&config, attempts, r);
+                assert!(exp / 2 <= d && d <= exp, "attempt {attempts}: {d}");
+            }
+        }
     }
 
     /// One step of a random schedule: which pending segment, and whether it fails.

@@ -2,9 +2,10 @@
 //! archived and what may be deleted; this module lists, uploads, deletes and
 //! saves the state, and checks every decision against what it listed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
@@ -65,12 +66,22 @@ impl From<CycleReport> for Summary {
     }
 }
 
+/// When a failed segment may be tried again, as the planner's backoff said.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    due: Instant,
+    /// Failed attempts by this process.
+    attempts: u32,
+}
+
 /// An archiver: one WAL directory, one archive, one planner.
 pub struct Archiver {
     runtime: Arc<PlannerRuntime>,
     storage: Arc<Storage>,
     config: wit::ArchiverConfig,
     state_store: Option<StateStore>,
+    retries: Mutex<HashMap<String, Retry>>,
+    rng: Mutex<u64>,
 }
 
 impl Archiver {
@@ -80,7 +91,31 @@ impl Archiver {
         config: wit::ArchiverConfig,
         state_store: Option<StateStore>,
     ) -> Self {
-        Self { runtime, storage: Arc::new(storage), config, state_store }
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()).rotate_left(32);
+        Self {
+            runtime,
+            storage: Arc::new(storage),
+            config,
+            state_store,
+            retries: Mutex::new(HashMap::new()),
+            rng: Mutex::new(seed | 1),
+        }
+    }
+
+    /// Jitter for the planner's backoff (xorshift64; nothing here needs more).
+    fn random(&self) -> u64 {
+        let mut x = self.rng.lock().expect("rng lock");
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
+    fn retries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Retry>> {
+        self.retries.lock().expect("retry lock")
     }
 
     pub fn storage(&self) -> &Storage {
@@ -91,12 +126,19 @@ impl Archiver {
         &self.config
     }
 
-    /// The saved state, or a fresh one.
+    /// The saved state, or a fresh one. A state file that cannot be parsed is
+    /// only a cache: it is reported and rebuilt from the archive's listing.
+    /// One that belongs to another archive is refused, as a likely mistake in `--to`.
     pub fn load_state(&self) -> Result<wit::ArchiverState, ArchiveError> {
-        Ok(match &self.state_store {
-            Some(s) => s.load()?,
-            None => crate::state::empty_state(),
-        })
+        match self.state_store.as_ref().map(StateStore::load) {
+            None => Ok(crate::state::empty_state()),
+            Some(Ok(state)) => Ok(state),
+            Some(Err(e @ (StateError::Corrupt { .. } | StateError::Version { .. }))) => {
+                warn!("{e}; rebuilding the state from the archive");
+                Ok(crate::state::empty_state())
+            }
+            Some(Err(e)) => Err(e.into()),
+        }
     }
 
     fn save(&self, state: &wit::ArchiverState) -> Result<(), ArchiveError> {
@@ -114,17 +156,56 @@ impl Archiver {
         self.runtime.plugin().to_owned()
     }
 
-    /// One pass over everything pending, in batches; each segment is tried
-    /// once. Stops between uploads once `stop` is set. The state is saved
-    /// after every batch.
+    /// Runs passes until every pending segment is archived, or has failed
+    /// `max_attempts` times in this process, or `stop` is set; between passes
+    /// it waits for the planner's backoff. This is `archive --once`.
+    pub fn run_until_done(
+        &self,
+        state: &mut wit::ArchiverState,
+        stop: &AtomicBool,
+        max_attempts: u32,
+    ) -> Result<Summary, ArchiveError> {
+        let mut total = self.run_once(state, stop)?;
+        let mut tried: HashSet<String> = total.failed.iter().map(|f| f.name.clone()).collect();
+        loop {
+            let next = self.retries().values().filter(|r| r.attempts < max_attempts).map(|r| r.due).min();
+            let Some(due) = next else { break };
+            while Instant::now() < due && !stop.load(Ordering::SeqCst) {
+                std::thread::sleep((due - Instant::now()).min(Duration::from_millis(50)));
+            }
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let pass = self.run_once(state, stop)?;
+            tried.extend(pass.failed.iter().map(|f| f.name.clone()));
+            total.archived.extend(pass.archived);
+            total.deleted.extend(pass.deleted);
+            total.not_deleted = pass.not_deleted;
+            total.skipped = pass.skipped;
+            total.gaps = pass.gaps;
+            total.overlaps = pass.overlaps;
+        }
+        // What failed in this run and is failing still, with its last reason.
+        total.failed = state.failing.iter().filter(|f| tried.contains(&f.name)).cloned().collect();
+        total.state = state.clone();
+        Ok(total)
+    }
+
+    /// One pass over everything pending and due, in batches; each segment is
+    /// tried once, and a failed one is not tried again before its backoff
+    /// ends. Starts by reconciling the state with a listing of the archive.
+    /// Stops between uploads once `stop` is set. The state is saved after
+    /// every batch.
     pub fn run_once(&self, state: &mut wit::ArchiverState, stop: &AtomicBool) -> Result<Summary, ArchiveError> {
+        let archived_objects = self.storage.archive_listing()?;
+        let mut planner = self.runtime.session(None)?;
+        *state = planner.reconcile(state, &archived_objects)?;
         let listing = self.storage.wal.list()?;
         let files: HashSet<&str> = listing
             .iter()
             .filter(|e| e.utf8 && e.kind == wit::EntryKind::File)
             .map(|e| e.name.as_str())
             .collect();
-        let mut planner = self.runtime.session(None)?;
         let scan = planner.scan(&listing, state)?;
         for seg in &scan.pending {
             if !files.contains(seg.name.as_str()) {
@@ -136,7 +217,14 @@ impl Archiver {
 
         let mut archived = Vec::new();
         let mut failed = Vec::new();
-        let mut remaining = scan.pending;
+        let now = Instant::now();
+        let mut remaining: Vec<wit::Segment> = {
+            let retries = self.retries();
+            scan.pending
+                .into_iter()
+                .filter(|s| retries.get(&s.name).is_none_or(|r| r.due <= now))
+                .collect()
+        };
         while !remaining.is_empty() && !stop.load(Ordering::SeqCst) {
             let tasks = planner.plan_batch(&self.config, &remaining)?;
             if tasks.is_empty() {
@@ -160,13 +248,19 @@ impl Archiver {
                 match outcome {
                     Ok(next) => {
                         *state = next;
+                        self.retries().remove(&seg.name);
                         info!(segment = %seg.name, bytes = seg.size, to = %self.storage.archive.display_key(&task.key), "archived");
                         archived.push(seg.clone());
                     }
                     Err(reason) => {
                         *state = planner.record_failed(state, task, &reason)?;
                         let attempts = state.failing.iter().find(|f| f.name == seg.name).map_or(1, |f| f.attempts);
-                        warn!(segment = %seg.name, attempts, "cannot archive segment: {reason}");
+                        let delay = Duration::from_millis(planner.retry_delay(&self.config, attempts, self.random())?);
+                        let mut retries = self.retries();
+                        let entry = retries.entry(seg.name.clone()).or_insert(Retry { due: Instant::now(), attempts: 0 });
+                        entry.attempts += 1;
+                        entry.due = Instant::now() + delay;
+                        warn!(segment = %seg.name, attempts, retry_in = ?delay, "cannot archive segment: {reason}");
                         failed.push(wit::SegmentFailure { name: seg.name.clone(), attempts, last_reason: reason });
                     }
                 }
@@ -231,9 +325,11 @@ impl Archiver {
 
     /// The planner's view without uploading anything: for `status`.
     pub fn inspect(&self, state: &wit::ArchiverState) -> Result<(crate::component::ScanReport, u64), ArchiveError> {
+        let archived_objects = self.storage.archive_listing()?;
         let listing = self.storage.wal.list()?;
         let mut planner = self.runtime.session(None)?;
-        let scan = planner.scan(&listing, state)?;
+        let state = planner.reconcile(state, &archived_objects)?;
+        let scan = planner.scan(&listing, &state)?;
         let current = listing
             .iter()
             .filter(|e| e.utf8 && e.kind == wit::EntryKind::File)

@@ -60,6 +60,10 @@ impl nodedb::wal_archiver::storage::Host for HostCtx {
         self.storage()?.list_wal_dir()
     }
 
+    fn list_archive(&mut self) -> Result<Vec<wit::ArchivedObject>, wit::StorageError> {
+        self.storage()?.list_archive()
+    }
+
     fn upload(&mut self, name: String, key: String, verify: bool) -> Result<wit::UploadReceipt, wit::StorageError> {
         self.storage()?.upload(&name, &key, verify)
     }
@@ -153,6 +157,14 @@ impl Planner {
 
     pub fn format_segment_name(&mut self, first: u64, last: u64) -> Result<Result<String, wit::NameError>, PlannerError> {
         call!(self, "format-segment-name", call_format_segment_name(first, last))
+    }
+
+    pub fn reconcile(&mut self, state: &wit::ArchiverState, archive: &[wit::ArchivedObject]) -> Result<wit::ArchiverState, PlannerError> {
+        call!(self, "reconcile", call_reconcile(state, archive))
+    }
+
+    pub fn retry_delay(&mut self, config: &wit::ArchiverConfig, attempts: u32, random: u64) -> Result<u64, PlannerError> {
+        call!(self, "retry-delay", call_retry_delay(config, attempts, random))
     }
 
     pub fn scan(&mut self, listing: &[wit::DirEntry], state: &wit::ArchiverState) -> Result<ScanReport, PlannerError> {

@@ -46,6 +46,20 @@ struct Target {
     state: Option<PathBuf>,
 }
 
+/// How failed uploads are retried: exponential backoff with jitter, bounded.
+#[derive(clap::Args)]
+struct RetryArgs {
+    /// With --once, the most attempts per segment in this run before giving up (it stays pending).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    max_attempts: u32,
+    /// The first retry delay in seconds; it doubles with each failure.
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+    retry_base_delay: f64,
+    /// The longest retry delay in seconds.
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    retry_max_delay: f64,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Archive completed segments, then keep watching until SIGINT or SIGTERM.
@@ -67,6 +81,8 @@ enum Command {
         /// Seconds between cycles when watching.
         #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
         interval: f64,
+        #[command(flatten)]
+        retry: RetryArgs,
     },
     /// Show the watermark, RPO gap, pending and skipped entries, and gaps.
     Status {
@@ -123,12 +139,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { target, json, current_lsn } => status(&target, json, current_lsn),
-        Command::Archive { target, once, batch_size, delete_after_archive, no_verify_checksums, interval } => {
-            if !(interval.is_finite() && interval > 0.0) {
-                anyhow::bail!("cannot watch every {interval} seconds: the interval must be above 0");
-            }
-            let config = Settings { batch_size, delete_after_archive, verify_checksums: !no_verify_checksums };
-            archive(&target, &config, once, Duration::from_secs_f64(interval))
+        Command::Archive { target, once, batch_size, delete_after_archive, no_verify_checksums, interval, retry } => {
+            let interval = seconds("--interval", interval)?;
+            let config = Settings {
+                batch_size,
+                delete_after_archive,
+                verify_checksums: !no_verify_checksums,
+                retry_base: seconds("--retry-base-delay", retry.retry_base_delay)?,
+                retry_max: seconds("--retry-max-delay", retry.retry_max_delay)?,
+            };
+            archive(&target, &config, once, interval, retry.max_attempts)
         }
     }
 }
@@ -137,6 +157,15 @@ struct Settings {
     batch_size: u32,
     delete_after_archive: bool,
     verify_checksums: bool,
+    retry_base: Duration,
+    retry_max: Duration,
+}
+
+fn seconds(flag: &str, value: f64) -> Result<Duration> {
+    if !(value.is_finite() && value > 0.0 && value < 1e9) {
+        anyhow::bail!("cannot use {flag} {value}: it must be a number of seconds above 0");
+    }
+    Ok(Duration::from_secs_f64(value))
 }
 
 /// Builds the archiver for a target: WAL directory, archive, state file, planner.
@@ -161,6 +190,8 @@ fn open(target: &Target, settings: &Settings, rt: &tokio::runtime::Runtime) -> R
         batch_size: settings.batch_size,
         verify_checksums: settings.verify_checksums,
         delete_after_archive: settings.delete_after_archive,
+        retry_base_ms: settings.retry_base.as_millis().try_into().unwrap_or(u64::MAX),
+        retry_max_ms: settings.retry_max.as_millis().try_into().unwrap_or(u64::MAX),
     };
     let storage = Storage { wal, archive, runtime: rt.handle().clone() };
     let state_store = state_path.map(|p| StateStore::new(p, &url));
@@ -182,7 +213,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the I/O runtime")
 }
 
-fn archive(target: &Target, settings: &Settings, once: bool, interval: Duration) -> Result<ExitCode> {
+fn archive(target: &Target, settings: &Settings, once: bool, interval: Duration, max_attempts: u32) -> Result<ExitCode> {
     let rt = runtime()?;
     let archiver = open(target, settings, &rt)?;
     let mut state = archiver.load_state()?;
@@ -191,7 +222,7 @@ fn archive(target: &Target, settings: &Settings, once: bool, interval: Duration)
     watch_signals(&rt, stop.clone(), wake.clone());
 
     if once {
-        let summary = archiver.run_once(&mut state, &stop)?;
+        let summary = archiver.run_until_done(&mut state, &stop, max_attempts)?;
         print_summary(&archiver, &summary);
         return Ok(if summary.is_clean() && !stop.load(Ordering::SeqCst) { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
@@ -291,7 +322,13 @@ fn print_summary(archiver: &Archiver, s: &Summary) {
 
 fn status(target: &Target, as_json: bool, current_lsn: Option<u64>) -> Result<ExitCode> {
     let rt = runtime()?;
-    let settings = Settings { batch_size: 16, delete_after_archive: false, verify_checksums: true };
+    let settings = Settings {
+        batch_size: 16,
+        delete_after_archive: false,
+        verify_checksums: true,
+        retry_base: Duration::from_secs(1),
+        retry_max: Duration::from_secs(60),
+    };
     let archiver = open(target, &settings, &rt)?;
     let state = archiver.load_state()?;
     let (scan, newest) = archiver.inspect(&state)?;

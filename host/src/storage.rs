@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutMode, WriteMultipart};
 use tokio::runtime::Handle;
 use url::Url;
 
@@ -24,6 +24,9 @@ use crate::component::wit;
 const CHUNK: usize = 8 * 1024 * 1024;
 /// Where uploads are staged before they are published under their key.
 pub const STAGING_DIR: &str = "_staging";
+/// Where checksum markers live: `{prefix}/_checksums/{name}.crc32c-{8 hex}`.
+pub const CHECKSUM_DIR: &str = "_checksums";
+const MARKER_INFIX: &str = ".crc32c-";
 /// Parts in flight at once during one upload: bounds memory per upload.
 const PARTS_IN_FLIGHT: usize = 2;
 
@@ -44,8 +47,8 @@ pub enum StorageError {
     Io { verb: &'static str, path: PathBuf, source: io::Error },
     #[error("cannot {verb} {url}: {source}")]
     Store { verb: &'static str, url: String, source: object_store::Error },
-    #[error("cannot delete {}: the archived copy {url} is missing or has {found} bytes, not {want}", path.display())]
-    NotArchived { path: PathBuf, url: String, found: u64, want: u64 },
+    #[error("cannot delete {}: the archive holds no verified copy of it at {url} ({found} bytes there; the local file has {want} bytes, CRC32C {crc:08x})", path.display())]
+    NotArchived { path: PathBuf, url: String, found: u64, want: u64, crc: u32 },
     #[error("cannot archive {url}: the archive already holds a different object there ({found_size} bytes, CRC32C {found_crc:08x}; this segment has {size} bytes, CRC32C {crc:08x}); it was left untouched")]
     Conflict { url: String, size: u64, crc: u32, found_size: u64, found_crc: u32 },
     #[error("cannot open archive {url}: {why}")]
@@ -290,26 +293,106 @@ impl Archive {
 
     /// Streams `file` to `key` and reports what was read and what is stored.
     ///
-    /// The bytes go to a staging object first and are then published with a
-    /// create-only copy, so an archived object is never overwritten and a torn
-    /// upload never carries a segment's key. If the key already holds an object,
-    /// identical content counts as archived (a retry after a lost
-    /// acknowledgement); different content is an error and the object is left alone.
-    /// With `verify`, the published object is read back and checksummed.
+    /// The bytes go to a staging object, which is checked (size, and with
+    /// `verify` its CRC32C read back) before it is published with a
+    /// create-only copy: an archived object is never overwritten, and a torn
+    /// or truncated upload never carries a segment's key. If the key already
+    /// holds an object, identical content counts as archived (a retry after a
+    /// lost acknowledgement); different content is an error and the object is
+    /// left alone. Last, a checksum marker records the object's CRC32C, so that
+    /// one listing tells what is archived and verified.
     pub async fn upload(&self, file: File, path: &Path, key: &str, verify: bool) -> Result<wit::UploadReceipt, StorageError> {
         let location = self.location(key)?;
-        let staging = self.location(&self.staging_key(key))?;
+        let staging_key = self.staging_key(key);
+        let staging = self.location(&staging_key)?;
         let (read_size, read_crc32c) = self.put_streaming(file, path, &staging).await?;
-        let published = self.publish(&staging, &location, key, read_size, read_crc32c).await;
-        // The staging object is garbage either way.
+        let published = async {
+            let staged_size = self.store.head(&staging).await.map_err(self.store_err("stat", &staging_key))?.size;
+            if staged_size != read_size {
+                // A store that acknowledged fewer bytes than were sent: never publish it.
+                return Ok(wit::UploadReceipt { read_size, read_crc32c, stored_size: staged_size, stored_crc32c: None });
+            }
+            let staged_crc = if verify { Some(self.checksum(&staging, &staging_key).await?) } else { None };
+            if staged_crc.is_some_and(|c| c != read_crc32c) {
+                return Ok(wit::UploadReceipt { read_size, read_crc32c, stored_size: staged_size, stored_crc32c: staged_crc });
+            }
+            self.publish(&staging, &location, key, read_size, read_crc32c).await?;
+            let stored_size = self.store.head(&location).await.map_err(self.store_err("stat", key))?.size;
+            if stored_size == read_size {
+                self.put_marker(key, read_crc32c).await?;
+            }
+            Ok(wit::UploadReceipt { read_size, read_crc32c, stored_size, stored_crc32c: staged_crc })
+        }
+        .await;
+        // The staging object is garbage whatever happened.
         if let Err(e) = self.store.delete(&staging).await {
             tracing::warn!("cannot remove staging object {staging}: {e}");
         }
-        published?;
+        published
+    }
 
-        let stored_size = self.store.head(&location).await.map_err(self.store_err("stat", key))?.size;
-        let stored_crc32c = if verify { Some(self.checksum(&location, key).await?) } else { None };
-        Ok(wit::UploadReceipt { read_size, read_crc32c, stored_size, stored_crc32c })
+    /// The marker key that records `crc` for the segment at `key`.
+    fn marker_key(&self, key: &str, crc: u32) -> String {
+        let name = key.rsplit('/').next().unwrap_or(key);
+        self.key_of(&format!("{CHECKSUM_DIR}/{name}{MARKER_INFIX}{crc:08x}"))
+    }
+
+    /// Writes the checksum marker, create-only; one already there is the same fact.
+    async fn put_marker(&self, key: &str, crc: u32) -> Result<(), StorageError> {
+        let marker = self.marker_key(key, crc);
+        let location = self.location(&marker)?;
+        let body = format!("crc32c {crc:08x}\n");
+        match self.store.put_opts(&location, body.into_bytes().into(), PutMode::Create.into()).await {
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(self.store_err("record the checksum of", key)(e)),
+        }
+    }
+
+    /// True when a checksum marker records `crc` for the segment at `key`.
+    pub async fn has_marker(&self, key: &str, crc: u32) -> Result<bool, StorageError> {
+        let marker = self.marker_key(key, crc);
+        match self.store.head(&self.location(&marker)?).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.store_err("stat", &marker)(e)),
+        }
+    }
+
+    /// Lists the segment objects directly under the prefix, each with the
+    /// CRC32C its marker records (none when there is no marker, or markers disagree).
+    pub async fn list(&self) -> Result<Vec<wit::ArchivedObject>, StorageError> {
+        let prefix = if self.prefix.is_empty() { None } else { Some(ObjectPath::from(self.prefix.as_str())) };
+        let depth = prefix.as_ref().map_or(0, |p| p.parts().count());
+        let mut sizes = std::collections::BTreeMap::new();
+        let mut marks: std::collections::HashMap<String, Option<u32>> = std::collections::HashMap::new();
+        let mut stream = self.store.list(prefix.as_ref());
+        while let Some(meta) = stream.next().await {
+            let meta = meta.map_err(self.store_err("list", ""))?;
+            let parts: Vec<String> = meta.location.parts().skip(depth).map(|p| p.as_ref().to_owned()).collect();
+            match parts.as_slice() {
+                [name] => {
+                    sizes.insert(name.clone(), meta.size);
+                }
+                [dir, marker] if dir == CHECKSUM_DIR => {
+                    if let Some((name, hex)) = marker.rsplit_once(MARKER_INFIX)
+                        && let Ok(crc) = u32::from_str_radix(hex, 16)
+                    {
+                        marks
+                            .entry(name.to_owned())
+                            .and_modify(|c| if *c != Some(crc) { *c = None })
+                            .or_insert(Some(crc));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(sizes
+            .into_iter()
+            .map(|(name, size)| {
+                let crc32c = marks.get(&name).copied().flatten();
+                wit::ArchivedObject { name, size, crc32c }
+            })
+            .collect())
     }
 
     fn location(&self, key: &str) -> Result<ObjectPath, StorageError> {
@@ -450,6 +533,23 @@ async fn stream_into(file: File, path: &Path, writer: &mut WriteMultipart) -> Re
     Ok((size, crc))
 }
 
+/// Size and CRC32C of a local file, read in full.
+pub fn checksum_file(mut file: File, path: &Path) -> Result<(u64, u32), StorageError> {
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut size, mut crc) = (0u64, 0u32);
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok((size, crc)),
+            Ok(n) => {
+                crc = crc32c::crc32c_append(crc, &buf[..n]);
+                size += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => return Err(StorageError::Io { verb: "read", path: path.to_owned(), source }),
+        }
+    }
+}
+
 /// The storage imports: a WAL directory and an archive, on a tokio runtime.
 #[derive(Debug, Clone)]
 pub struct Storage {
@@ -482,19 +582,32 @@ impl Storage {
         self.runtime.block_on(self.archive.upload(file, &path, key, verify))
     }
 
+    pub fn list_archive(&self) -> Result<Vec<wit::ArchivedObject>, wit::StorageError> {
+        self.archive_listing().map_err(Into::into)
+    }
+
+    /// The archive's segment objects and their recorded checksums.
+    pub fn archive_listing(&self) -> Result<Vec<wit::ArchivedObject>, StorageError> {
+        self.runtime.block_on(self.archive.list())
+    }
+
     /// Deletes a local segment, but only once the archive holds an object of
-    /// the same size under its key: a last check by the host, whatever the planner said.
+    /// the same size under its key and a checksum marker with the local file's
+    /// CRC32C: a last check by the host, whatever the planner said.
     pub fn delete_archived(&self, name: &str) -> Result<(), StorageError> {
         let path = self.wal.entry_path(name)?;
-        let want = self.wal.segment_size(name)?;
+        let file = self.wal.open_segment(name)?;
+        let (want, crc) = checksum_file(file, &path)?;
         let key = self.archive.key_of(name);
         let found = self.runtime.block_on(self.archive.stored_size(&key))?;
-        if found != Some(want) {
+        let marked = found == Some(want) && self.runtime.block_on(self.archive.has_marker(&key, crc))?;
+        if !marked {
             return Err(StorageError::NotArchived {
                 path,
                 url: self.archive.display_key(&key),
                 found: found.unwrap_or(0),
                 want,
+                crc,
             });
         }
         self.wal.remove_segment(name)

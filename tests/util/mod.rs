@@ -54,7 +54,7 @@ impl Dir {
     pub fn archived_names(&self) -> Vec<String> {
         let mut names: Vec<String> = list_names(&self.archive_dir())
             .into_iter()
-            .filter(|n| n != wal_archiver::storage::STAGING_DIR)
+            .filter(|n| n != wal_archiver::storage::STAGING_DIR && n != wal_archiver::storage::CHECKSUM_DIR)
             .collect();
         names.sort();
         names
@@ -149,7 +149,14 @@ pub fn runtime() -> Arc<PlannerRuntime> {
 }
 
 pub fn config(prefix: &str) -> wit::ArchiverConfig {
-    wit::ArchiverConfig { prefix: prefix.into(), batch_size: 4, verify_checksums: true, delete_after_archive: false }
+    wit::ArchiverConfig {
+        prefix: prefix.into(),
+        batch_size: 4,
+        verify_checksums: true,
+        delete_after_archive: false,
+        retry_base_ms: 1,
+        retry_max_ms: 4,
+    }
 }
 
 pub fn tokio_rt() -> tokio::runtime::Runtime {

@@ -3,6 +3,8 @@
 
 mod util;
 
+mod durability;
+
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

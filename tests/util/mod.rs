@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod faults;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -72,6 +74,18 @@ impl Dir {
         let want = std::fs::read(local).unwrap();
         let got = std::fs::read(&remote).unwrap_or_else(|e| panic!("{} is not archived: {e}", remote.display()));
         assert!(want == got, "{} differs from its archived copy", local.display());
+    }
+
+    /// The segments in the WAL directory now, with their bytes.
+    pub fn local_segments(&self) -> std::collections::BTreeMap<String, Vec<u8>> {
+        list_names(&self.wal())
+            .into_iter()
+            .filter(|n| n.ends_with(".seg"))
+            .map(|n| {
+                let bytes = std::fs::read(self.wal().join(&n)).unwrap();
+                (n, bytes)
+            })
+            .collect()
     }
 
     /// A command running the real binary.

@@ -1,0 +1,307 @@
+//! Durability under faults and crashes: nothing is reported archived, or
+//! deleted, until its archived copy is durable and verified.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use wal_archiver::archive::Archiver;
+use wal_archiver::component::wit;
+use wal_archiver::state::{empty_state, StateStore};
+use wal_archiver::storage::{Archive, CHECKSUM_DIR};
+
+use crate::util::faults::{FaultyStore, Rates};
+use crate::util::{assert_exit, config, content, runtime, segment_name, stderr, stdout, tokio_rt, Dir};
+
+const PREFIX: &str = "wal";
+
+/// The bytes under a key in the store that holds the truth, if any.
+fn stored(rt: &tokio::runtime::Runtime, store: &Arc<dyn ObjectStore>, key: &str) -> Option<Vec<u8>> {
+    rt.block_on(async {
+        match store.get(&ObjectPath::from(key)).await {
+            Ok(r) => Some(r.bytes().await.unwrap().to_vec()),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => panic!("cannot read {key} from the inner store: {e}"),
+        }
+    })
+}
+
+/// The invariants after every cycle, checked against the inner store (not
+/// through the faults):
+/// - no object under a segment's key differs from the segment (nothing torn, nothing overwritten);
+/// - every segment inside the archived chain is in the archive;
+/// - no local segment is gone unless the archive holds it byte for byte.
+fn check_invariants(
+    seed: u64,
+    rt: &tokio::runtime::Runtime,
+    inner: &Arc<dyn ObjectStore>,
+    originals: &BTreeMap<String, Vec<u8>>,
+    dir: &Dir,
+    state: &wit::ArchiverState,
+) {
+    let local = dir.local_segments();
+    for (name, bytes) in originals {
+        let remote = stored(rt, inner, &format!("{PREFIX}/{name}"));
+        if let Some(remote) = &remote {
+            assert!(remote == bytes, "seed {seed}: the archived {name} differs from the segment ({} bytes vs {})", remote.len(), bytes.len());
+        }
+        let n = wal_archiver_guest::SegmentName::parse(name).unwrap();
+        let in_chain = matches!((state.chain_start, state.last_archived_lsn), (Some(s), Some(w)) if s <= n.first() && n.last() <= w);
+        assert!(!in_chain || remote.is_some(), "seed {seed}: {name} is below watermark {:?} but not archived", state.last_archived_lsn);
+        if !local.contains_key(name) {
+            assert!(remote.is_some(), "seed {seed}: {name} was deleted locally without an archived copy");
+        }
+    }
+}
+
+/// Archives 24 segments through a store that misbehaves as `seed` says,
+/// cycle after cycle, losing the state now and then, until every local
+/// segment has been verified and deleted.
+fn survive_seed(seed: u64, inner: Arc<dyn ObjectStore>) -> crate::util::faults::Fired {
+    let dir = Dir::new();
+    let mut originals = BTreeMap::new();
+    for i in 0..24u64 {
+        // Sizes from 0 bytes up, some segments covering several LSNs.
+        let len = ((seed.wrapping_mul(31) + i * 977) % 3000) as usize * usize::from(i != 5);
+        let path = dir.segment(i * 10 + 1, i * 10 + 10, len);
+        originals.insert(path.file_name().unwrap().to_str().unwrap().to_owned(), std::fs::read(&path).unwrap());
+    }
+    let rt = tokio_rt();
+    let faulty = FaultyStore::new(inner.clone(), seed, Rates::HOSTILE);
+    let archive = Archive::new(Arc::new(faulty.clone()), PREFIX, "memory:///wal");
+    let mut cfg = config(PREFIX);
+    cfg.delete_after_archive = true;
+    cfg.batch_size = 5;
+    let state_store = StateStore::new(dir.path().join("state.json"), "memory:///wal");
+    let archiver = Archiver::new(runtime(), dir.storage(archive, &rt), cfg, Some(state_store));
+    let stop = AtomicBool::new(false);
+    let mut state = empty_state();
+    let mut cycles = 0;
+    while !dir.local_segments().is_empty() {
+        cycles += 1;
+        assert!(cycles < 2_000, "seed {seed}: not done after {cycles} cycles; local: {:?}", dir.local_segments().keys());
+        if cycles % 7 == 0 {
+            state = empty_state(); // the state file is lost
+        }
+        // A cycle may fail as a whole (a listing or read failed); it is retried.
+        let _ = archiver.run_once(&mut state, &stop);
+        check_invariants(seed, &rt, &inner, &originals, &dir, &state);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // With the faults gone, one listing shows the whole chain.
+    faulty.set_enabled(false);
+    archiver.run_once(&mut state, &stop).unwrap();
+    check_invariants(seed, &rt, &inner, &originals, &dir, &state);
+    assert_eq!(state.last_archived_lsn, Some(240), "seed {seed}");
+    let fired = faulty.fired();
+
+    // Pushing an archived segment again with other bytes is refused, and the
+    // archived copy stays as it was.
+    let (name, original) = originals.iter().nth(3).unwrap();
+    std::fs::write(dir.wal().join(name), b"other bytes under the same name").unwrap();
+    // Without the marker the segment is pending again, as after a crash before it was written.
+    rt.block_on(async {
+        let mut listing = inner.list(Some(&ObjectPath::from(format!("{PREFIX}/{CHECKSUM_DIR}"))));
+        while let Some(meta) = futures::StreamExt::next(&mut listing).await {
+            let meta = meta.unwrap();
+            if meta.location.as_ref().contains(name.as_str()) {
+                inner.delete(&meta.location).await.unwrap();
+            }
+        }
+    });
+    let summary = archiver.run_once(&mut state, &stop).unwrap();
+    assert_eq!(summary.failed.len(), 1, "seed {seed}");
+    assert!(summary.failed[0].last_reason.contains("already holds a different object"), "seed {seed}: {:?}", summary.failed);
+    assert_eq!(stored(&rt, &inner, &format!("{PREFIX}/{name}")).as_ref(), Some(original), "seed {seed}: overwritten");
+    assert!(dir.wal().join(name).exists(), "seed {seed}: the differing local file was deleted");
+    fired
+}
+
+#[test]
+fn loses_nothing_under_injected_faults_in_memory() {
+    let mut total = crate::util::faults::Fired::default();
+    for seed in 1..=60 {
+        let f = survive_seed(seed, Arc::new(InMemory::new()));
+        total.error_before += f.error_before;
+        total.lost_ack += f.lost_ack;
+        total.truncate += f.truncate;
+        total.read_error += f.read_error;
+        total.hidden += f.hidden;
+    }
+    // The faults really happened, of every kind.
+    eprintln!("faults fired over 60 seeds: {total:?}");
+    assert!(total.error_before > 100 && total.lost_ack > 100 && total.truncate > 50, "{total:?}");
+    assert!(total.read_error > 20 && total.hidden > 20, "{total:?}");
+}
+
+#[test]
+fn loses_nothing_under_injected_faults_on_a_local_directory() {
+    for seed in 1_001..=1_010 {
+        let root = tempfile::tempdir().unwrap();
+        let fs = LocalFileSystem::new_with_prefix(root.path()).unwrap().with_fsync(true);
+        survive_seed(seed, Arc::new(fs));
+    }
+}
+
+#[test]
+fn accepts_an_identical_push_and_refuses_a_different_one() {
+    let dir = Dir::new();
+    let seg = dir.segment(1, 100, 5000);
+    let name = segment_name(1, 100);
+    let rt = tokio_rt();
+    let storage = dir.storage(Archive::open(&dir.archive_url()).unwrap(), &rt);
+    let first = storage.upload_segment(&name, &name, true).unwrap();
+    // Again, as after a lost acknowledgement: the same object, no error.
+    let again = storage.upload_segment(&name, &name, true).unwrap();
+    assert_eq!((first.stored_size, first.stored_crc32c), (again.stored_size, again.stored_crc32c));
+    dir.assert_archived(&seg);
+
+    std::fs::write(&seg, content(99, 5000)).unwrap();
+    let err = storage.upload_segment(&name, &name, true).unwrap_err().to_string();
+    assert!(err.contains(&name) && err.contains("already holds a different object"), "{err}");
+    assert_eq!(std::fs::read(dir.archive_dir().join(&name)).unwrap(), content(1, 5000), "the archived copy changed");
+    assert!(dir.staging_leftovers().is_empty(), "{:?}", dir.staging_leftovers());
+
+    // Through the CLI, once the marker is gone (as if the first run crashed
+    // before writing it): the segment is tried, refused, and the exit is 1.
+    std::fs::remove_dir_all(dir.archive_dir().join(CHECKSUM_DIR)).unwrap();
+    let out = dir.archive_once(&["--max-attempts", "1", "--delete-after-archive"]);
+    assert_exit(&out, 1);
+    assert!(stdout(&out).contains(&format!("{name} (attempt 1): cannot archive")), "{}", stdout(&out));
+    assert!(stdout(&out).contains("already holds a different object"), "{}", stdout(&out));
+    assert!(seg.exists());
+    assert_eq!(std::fs::read(dir.archive_dir().join(&name)).unwrap(), content(1, 5000));
+}
+
+#[test]
+fn rebuilds_a_lost_or_corrupt_state_from_the_archive_without_reuploading() {
+    let dir = Dir::new();
+    dir.chain(10, 1000);
+    assert_exit(&dir.archive_once(&[]), 0);
+    let state_file = dir.wal().join(".wal-archiver-state.json");
+    assert!(state_file.exists());
+
+    std::fs::remove_file(&state_file).unwrap();
+    let out = dir.archive_once(&[]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("archived 0 segments"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("last archived LSN: 0x00000000000003e8 (1000)"), "{}", stdout(&out));
+
+    std::fs::write(&state_file, b"{\"version\": 1, \"destination\": tru").unwrap();
+    let out = dir.archive_once(&[]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("rebuilding the state from the archive"), "{}", stderr(&out));
+    assert!(stdout(&out).contains("archived 0 segments"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("(1000)"), "{}", stdout(&out));
+
+    // A state that claims more than the archive holds is corrected by it.
+    let seg = segment_name(901, 1000);
+    std::fs::remove_file(dir.archive_dir().join(&seg)).unwrap();
+    let out = dir.archive_once(&[]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("archived 1 segments"), "{}", stdout(&out));
+    assert!(dir.archive_dir().join(&seg).exists());
+}
+
+#[test]
+fn two_archivers_on_one_prefix_do_not_corrupt_it() {
+    let dir = Dir::new();
+    let originals: Vec<_> = dir.chain(120, 8000).iter().map(|p| (p.clone(), std::fs::read(p).unwrap())).collect();
+    let spawn = |state: &str| {
+        dir.cmd(&[
+            "archive", "--once", "--delete-after-archive", "--batch-size", "3", "--retry-base-delay", "0.01",
+            "--wal-dir", dir.wal().to_str().unwrap(), "--to", &dir.archive_url(), "--state", state,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let a = spawn("a.json");
+    let b = spawn("b.json");
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    // A segment the other archiver deleted first may fail here; a last run settles it.
+    for out in [&a, &b] {
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{}", stderr(out));
+    }
+    let out = dir.archive_once(&["--delete-after-archive", "--state", "a.json"]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("last archived LSN: 0x0000000000002ee0 (12000)"), "{}", stdout(&out));
+    for (path, bytes) in &originals {
+        assert!(!path.exists());
+        let name = path.file_name().unwrap();
+        assert_eq!(&std::fs::read(dir.archive_dir().join(name)).unwrap(), bytes);
+    }
+}
+
+/// SIGKILL the real binary at random points while it archives and deletes;
+/// after every kill nothing is torn and nothing is lost.
+#[test]
+fn survives_sigkill_at_random_points() {
+    let dir = Dir::new();
+    let mut originals: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut add = |dir: &Dir, n: u64, originals: &mut BTreeMap<String, Vec<u8>>| {
+        for _ in 0..n {
+            let p = dir.segment(next * 100 + 1, next * 100 + 100, 16 * 1024 + (next as usize % 7) * 1000);
+            originals.insert(p.file_name().unwrap().to_str().unwrap().to_owned(), std::fs::read(&p).unwrap());
+            next += 1;
+        }
+    };
+    add(&dir, 200, &mut originals);
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut kills = 0;
+    let mut runs = 0;
+    while kills < 60 {
+        runs += 1;
+        assert!(runs < 1_000, "only {kills} kills in {runs} runs");
+        let mut child = dir
+            .cmd(&[
+                "archive", "--once", "--delete-after-archive", "--batch-size", "8",
+                "--wal-dir", dir.wal().to_str().unwrap(), "--to", &dir.archive_url(),
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_micros(rng % 120_000));
+        if child.try_wait().unwrap().is_none() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            kills += 1;
+        }
+        child.wait().unwrap();
+
+        let local = dir.local_segments();
+        for (name, bytes) in &originals {
+            let remote = std::fs::read(dir.archive_dir().join(name)).ok();
+            if let Some(remote) = &remote {
+                assert!(remote == bytes, "after kill {kills}: the object for {name} is torn or differs");
+            }
+            if !local.contains_key(name) {
+                assert!(remote.is_some(), "after kill {kills}: {name} was deleted locally without an archived copy");
+            }
+        }
+        // The database keeps writing while the archiver is killed and restarted.
+        add(&dir, 3, &mut originals);
+    }
+    let out = dir.archive_once(&["--delete-after-archive"]);
+    assert_exit(&out, 0);
+    let last = next * 100;
+    assert!(stdout(&out).contains(&format!("last archived LSN: 0x{last:016x} ({last})")), "{}", stdout(&out));
+    assert!(dir.local_segments().is_empty());
+    for (name, bytes) in &originals {
+        assert_eq!(&std::fs::read(dir.archive_dir().join(name)).unwrap(), bytes, "{name}");
+    }
+    eprintln!("{kills} kills in {runs} runs over {} segments", originals.len());
+}

@@ -1,0 +1,203 @@
+//! An object store that misbehaves on purpose, driven by a seed: errors
+//! before a write, errors after a write that succeeded (a lost
+//! acknowledgement), truncated writes reported as success (a 0-byte object
+//! counted as uploaded), failed reads, and listings that hide objects.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+    PutOptions, PutPayload, PutResult, Result, UploadPart,
+};
+
+/// How often each kind of fault fires, out of 1000 calls.
+#[derive(Debug, Clone, Copy)]
+pub struct Rates {
+    pub error_before: u64,
+    pub lost_ack: u64,
+    pub truncate: u64,
+    pub read_error: u64,
+    pub hide_in_listing: u64,
+}
+
+impl Rates {
+    pub const HOSTILE: Rates = Rates { error_before: 120, lost_ack: 120, truncate: 120, read_error: 60, hide_in_listing: 30 };
+}
+
+/// Counts of the faults that fired, so a test can show it exercised them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Fired {
+    pub error_before: u64,
+    pub lost_ack: u64,
+    pub truncate: u64,
+    pub read_error: u64,
+    pub hidden: u64,
+}
+
+#[derive(Debug)]
+struct Dice {
+    state: u64,
+    fired: Fired,
+}
+
+/// Wraps a store; every call may misbehave as the seed decides.
+#[derive(Debug, Clone)]
+pub struct FaultyStore {
+    inner: Arc<dyn ObjectStore>,
+    rates: Rates,
+    dice: Arc<Mutex<Dice>>,
+    enabled: Arc<AtomicBool>,
+}
+
+impl fmt::Display for FaultyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FaultyStore({})", self.inner)
+    }
+}
+
+fn injected(what: &str) -> object_store::Error {
+    object_store::Error::Generic { store: "FaultyStore", source: format!("injected fault: {what}").into() }
+}
+
+impl FaultyStore {
+    pub fn new(inner: Arc<dyn ObjectStore>, seed: u64, rates: Rates) -> Self {
+        let dice = Dice { state: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1, fired: Fired::default() };
+        Self { inner, rates, dice: Arc::new(Mutex::new(dice)), enabled: Arc::new(AtomicBool::new(true)) }
+    }
+
+    /// Turns faults on or off (the store then behaves).
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::SeqCst);
+    }
+
+    pub fn fired(&self) -> Fired {
+        self.dice.lock().unwrap().fired
+    }
+
+    /// True with probability `per_mille`/1000, and counts it in `which`.
+    fn roll(&self, per_mille: u64, which: fn(&mut Fired) -> &mut u64) -> bool {
+        if !self.enabled.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut d = self.dice.lock().unwrap();
+        let mut x = d.state;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        d.state = x;
+        let hit = x % 1000 < per_mille;
+        if hit {
+            *which(&mut d.fired) += 1;
+        }
+        hit
+    }
+
+    fn error_before(&self) -> bool {
+        self.roll(self.rates.error_before, |f| &mut f.error_before)
+    }
+
+    fn lost_ack(&self) -> bool {
+        self.roll(self.rates.lost_ack, |f| &mut f.lost_ack)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FaultyStore {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        if self.error_before() {
+            return Err(injected("put refused"));
+        }
+        let result = self.inner.put_opts(location, payload, opts).await?;
+        if self.lost_ack() {
+            return Err(injected("put acknowledgement lost"));
+        }
+        Ok(result)
+    }
+
+    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+        if self.error_before() {
+            return Err(injected("multipart upload refused"));
+        }
+        let inner = self.inner.put_multipart_opts(location, opts).await?;
+        let truncate = self.roll(self.rates.truncate, |f| &mut f.truncate);
+        Ok(Box::new(FaultyUpload { inner, truncate, store: self.clone() }))
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        if self.roll(self.rates.read_error, |f| &mut f.read_error) {
+            return Err(injected("read failed"));
+        }
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let me = self.clone();
+        self.inner
+            .list(prefix)
+            .filter(move |_| {
+                let hide = me.roll(me.rates.hide_in_listing, |f| &mut f.hidden);
+                futures::future::ready(!hide)
+            })
+            .boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        if self.error_before() {
+            return Err(injected("copy refused"));
+        }
+        self.inner.copy_opts(from, to, options).await?;
+        if self.lost_ack() {
+            return Err(injected("copy acknowledgement lost"));
+        }
+        Ok(())
+    }
+}
+
+/// A multipart upload that may drop every part and still report success
+/// (the truncated write), or fail its completion before or after it happened.
+#[derive(Debug)]
+struct FaultyUpload {
+    inner: Box<dyn MultipartUpload>,
+    truncate: bool,
+    store: FaultyStore,
+}
+
+#[async_trait]
+impl MultipartUpload for FaultyUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        if self.truncate {
+            return Box::pin(async { Ok(()) });
+        }
+        self.inner.put_part(data)
+    }
+
+    async fn complete(&mut self) -> Result<PutResult> {
+        if self.store.error_before() {
+            self.inner.abort().await?;
+            return Err(injected("complete refused"));
+        }
+        let result = self.inner.complete().await?;
+        if self.store.lost_ack() {
+            return Err(injected("complete acknowledgement lost"));
+        }
+        Ok(result)
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.inner.abort().await
+    }
+}

@@ -17,7 +17,7 @@ use wal_archiver::state::{empty_state, StateStore};
 use wal_archiver::storage::{Archive, CHECKSUM_DIR};
 
 use crate::util::faults::{FaultyStore, Rates};
-use crate::util::{assert_exit, config, content, runtime, segment_name, stderr, stdout, tokio_rt, Dir};
+use crate::util::{assert_exit, config, content, runtime, segment_name, stderr, stdout, tokio_rt, wait_within, Dir};
 
 const PREFIX: &str = "wal";
 
@@ -225,7 +225,7 @@ fn two_archivers_on_one_prefix_do_not_corrupt_it() {
     };
     let a = spawn("a.json");
     let b = spawn("b.json");
-    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let (a, b) = (wait_within(a, Duration::from_secs(60)), wait_within(b, Duration::from_secs(60)));
     // A segment the other archiver deleted first may fail here; a last run settles it.
     for out in [&a, &b] {
         assert!(matches!(out.status.code(), Some(0 | 1)), "{}", stderr(out));

@@ -247,9 +247,12 @@ pub fn scan(listing: &[DirEntry], state: &State) -> ScanReport {
     // A failing segment that is no longer listed has nothing left to retry.
     state.failing.retain(|f| valid.iter().any(|s| s.name == f.name));
 
+    // A failed segment stays pending until it is archived, even one whose
+    // LSNs other segments cover (an overlap): it is never skipped.
+    let failing = |s: &Segment| state.failing.iter().any(|f| f.name == s.name);
     let pending: Vec<Segment> = valid
         .iter()
-        .filter(|s| !below_watermark(&state, s))
+        .filter(|s| !below_watermark(&state, s) || failing(s))
         .filter(|s| !state.archived_above.iter().any(|a| a.name == s.name))
         .cloned()
         .collect();
@@ -477,6 +480,7 @@ pub fn deletable(config: &Config, state: &State, listing: &[DirEntry]) -> Vec<Se
         .iter()
         .filter_map(|e| classify(e).ok())
         .filter(|s| below_watermark(state, s))
+        .filter(|s| !state.failing.iter().any(|f| f.name == s.name))
         .collect();
     out.sort_by(by_lsn);
     out
@@ -650,6 +654,26 @@ mod tests {
         assert_eq!(report.overlaps, vec![Overlap { first: String::new(), second: "wal-0000000000000005-000000000000000f.seg".into(), from: 5, to: 10 }]);
         // Still uploaded: LSNs 11..=15 exist nowhere else.
         assert_eq!(report.pending.len(), 1);
+    }
+
+    /// Found by the `plan` fuzz target: a failed segment that another
+    /// archived segment covers was left behind the watermark and never retried.
+    #[test]
+    fn retries_and_keeps_a_failed_segment_that_another_segment_covers() {
+        let listing = vec![seg_entry(1, 10), seg_entry(5, 8)];
+        let (state, tasks) = tasks_for(&listing, &State::default());
+        let inner = tasks.iter().find(|t| t.segment.first_lsn == 5).unwrap();
+        let outer = tasks.iter().find(|t| t.segment.first_lsn == 1).unwrap();
+        let state = record_failed(&state, inner, "down");
+        let state = record_archived(&state, outer, &ok_receipt(outer)).unwrap();
+        assert_eq!(state.last_archived_lsn, Some(10));
+        let report = scan(&listing, &state);
+        assert_eq!(report.pending, vec![inner.segment.clone()]);
+        let on = Config { delete_after_archive: true, ..Config::default() };
+        let deletable: Vec<String> = deletable(&on, &report.state, &listing).into_iter().map(|s| s.name).collect();
+        assert_eq!(deletable, vec![outer.segment.name.clone()]);
+        let state = record_archived(&report.state, inner, &ok_receipt(inner)).unwrap();
+        assert!(state.failing.is_empty());
     }
 
     #[test]

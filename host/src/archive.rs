@@ -219,7 +219,10 @@ impl Archiver {
         let mut failed = Vec::new();
         let now = Instant::now();
         let mut remaining: Vec<wit::Segment> = {
-            let retries = self.retries();
+            let mut retries = self.retries();
+            // A segment that is no longer pending (archived by another
+            // archiver, or gone) has nothing left to retry.
+            retries.retain(|name, _| scan.pending.iter().any(|s| s.name == *name));
             scan.pending
                 .into_iter()
                 .filter(|s| retries.get(&s.name).is_none_or(|r| r.due <= now))

@@ -134,6 +134,21 @@ pub fn content(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Waits for a child, killing it and failing the test if it runs past `limit`.
+pub fn wait_within(child: std::process::Child, limit: std::time::Duration) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+    match rx.recv_timeout(limit) {
+        Ok(out) => out,
+        Err(_) => {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("the archiver did not finish within {limit:?}");
+        }
+    }
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

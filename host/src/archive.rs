@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use tracing::{info, warn};
 
 use crate::component::{wit, CycleReport, PlannerError, PlannerRuntime};
@@ -82,6 +83,7 @@ pub struct Archiver {
     state_store: Option<StateStore>,
     retries: Mutex<HashMap<String, Retry>>,
     rng: Mutex<u64>,
+    concurrency: usize,
 }
 
 impl Archiver {
@@ -102,7 +104,14 @@ impl Archiver {
             state_store,
             retries: Mutex::new(HashMap::new()),
             rng: Mutex::new(seed | 1),
+            concurrency: 1,
         }
+    }
+
+    /// Uploads up to `n` segments of a batch at once (at least 1).
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
     }
 
     /// Jitter for the planner's backoff (xorshift64; nothing here needs more).
@@ -239,12 +248,23 @@ impl Archiver {
                 };
                 remaining.remove(at);
             }
-            for task in &tasks {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
+            // Up to `concurrency` uploads at once; they finish in any order,
+            // and the planner records them in the order they finish.
+            let uploads = self.storage.runtime.block_on(async {
+                let storage = &self.storage;
+                futures::stream::iter(tasks.iter())
+                    .take_while(|_| std::future::ready(!stop.load(Ordering::SeqCst)))
+                    .map(|task| async move {
+                        let receipt = storage.upload_segment_async(&task.segment.name, &task.key, task.verify).await;
+                        (task, receipt)
+                    })
+                    .buffer_unordered(self.concurrency)
+                    .collect::<Vec<_>>()
+                    .await
+            });
+            for (task, receipt) in uploads {
                 let seg = &task.segment;
-                let outcome = match self.storage.upload_segment(&seg.name, &task.key, task.verify) {
+                let outcome = match receipt {
                     Ok(receipt) => planner.record_archived(state, task, receipt)?.map_err(|e| describe_verify_error(&e)),
                     Err(e) => Err(e.to_string()),
                 };

@@ -7,6 +7,7 @@
 //! - [`storage`]: the confined WAL directory and the archive destination.
 //! - [`archive`]: the loop that lists, asks the planner, uploads, records, deletes.
 //! - [`state`]: the state file, written atomically.
+//! - [`config`]: the TOML config file.
 //! - [`generate`]: sample segments.
 //! - [`lsn`]: LSN arguments.
 //!
@@ -14,6 +15,7 @@
 
 pub mod archive;
 pub mod component;
+pub mod config;
 pub mod generate;
 pub mod lsn;
 pub mod state;

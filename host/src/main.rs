@@ -18,6 +18,7 @@ use tracing::warn;
 
 use wal_archiver::archive::{describe_skip, Archiver, Summary};
 use wal_archiver::component::{wit, PlannerRuntime};
+use wal_archiver::config::ConfigFile;
 use wal_archiver::lsn::{format_lsn, parse_lsn};
 use wal_archiver::state::StateStore;
 use wal_archiver::storage::{Archive, Storage, WalDir};
@@ -37,27 +38,46 @@ struct Cli {
 struct Target {
     /// The WAL directory to archive from.
     #[arg(long, value_name = "DIR")]
-    wal_dir: PathBuf,
-    /// The archive: a local directory (a path or file:///path), or memory:///prefix.
+    wal_dir: Option<PathBuf>,
+    /// The archive: a local directory (a path or file:///path), s3://bucket/prefix,
+    /// gs://bucket/prefix, az://container/prefix, or memory:///prefix.
     #[arg(long, value_name = "URL")]
-    to: String,
+    to: Option<String>,
     /// The state file [default: DIR/.wal-archiver-state.json; none for memory://].
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
+    /// A TOML file holding any of these options (flags override it); see the README.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
-/// How failed uploads are retried: exponential backoff with jitter, bounded.
+/// Options of `archive`; each one may also come from the config file.
 #[derive(clap::Args)]
-struct RetryArgs {
-    /// With --once, the most attempts per segment in this run before giving up (it stays pending).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-    max_attempts: u32,
-    /// The first retry delay in seconds; it doubles with each failure.
-    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
-    retry_base_delay: f64,
-    /// The longest retry delay in seconds.
-    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
-    retry_max_delay: f64,
+struct ArchiveArgs {
+    /// The most segments planned in one batch [default: 16].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: Option<u32>,
+    /// Segments of a batch uploaded at once [default: 4].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    concurrency: Option<u32>,
+    /// Delete local segments once they are at or below the watermark.
+    #[arg(long)]
+    delete_after_archive: bool,
+    /// Do not read stored objects back to confirm their CRC32C (sizes are still checked).
+    #[arg(long)]
+    no_verify_checksums: bool,
+    /// Seconds between cycles when watching [default: 1].
+    #[arg(long, value_name = "SECONDS")]
+    interval: Option<f64>,
+    /// With --once, the most attempts per segment in this run before giving up (it stays pending) [default: 5].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_attempts: Option<u32>,
+    /// The first retry delay in seconds; it doubles with each failure [default: 1].
+    #[arg(long, value_name = "SECONDS")]
+    retry_base_delay: Option<f64>,
+    /// The longest retry delay in seconds [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    retry_max_delay: Option<f64>,
 }
 
 #[derive(Subcommand)]
@@ -69,20 +89,8 @@ enum Command {
         /// Archive everything pending once, print a summary and exit.
         #[arg(long)]
         once: bool,
-        /// The most segments planned in one batch.
-        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
-        batch_size: u32,
-        /// Delete local segments once they are at or below the watermark.
-        #[arg(long)]
-        delete_after_archive: bool,
-        /// Do not read stored objects back to confirm their CRC32C (sizes are still checked).
-        #[arg(long)]
-        no_verify_checksums: bool,
-        /// Seconds between cycles when watching.
-        #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
-        interval: f64,
         #[command(flatten)]
-        retry: RetryArgs,
+        args: ArchiveArgs,
     },
     /// Show the watermark, RPO gap, pending and skipped entries, and gaps.
     Status {
@@ -112,6 +120,78 @@ enum Command {
     },
 }
 
+/// Everything a run needs, from the flags over the config file over the defaults.
+struct Settings {
+    wal_dir: PathBuf,
+    url: String,
+    state: Option<PathBuf>,
+    storage_options: Vec<(String, String)>,
+    batch_size: u32,
+    concurrency: u32,
+    delete_after_archive: bool,
+    verify_checksums: bool,
+    interval: Duration,
+    max_attempts: u32,
+    retry_base: Duration,
+    retry_max: Duration,
+}
+
+impl Settings {
+    fn new(target: Target, args: Option<ArchiveArgs>) -> Result<Self> {
+        let file = match &target.config {
+            Some(path) => ConfigFile::load(path)?,
+            None => ConfigFile::default(),
+        };
+        let args = args.unwrap_or(ArchiveArgs {
+            batch_size: None,
+            concurrency: None,
+            delete_after_archive: false,
+            no_verify_checksums: false,
+            interval: None,
+            max_attempts: None,
+            retry_base_delay: None,
+            retry_max_delay: None,
+        });
+        let wal_dir = target
+            .wal_dir
+            .or(file.wal_dir.clone())
+            .context("cannot start: no WAL directory; give --wal-dir or `wal-dir` in the config file")?;
+        let to = target
+            .to
+            .or(file.to.clone())
+            .context("cannot start: no archive; give --to or `to` in the config file")?;
+        let url = Archive::url_for(&to)?;
+        let storage_options = file.storage_options(&url)?;
+        let positive = |name: &str, v: Option<u32>| -> Result<Option<u32>> {
+            match v {
+                Some(0) => anyhow::bail!("cannot use {name} = 0 from the config file: it must be at least 1"),
+                v => Ok(v),
+            }
+        };
+        Ok(Self {
+            wal_dir,
+            url,
+            state: target.state.or(file.state.clone()),
+            storage_options,
+            batch_size: args.batch_size.or(positive("batch-size", file.batch_size)?).unwrap_or(16),
+            concurrency: args.concurrency.or(positive("concurrency", file.concurrency)?).unwrap_or(4),
+            delete_after_archive: args.delete_after_archive || file.delete_after_archive.unwrap_or(false),
+            verify_checksums: !args.no_verify_checksums && file.verify_checksums.unwrap_or(true),
+            interval: seconds("interval", args.interval.or(file.interval).unwrap_or(1.0))?,
+            max_attempts: args.max_attempts.or(positive("max-attempts", file.max_attempts)?).unwrap_or(5),
+            retry_base: seconds("retry-base-delay", args.retry_base_delay.or(file.retry_base_delay).unwrap_or(1.0))?,
+            retry_max: seconds("retry-max-delay", args.retry_max_delay.or(file.retry_max_delay).unwrap_or(60.0))?,
+        })
+    }
+}
+
+fn seconds(name: &str, value: f64) -> Result<Duration> {
+    if !(value.is_finite() && value > 0.0 && value < 1e9) {
+        anyhow::bail!("cannot use {name} {value}: it must be a number of seconds above 0");
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -138,44 +218,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("wrote {} segments of {} bytes to {}", paths.len(), size, dir.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { target, json, current_lsn } => status(&target, json, current_lsn),
-        Command::Archive { target, once, batch_size, delete_after_archive, no_verify_checksums, interval, retry } => {
-            let interval = seconds("--interval", interval)?;
-            let config = Settings {
-                batch_size,
-                delete_after_archive,
-                verify_checksums: !no_verify_checksums,
-                retry_base: seconds("--retry-base-delay", retry.retry_base_delay)?,
-                retry_max: seconds("--retry-max-delay", retry.retry_max_delay)?,
-            };
-            archive(&target, &config, once, interval, retry.max_attempts)
-        }
+        Command::Status { target, json, current_lsn } => status(&Settings::new(target, None)?, json, current_lsn),
+        Command::Archive { target, once, args } => archive(&Settings::new(target, Some(args))?, once),
     }
 }
 
-struct Settings {
-    batch_size: u32,
-    delete_after_archive: bool,
-    verify_checksums: bool,
-    retry_base: Duration,
-    retry_max: Duration,
-}
-
-fn seconds(flag: &str, value: f64) -> Result<Duration> {
-    if !(value.is_finite() && value > 0.0 && value < 1e9) {
-        anyhow::bail!("cannot use {flag} {value}: it must be a number of seconds above 0");
-    }
-    Ok(Duration::from_secs_f64(value))
-}
-
-/// Builds the archiver for a target: WAL directory, archive, state file, planner.
-fn open(target: &Target, settings: &Settings, rt: &tokio::runtime::Runtime) -> Result<Archiver> {
-    let url = Archive::url_for(&target.to)?;
-    let archive = Archive::open(&url)?;
-    let mut wal = WalDir::open(&target.wal_dir)?;
-    let state_path = match &target.state {
+/// Builds the archiver: WAL directory, archive, state file, planner.
+fn open(settings: &Settings, rt: &tokio::runtime::Runtime) -> Result<Archiver> {
+    let archive = Archive::open_with(&settings.url, &settings.storage_options)?;
+    let mut wal = WalDir::open(&settings.wal_dir)?;
+    let state_path = match &settings.state {
         Some(p) => Some(p.clone()),
-        None if url.starts_with("memory:") => None,
+        None if settings.url.starts_with("memory:") => None,
         None => Some(wal.root().join(DEFAULT_STATE_NAME)),
     };
     if let Some(path) = &state_path
@@ -194,8 +248,8 @@ fn open(target: &Target, settings: &Settings, rt: &tokio::runtime::Runtime) -> R
         retry_max_ms: settings.retry_max.as_millis().try_into().unwrap_or(u64::MAX),
     };
     let storage = Storage { wal, archive, runtime: rt.handle().clone() };
-    let state_store = state_path.map(|p| StateStore::new(p, &url));
-    Ok(Archiver::new(runtime, storage, config, state_store))
+    let state_store = state_path.map(|p| StateStore::new(p, &settings.url));
+    Ok(Archiver::new(runtime, storage, config, state_store).with_concurrency(settings.concurrency as usize))
 }
 
 fn same_dir(parent: Option<&Path>, root: &Path) -> bool {
@@ -213,16 +267,16 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the I/O runtime")
 }
 
-fn archive(target: &Target, settings: &Settings, once: bool, interval: Duration, max_attempts: u32) -> Result<ExitCode> {
+fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
     let rt = runtime()?;
-    let archiver = open(target, settings, &rt)?;
+    let archiver = open(settings, &rt)?;
     let mut state = archiver.load_state()?;
     let stop = Arc::new(AtomicBool::new(false));
     let wake = Arc::new(Notify::new());
     watch_signals(&rt, stop.clone(), wake.clone());
 
     if once {
-        let summary = archiver.run_until_done(&mut state, &stop, max_attempts)?;
+        let summary = archiver.run_until_done(&mut state, &stop, settings.max_attempts)?;
         print_summary(&archiver, &summary);
         return Ok(if summary.is_clean() && !stop.load(Ordering::SeqCst) { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
@@ -239,12 +293,12 @@ fn archive(target: &Target, settings: &Settings, once: bool, interval: Duration,
             // A cycle that cannot run is retried on the next one; it never marks anything archived.
             Err(e) => {
                 clean = false;
-                warn!("cycle failed, retrying in {interval:?}: {e}");
+                warn!("cycle failed, retrying in {:?}: {e}", settings.interval);
             }
         }
         rt.block_on(async {
             tokio::select! {
-                () = tokio::time::sleep(interval) => {}
+                () = tokio::time::sleep(settings.interval) => {}
                 () = wake.notified() => {}
             }
         });
@@ -320,16 +374,9 @@ fn print_summary(archiver: &Archiver, s: &Summary) {
     }
 }
 
-fn status(target: &Target, as_json: bool, current_lsn: Option<u64>) -> Result<ExitCode> {
+fn status(settings: &Settings, as_json: bool, current_lsn: Option<u64>) -> Result<ExitCode> {
     let rt = runtime()?;
-    let settings = Settings {
-        batch_size: 16,
-        delete_after_archive: false,
-        verify_checksums: true,
-        retry_base: Duration::from_secs(1),
-        retry_max: Duration::from_secs(60),
-    };
-    let archiver = open(target, &settings, &rt)?;
+    let archiver = open(settings, &rt)?;
     let state = archiver.load_state()?;
     let (scan, newest) = archiver.inspect(&state)?;
     let current = current_lsn.unwrap_or(newest);

@@ -219,17 +219,35 @@ impl Archive {
             .map_err(|()| bad("not a usable local path".into()))
     }
 
-    /// Opens `file://`, `memory://` and the other schemes object_store knows.
+    /// Opens an archive without extra options; see [`Archive::open_with`].
+    pub fn open(url: &str) -> Result<Self, StorageError> {
+        Self::open_with(url, &[])
+    }
+
+    /// Opens `file://`, `memory://`, `s3://`, `gs://` and `az://` (and the
+    /// other URL forms object_store parses for those backends).
     ///
     /// A `file://` archive is a LocalFileSystem rooted at the URL's path,
     /// created if missing, that fsyncs every object and its directory.
-    pub fn open(url: &str) -> Result<Self, StorageError> {
+    /// Cloud backends read their standard environment variables (`AWS_*`,
+    /// `GOOGLE_*`, `AZURE_*`), then `options` (from the config file), each
+    /// key checked: an unknown key is an error naming it, where object_store's
+    /// own `parse_url_opts` would ignore it. S3 publishes create-only through
+    /// a conditional multipart copy unless `aws_copy_if_not_exists` says otherwise.
+    pub fn open_with(url: &str, options: &[(String, String)]) -> Result<Self, StorageError> {
         let bad = |why: String| StorageError::BadUrl { url: url.to_owned(), why };
         let parsed = Url::parse(url).map_err(|e| bad(e.to_string()))?;
         let url = parsed.as_str();
         let (scheme, path) = ObjectStoreScheme::parse(&parsed).map_err(|e| bad(e.to_string()))?;
-        match scheme {
+        let local_only = |what: &str| -> Result<(), StorageError> {
+            match options.first() {
+                Some((key, _)) => Err(bad(format!("option {key:?} does not apply to {what} archives"))),
+                None => Ok(()),
+            }
+        };
+        let store: Arc<dyn ObjectStore> = match scheme {
             ObjectStoreScheme::Local => {
+                local_only("local")?;
                 let dir = parsed
                     .to_file_path()
                     .map_err(|()| bad("not an absolute local path".into()))?;
@@ -237,15 +255,61 @@ impl Archive {
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| bad(e.to_string()))?
                     .with_fsync(true);
-                Ok(Self::new(Arc::new(fs), "", url))
+                return Ok(Self::new(Arc::new(fs), "", url));
             }
             ObjectStoreScheme::Memory => {
-                Ok(Self::new(Arc::new(object_store::memory::InMemory::new()), path.as_ref(), url))
+                local_only("memory")?;
+                Arc::new(object_store::memory::InMemory::new())
             }
-            other => Err(bad(format!(
-                "the {other:?} backend is not built into this wal-archiver; use file:// or memory://"
-            ))),
-        }
+            ObjectStoreScheme::AmazonS3 => {
+                use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3CopyIfNotExists};
+                let mut b = AmazonS3Builder::new().with_copy_if_not_exists(S3CopyIfNotExists::Multipart);
+                for (key, value) in cloud_settings("AWS_", options) {
+                    let parsed_key: AmazonS3ConfigKey = key.parse().map_err(|_| unknown_key(url, &key))?;
+                    b = b.with_config(parsed_key, value);
+                }
+                Arc::new(b.with_url(url).with_retry(retry_config()).build().map_err(|e| bad(e.to_string()))?)
+            }
+            ObjectStoreScheme::GoogleCloudStorage => {
+                use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+                let mut b = GoogleCloudStorageBuilder::new();
+                for (key, value) in cloud_settings("GOOGLE_", options) {
+                    let parsed_key: GoogleConfigKey = key.parse().map_err(|_| unknown_key(url, &key))?;
+                    b = b.with_config(parsed_key, value);
+                }
+                Arc::new(b.with_url(url).with_retry(retry_config()).build().map_err(|e| bad(e.to_string()))?)
+            }
+            ObjectStoreScheme::MicrosoftAzure => {
+                use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+                let mut b = MicrosoftAzureBuilder::new();
+                for (key, value) in cloud_settings("AZURE_", options) {
+                    let parsed_key: AzureConfigKey = key.parse().map_err(|_| unknown_key(url, &key))?;
+                    b = b.with_config(parsed_key, value);
+                }
+                Arc::new(b.with_url(url).with_retry(retry_config()).build().map_err(|e| bad(e.to_string()))?)
+            }
+            other => {
+                return Err(bad(format!(
+                    "the {other:?} scheme is not an archive backend; use a local path, file://, s3://, gs://, az:// or memory://"
+                )));
+            }
+        };
+        Ok(Self::new(store, path.as_ref(), url))
+    }
+
+    /// Whether `key` is an option of the backend that `url` names. Local
+    /// and memory archives take no options.
+    pub fn option_is_known(url: &str, key: &str) -> Result<bool, StorageError> {
+        use object_store::{aws::AmazonS3ConfigKey, azure::AzureConfigKey, gcp::GoogleConfigKey};
+        let bad = |why: String| StorageError::BadUrl { url: url.to_owned(), why };
+        let parsed = Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        let (scheme, _) = ObjectStoreScheme::parse(&parsed).map_err(|e| bad(e.to_string()))?;
+        Ok(match scheme {
+            ObjectStoreScheme::AmazonS3 => key.parse::<AmazonS3ConfigKey>().is_ok(),
+            ObjectStoreScheme::GoogleCloudStorage => key.parse::<GoogleConfigKey>().is_ok(),
+            ObjectStoreScheme::MicrosoftAzure => key.parse::<AzureConfigKey>().is_ok(),
+            _ => false,
+        })
     }
 
     /// An archive over a store the caller built (tests, fault injection).
@@ -550,6 +614,46 @@ pub fn checksum_file(mut file: File, path: &Path) -> Result<(u64, u32), StorageE
     }
 }
 
+/// The environment's settings for one backend (`AWS_…` lowercased, as the
+/// builders' `from_env` reads them; unknown ones are left alone, since the
+/// environment is shared with other tools), then the config file's options.
+fn cloud_settings(env_prefix: &str, options: &[(String, String)]) -> Vec<(String, String)> {
+    let from_env = std::env::vars().filter(|(k, _)| k.starts_with(env_prefix)).map(|(k, v)| (k.to_ascii_lowercase(), v));
+    let mut out: Vec<(String, String)> = from_env.collect();
+    // Environment keys that no builder knows are dropped below by the caller's
+    // parse only for options; keep the environment tolerant.
+    out.retain(|(k, _)| known_env_key(env_prefix, k));
+    out.extend(options.iter().cloned());
+    out
+}
+
+fn known_env_key(env_prefix: &str, key: &str) -> bool {
+    use object_store::{aws::AmazonS3ConfigKey, azure::AzureConfigKey, gcp::GoogleConfigKey};
+    match env_prefix {
+        "AWS_" => key.parse::<AmazonS3ConfigKey>().is_ok(),
+        "GOOGLE_" => key.parse::<GoogleConfigKey>().is_ok(),
+        _ => key.parse::<AzureConfigKey>().is_ok(),
+    }
+}
+
+fn unknown_key(url: &str, key: &str) -> StorageError {
+    StorageError::BadUrl { url: url.to_owned(), why: format!("unknown storage option {key:?}") }
+}
+
+/// object_store's own retries for one request: few and quick, because the
+/// archiver retries whole segments itself, with backoff, and counts them.
+fn retry_config() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: std::time::Duration::from_millis(100),
+            max_backoff: std::time::Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(30),
+    }
+}
+
 /// The storage imports: a WAL directory and an archive, on a tokio runtime.
 #[derive(Debug, Clone)]
 pub struct Storage {
@@ -573,13 +677,18 @@ impl Storage {
 
     /// Uploads one segment after checking that `key` is its key in this archive.
     pub fn upload_segment(&self, name: &str, key: &str, verify: bool) -> Result<wit::UploadReceipt, StorageError> {
+        self.runtime.block_on(self.upload_segment_async(name, key, verify))
+    }
+
+    /// [`Storage::upload_segment`], for running several at once.
+    pub async fn upload_segment_async(&self, name: &str, key: &str, verify: bool) -> Result<wit::UploadReceipt, StorageError> {
         let path = self.wal.entry_path(name)?;
         let expected = self.archive.key_of(name);
         if key != expected {
             return Err(StorageError::RefusedKey { key: key.to_owned(), expected });
         }
         let file = self.wal.open_segment(name)?;
-        self.runtime.block_on(self.archive.upload(file, &path, key, verify))
+        self.archive.upload(file, &path, key, verify).await
     }
 
     pub fn list_archive(&self) -> Result<Vec<wit::ArchivedObject>, wit::StorageError> {

@@ -1,0 +1,159 @@
+//! The config file (TOML): every option of `archive`, and the storage
+//! options of the destination's backend. Flags on the command line override it.
+//!
+//! ```toml
+//! wal-dir = "/var/lib/nodedb/wal"
+//! to = "s3://backups/nodedb/wal"
+//! concurrency = 4
+//!
+//! [storage]
+//! aws_region = "eu-west-1"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::storage::Archive;
+
+/// Why a config file cannot be used. Every message names the file, and the
+/// line where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot parse config file {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("cannot use config file {}, line {line}: {why}", path.display())]
+    Invalid { path: PathBuf, line: usize, why: String },
+}
+
+/// The options the file may hold; each one is also a flag of `archive`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConfigFile {
+    pub wal_dir: Option<PathBuf>,
+    pub to: Option<String>,
+    pub state: Option<PathBuf>,
+    pub batch_size: Option<u32>,
+    pub concurrency: Option<u32>,
+    pub delete_after_archive: Option<bool>,
+    pub verify_checksums: Option<bool>,
+    pub interval: Option<f64>,
+    pub max_attempts: Option<u32>,
+    pub retry_base_delay: Option<f64>,
+    pub retry_max_delay: Option<f64>,
+    /// object_store options for the destination's backend (`aws_region`, ...).
+    #[serde(default)]
+    pub storage: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(skip)]
+    source: String,
+    #[serde(skip)]
+    path: PathBuf,
+}
+
+impl ConfigFile {
+    /// Reads and parses a file. Unknown keys and wrong types are errors with their line.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let source = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&source, path)
+    }
+
+    /// Parses the text of a file; `path` names it in errors.
+    pub fn parse(source: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut file: ConfigFile = toml::from_str(source).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        file.source = source.to_owned();
+        file.path = path.to_owned();
+        Ok(file)
+    }
+
+    fn line_of(&self, offset: usize) -> usize {
+        self.source[..offset.min(self.source.len())].matches('\n').count() + 1
+    }
+
+    fn invalid(&self, offset: usize, why: String) -> ConfigError {
+        ConfigError::Invalid { path: self.path.clone(), line: self.line_of(offset), why }
+    }
+
+    /// The storage options as strings, each key checked against the backend
+    /// of `url`: an unknown key is an error naming it and its line.
+    pub fn storage_options(&self, url: &str) -> Result<Vec<(String, String)>, ConfigError> {
+        let mut out = Vec::new();
+        for (key, value) in &self.storage {
+            let offset = value.span().start;
+            let text = match value.get_ref() {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                other => return Err(self.invalid(offset, format!("storage option {key:?} must be a string, number or boolean, not {}", other.type_str()))),
+            };
+            match Archive::option_is_known(url, key) {
+                Ok(true) => out.push((key.clone(), text)),
+                Ok(false) => return Err(self.invalid(offset, format!("unknown storage option {key:?} for {url}"))),
+                Err(e) => return Err(self.invalid(offset, e.to_string())),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ConfigFile, ConfigError> {
+        ConfigFile::parse(text, Path::new("archiver.toml"))
+    }
+
+    #[test]
+    fn reads_every_option() {
+        let f = parse(
+            "wal-dir = \"/w\"\nto = \"s3://b/p\"\nstate = \"/s.json\"\nbatch-size = 8\nconcurrency = 2\n\
+             delete-after-archive = true\nverify-checksums = false\ninterval = 0.5\nmax-attempts = 3\n\
+             retry-base-delay = 0.1\nretry-max-delay = 9\n[storage]\naws_region = \"eu-west-1\"\naws_allow_http = true\n",
+        )
+        .unwrap();
+        assert_eq!(f.wal_dir.as_deref(), Some(Path::new("/w")));
+        assert_eq!((f.batch_size, f.concurrency, f.max_attempts), (Some(8), Some(2), Some(3)));
+        assert_eq!((f.delete_after_archive, f.verify_checksums), (Some(true), Some(false)));
+        assert_eq!(f.retry_max_delay, Some(9.0));
+        let opts = f.storage_options("s3://b/p").unwrap();
+        assert_eq!(opts, vec![
+            ("aws_allow_http".to_string(), "true".to_string()),
+            ("aws_region".to_string(), "eu-west-1".to_string()),
+        ]);
+    }
+
+    #[test]
+    fn refuses_an_unknown_key_naming_it_and_its_line() {
+        let err = parse("to = \"file:///a\"\n\nbatch_sise = 3\n").unwrap_err().to_string();
+        assert!(err.contains("archiver.toml") && err.contains("line 3") && err.contains("batch_sise"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_wrong_type_naming_its_line() {
+        let err = parse("concurrency = \"four\"\n").unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("concurrency"), "{err}");
+    }
+
+    #[test]
+    fn refuses_an_unknown_storage_option_naming_it_and_its_line() {
+        let f = parse("to = \"s3://b/p\"\n[storage]\naws_region = \"x\"\naws_regoin = \"y\"\n").unwrap();
+        let err = f.storage_options("s3://b/p").unwrap_err().to_string();
+        assert!(err.contains("line 4") && err.contains("\"aws_regoin\""), "{err}");
+        // Options of another backend are unknown too.
+        let f = parse("[storage]\ngoogle_service_account = \"x\"\n").unwrap();
+        assert!(f.storage_options("s3://b/p").is_err());
+        assert!(f.storage_options("gs://b/p").is_ok());
+        let f = parse("[storage]\naws_region = \"x\"\n").unwrap();
+        let err = f.storage_options("file:///tmp/a").unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+}

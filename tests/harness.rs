@@ -3,6 +3,7 @@
 
 mod util;
 
+mod backends;
 mod durability;
 
 use std::os::unix::ffi::OsStrExt;

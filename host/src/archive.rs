@@ -174,7 +174,7 @@ impl Archiver {
         stop: &AtomicBool,
         max_attempts: u32,
     ) -> Result<Summary, ArchiveError> {
-        let mut total = self.run_once(state, stop)?;
+        let mut total = self.pass_with_retries(state, stop, max_attempts)?;
         let mut tried: HashSet<String> = total.failed.iter().map(|f| f.name.clone()).collect();
         loop {
             let next = self.retries().values().filter(|r| r.attempts < max_attempts).map(|r| r.due).min();
@@ -185,7 +185,7 @@ impl Archiver {
             if stop.load(Ordering::SeqCst) {
                 break;
             }
-            let pass = self.run_once(state, stop)?;
+            let pass = self.pass_with_retries(state, stop, max_attempts)?;
             tried.extend(pass.failed.iter().map(|f| f.name.clone()));
             total.archived.extend(pass.archived);
             total.deleted.extend(pass.deleted);
@@ -198,6 +198,24 @@ impl Archiver {
         total.failed = state.failing.iter().filter(|f| tried.contains(&f.name)).cloned().collect();
         total.state = state.clone();
         Ok(total)
+    }
+
+    /// [`Archiver::run_once`], tried again with backoff when the pass as a
+    /// whole fails on storage (a listing that did not answer), up to
+    /// `max_attempts` times.
+    fn pass_with_retries(&self, state: &mut wit::ArchiverState, stop: &AtomicBool, max_attempts: u32) -> Result<Summary, ArchiveError> {
+        let mut attempts = 0;
+        loop {
+            match self.run_once(state, stop) {
+                Err(ArchiveError::Storage(e)) if attempts + 1 < max_attempts && !stop.load(Ordering::SeqCst) => {
+                    attempts += 1;
+                    let delay = Duration::from_millis(self.runtime.session(None)?.retry_delay(&self.config, attempts, self.random())?);
+                    warn!(attempts, retry_in = ?delay, "cannot run a pass: {e}");
+                    std::thread::sleep(delay);
+                }
+                other => return other,
+            }
+        }
     }
 
     /// One pass over everything pending and due, in batches; each segment is

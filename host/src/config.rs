@@ -45,6 +45,7 @@ pub struct ConfigFile {
     pub max_attempts: Option<u32>,
     pub retry_base_delay: Option<f64>,
     pub retry_max_delay: Option<f64>,
+    pub request_retries: Option<u32>,
     /// object_store options for the destination's backend (`aws_region`, ...).
     #[serde(default)]
     pub storage: BTreeMap<String, Spanned<toml::Value>>,
@@ -117,13 +118,13 @@ mod tests {
         let f = parse(
             "wal-dir = \"/w\"\nto = \"s3://b/p\"\nstate = \"/s.json\"\nbatch-size = 8\nconcurrency = 2\n\
              delete-after-archive = true\nverify-checksums = false\ninterval = 0.5\nmax-attempts = 3\n\
-             retry-base-delay = 0.1\nretry-max-delay = 9\n[storage]\naws_region = \"eu-west-1\"\naws_allow_http = true\n",
+             retry-base-delay = 0.1\nretry-max-delay = 9\nrequest-retries = 0\n[storage]\naws_region = \"eu-west-1\"\naws_allow_http = true\n",
         )
         .unwrap();
         assert_eq!(f.wal_dir.as_deref(), Some(Path::new("/w")));
         assert_eq!((f.batch_size, f.concurrency, f.max_attempts), (Some(8), Some(2), Some(3)));
         assert_eq!((f.delete_after_archive, f.verify_checksums), (Some(true), Some(false)));
-        assert_eq!(f.retry_max_delay, Some(9.0));
+        assert_eq!((f.retry_max_delay, f.request_retries), (Some(9.0), Some(0)));
         let opts = f.storage_options("s3://b/p").unwrap();
         assert_eq!(opts, vec![
             ("aws_allow_http".to_string(), "true".to_string()),

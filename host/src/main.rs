@@ -78,6 +78,10 @@ struct ArchiveArgs {
     /// The longest retry delay in seconds [default: 60].
     #[arg(long, value_name = "SECONDS")]
     retry_max_delay: Option<f64>,
+    /// Retries of one request inside the object-store client, before a
+    /// segment counts as failed and is retried with backoff [default: 3].
+    #[arg(long)]
+    request_retries: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -134,6 +138,7 @@ struct Settings {
     max_attempts: u32,
     retry_base: Duration,
     retry_max: Duration,
+    request_retries: u32,
 }
 
 impl Settings {
@@ -151,6 +156,7 @@ impl Settings {
             max_attempts: None,
             retry_base_delay: None,
             retry_max_delay: None,
+            request_retries: None,
         });
         let wal_dir = target
             .wal_dir
@@ -181,6 +187,10 @@ impl Settings {
             max_attempts: args.max_attempts.or(positive("max-attempts", file.max_attempts)?).unwrap_or(5),
             retry_base: seconds("retry-base-delay", args.retry_base_delay.or(file.retry_base_delay).unwrap_or(1.0))?,
             retry_max: seconds("retry-max-delay", args.retry_max_delay.or(file.retry_max_delay).unwrap_or(60.0))?,
+            request_retries: args
+                .request_retries
+                .or(file.request_retries)
+                .unwrap_or(wal_archiver::storage::DEFAULT_REQUEST_RETRIES as u32),
         })
     }
 }
@@ -225,7 +235,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// Builds the archiver: WAL directory, archive, state file, planner.
 fn open(settings: &Settings, rt: &tokio::runtime::Runtime) -> Result<Archiver> {
-    let archive = Archive::open_with(&settings.url, &settings.storage_options)?;
+    let archive = Archive::open_with(&settings.url, &settings.storage_options, settings.request_retries as usize)?;
     let mut wal = WalDir::open(&settings.wal_dir)?;
     let state_path = match &settings.state {
         Some(p) => Some(p.clone()),

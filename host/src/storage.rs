@@ -27,6 +27,8 @@ pub const STAGING_DIR: &str = "_staging";
 /// Where checksum markers live: `{prefix}/_checksums/{name}.crc32c-{8 hex}`.
 pub const CHECKSUM_DIR: &str = "_checksums";
 const MARKER_INFIX: &str = ".crc32c-";
+/// object_store's retries of one request, by default.
+pub const DEFAULT_REQUEST_RETRIES: usize = 3;
 /// Parts in flight at once during one upload: bounds memory per upload.
 const PARTS_IN_FLIGHT: usize = 2;
 
@@ -221,7 +223,7 @@ impl Archive {
 
     /// Opens an archive without extra options; see [`Archive::open_with`].
     pub fn open(url: &str) -> Result<Self, StorageError> {
-        Self::open_with(url, &[])
+        Self::open_with(url, &[], DEFAULT_REQUEST_RETRIES)
     }
 
     /// Opens `file://`, `memory://`, `s3://`, `gs://` and `az://` (and the
@@ -234,7 +236,8 @@ impl Archive {
     /// key checked: an unknown key is an error naming it, where object_store's
     /// own `parse_url_opts` would ignore it. S3 publishes create-only through
     /// a conditional multipart copy unless `aws_copy_if_not_exists` says otherwise.
-    pub fn open_with(url: &str, options: &[(String, String)]) -> Result<Self, StorageError> {
+    /// `request_retries` bounds object_store's own retries of one request.
+    pub fn open_with(url: &str, options: &[(String, String)], request_retries: usize) -> Result<Self, StorageError> {
         let bad = |why: String| StorageError::BadUrl { url: url.to_owned(), why };
         let parsed = Url::parse(url).map_err(|e| bad(e.to_string()))?;
         let url = parsed.as_str();
@@ -268,7 +271,7 @@ impl Archive {
                     let parsed_key: AmazonS3ConfigKey = key.parse().map_err(|_| unknown_key(url, &key))?;
                     b = b.with_config(parsed_key, value);
                 }
-                Arc::new(b.with_url(url).with_retry(retry_config()).build().map_err(|e| bad(e.to_string()))?)
+                Arc::new(b.with_url(url).with_retry(retry_config(request_retries)).build().map_err(|e| bad(e.to_string()))?)
             }
             ObjectStoreScheme::GoogleCloudStorage => {
                 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
@@ -277,7 +280,7 @@ impl Archive {
                     let parsed_key: GoogleConfigKey = key.parse().map_err(|_| unknown_key(url, &key))?;
                     b = b.with_config(parsed_key, value);
                 }
-                Arc::new(b.with_url(url).with_retry(retry_config()).build().map_err(|e| bad(e.to_string()))?)
+                Arc::new(b.with_url(url).with_retry(retry_config(request_retries)).build().map_err(|e| bad(e.to_string()))?)
             }
             ObjectStoreScheme::MicrosoftAzure => {
                 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
@@ -286,7 +289,7 @@ impl Archive {
                     let parsed_key: AzureConfigKey = key.parse().map_err(|_| unknown_key(url, &key))?;
                     b = b.with_config(parsed_key, value);
                 }
-                Arc::new(b.with_url(url).with_retry(retry_config()).build().map_err(|e| bad(e.to_string()))?)
+                Arc::new(b.with_url(url).with_retry(retry_config(request_retries)).build().map_err(|e| bad(e.to_string()))?)
             }
             other => {
                 return Err(bad(format!(
@@ -517,18 +520,24 @@ impl Archive {
         }
     }
 
-    /// CRC32C of a stored object, read back in full.
+    /// CRC32C of a stored object, read back in full, one ranged read of
+    /// [`CHUNK`] bytes at a time: memory stays flat whatever the object's size.
     pub async fn checksum(&self, location: &ObjectPath, key: &str) -> Result<u32, StorageError> {
-        let mut stream = self
-            .store
-            .get(location)
-            .await
-            .map_err(self.store_err("read back", key))?
-            .into_stream();
+        let size = self.store.head(location).await.map_err(self.store_err("stat", key))?.size;
         let mut crc = 0u32;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(self.store_err("read back", key))?;
-            crc = crc32c::crc32c_append(crc, &chunk);
+        let mut offset = 0u64;
+        while offset < size {
+            let end = (offset + CHUNK as u64).min(size);
+            let bytes = self
+                .store
+                .get_range(location, offset..end)
+                .await
+                .map_err(self.store_err("read back", key))?;
+            if bytes.is_empty() {
+                break;
+            }
+            crc = crc32c::crc32c_append(crc, &bytes);
+            offset += bytes.len() as u64;
         }
         Ok(crc)
     }
@@ -642,14 +651,14 @@ fn unknown_key(url: &str, key: &str) -> StorageError {
 
 /// object_store's own retries for one request: few and quick, because the
 /// archiver retries whole segments itself, with backoff, and counts them.
-fn retry_config() -> object_store::RetryConfig {
+fn retry_config(max_retries: usize) -> object_store::RetryConfig {
     object_store::RetryConfig {
         backoff: object_store::BackoffConfig {
             init_backoff: std::time::Duration::from_millis(100),
             max_backoff: std::time::Duration::from_secs(2),
             base: 2.0,
         },
-        max_retries: 3,
+        max_retries,
         retry_timeout: std::time::Duration::from_secs(30),
     }
 }

@@ -24,10 +24,16 @@ pub struct Rates {
     pub truncate: u64,
     pub read_error: u64,
     pub hide_in_listing: u64,
+    /// The longest delay before an upload completes, in milliseconds (0: none).
+    pub max_delay_ms: u64,
 }
 
 impl Rates {
-    pub const HOSTILE: Rates = Rates { error_before: 120, lost_ack: 120, truncate: 120, read_error: 60, hide_in_listing: 30 };
+    pub const HOSTILE: Rates =
+        Rates { error_before: 120, lost_ack: 120, truncate: 120, read_error: 60, hide_in_listing: 30, max_delay_ms: 0 };
+    /// No faults, only uploads that take different times, so that they finish out of order.
+    pub const SLOW: Rates =
+        Rates { error_before: 0, lost_ack: 0, truncate: 0, read_error: 0, hide_in_listing: 0, max_delay_ms: 40 };
 }
 
 /// Counts of the faults that fired, so a test can show it exercised them.
@@ -80,20 +86,24 @@ impl FaultyStore {
         self.dice.lock().unwrap().fired
     }
 
-    /// True with probability `per_mille`/1000, and counts it in `which`.
-    fn roll(&self, per_mille: u64, which: fn(&mut Fired) -> &mut u64) -> bool {
-        if !self.enabled.load(Ordering::SeqCst) {
-            return false;
-        }
+    fn next(&self) -> u64 {
         let mut d = self.dice.lock().unwrap();
         let mut x = d.state;
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         d.state = x;
-        let hit = x % 1000 < per_mille;
+        x
+    }
+
+    /// True with probability `per_mille`/1000, and counts it in `which`.
+    fn roll(&self, per_mille: u64, which: fn(&mut Fired) -> &mut u64) -> bool {
+        if !self.enabled.load(Ordering::SeqCst) || per_mille == 0 {
+            return false;
+        }
+        let hit = self.next() % 1000 < per_mille;
         if hit {
-            *which(&mut d.fired) += 1;
+            *which(&mut self.dice.lock().unwrap().fired) += 1;
         }
         hit
     }
@@ -186,6 +196,11 @@ impl MultipartUpload for FaultyUpload {
     }
 
     async fn complete(&mut self) -> Result<PutResult> {
+        let max = self.store.rates.max_delay_ms;
+        if max > 0 {
+            let ms = self.store.next() % max;
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
         if self.store.error_before() {
             self.inner.abort().await?;
             return Err(injected("complete refused"));

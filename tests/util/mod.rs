@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod proxy;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -147,6 +149,23 @@ pub fn wait_within(child: std::process::Child, limit: std::time::Duration) -> Ou
             panic!("the archiver did not finish within {limit:?}");
         }
     }
+}
+
+/// Runs the binary with `args` under GNU time and reports its peak resident
+/// memory in bytes. (wait4's rusage would count the test process itself,
+/// which the child is forked from before exec.)
+pub fn run_measuring_rss(dir: &Dir, args: &[&str], env: &[(&str, String)]) -> (Output, u64) {
+    let report = dir.path().join("time-report");
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.arg("-f").arg("%M").arg("-o").arg(&report).arg(env!("CARGO_BIN_EXE_wal-archiver")).args(args);
+    cmd.current_dir(dir.path()).env("RUST_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run /usr/bin/time ({e}); install it: apt-get install time"));
+    let text = std::fs::read_to_string(&report).unwrap();
+    let kib: u64 = text.trim().lines().last().unwrap().trim().parse().unwrap_or_else(|_| panic!("odd report: {text}"));
+    (out, kib * 1024)
 }
 
 pub fn stdout(out: &Output) -> String {

@@ -5,6 +5,7 @@ mod util;
 
 mod backends;
 mod durability;
+mod plugin;
 
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::AtomicBool;

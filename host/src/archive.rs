@@ -234,6 +234,14 @@ impl Archiver {
             .map(|e| e.name.as_str())
             .collect();
         let scan = planner.scan(&listing, state)?;
+        if scan.pending.len() > listing.len() || scan.skipped.len() > listing.len() {
+            return Err(self.bad_plan(format!(
+                "scan returned {} pending and {} skipped entries for a listing of {}",
+                scan.pending.len(),
+                scan.skipped.len(),
+                listing.len()
+            )));
+        }
         for seg in &scan.pending {
             if !files.contains(seg.name.as_str()) {
                 return Err(self.bad_plan(format!("pending segment {:?} is not a file in the listing", seg.name)));
@@ -259,6 +267,10 @@ impl Archiver {
             let tasks = planner.plan_batch(&self.config, &remaining)?;
             if tasks.is_empty() {
                 return Err(self.bad_plan(format!("no task planned for {} pending segments", remaining.len())));
+            }
+            let most = (self.config.batch_size.max(1) as usize).min(remaining.len());
+            if tasks.len() > most {
+                return Err(self.bad_plan(format!("a batch of {} tasks, where at most {most} were possible", tasks.len())));
             }
             for task in &tasks {
                 let Some(at) = remaining.iter().position(|s| *s == task.segment) else {

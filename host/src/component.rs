@@ -6,9 +6,11 @@
 //! through the `storage` imports, which [`crate::storage::Storage`] confines.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, Store};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::storage::Storage;
@@ -36,14 +38,59 @@ pub enum PlannerError {
     Instantiate { plugin: String, cause: String },
     #[error("cannot call `{function}` in planner component {plugin}: {cause}")]
     Call { plugin: String, function: &'static str, cause: String },
-    #[error("planner component {plugin} returned a bad result from `{function}`: {cause}")]
-    BadResult { plugin: String, function: &'static str, cause: String },
+    #[error("cannot use planner component {plugin}: expected {EXPECTED}; found {found}")]
+    Refused { plugin: String, found: String },
 }
 
-/// The store's data: WASI (empty) and, for `run-cycle`, the storage imports.
+/// What a planner plugin must be, as refusals say it.
+pub const EXPECTED: &str = "a WebAssembly component of world nodedb:wal-archiver/archiver@0.1.0, \
+    exporting nodedb:wal-archiver/planner@0.1.0 and importing nothing but \
+    nodedb:wal-archiver/storage@0.1.0, nodedb:wal-archiver/types@0.1.0 and WASI 0.2";
+
+/// How far a planner may go. Each limit fails the call that breaches it, and
+/// only that call: the host carries on and retries on the next cycle.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Wall time for one call of a pure planner function.
+    pub deadline: Duration,
+    /// Wall time for one `run-cycle`, which uploads through the imports.
+    pub cycle_deadline: Duration,
+    /// Linear memory of one instance, in bytes.
+    pub memory: usize,
+    /// Instances, tables and memories in one store.
+    pub instances: usize,
+    pub tables: usize,
+    pub table_elements: usize,
+    /// The wasm stack, in bytes.
+    pub stack: usize,
+    /// Bytes the guest may write to stdout and to stderr in one session.
+    pub output: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(1),
+            cycle_deadline: Duration::from_secs(600),
+            memory: 64 << 20,
+            instances: 16,
+            tables: 16,
+            table_elements: 100_000,
+            stack: 512 << 10,
+            output: 64 << 10,
+        }
+    }
+}
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+const TICK: Duration = Duration::from_millis(5);
+
+/// The store's data: WASI (no capabilities but captured output), the
+/// limits, and, for `run-cycle`, the storage imports.
 pub struct HostCtx {
     wasi: WasiCtx,
     table: ResourceTable,
+    limits: StoreLimits,
     storage: Option<Arc<Storage>>,
 }
 
@@ -86,6 +133,40 @@ pub struct PlannerRuntime {
     pre: ArchiverPre<HostCtx>,
     engine: Engine,
     plugin: String,
+    limits: Limits,
+}
+
+/// The engine every planner runs in: epoch interruption for deadlines, a
+/// bounded wasm stack, and the pooling allocator sized to the limits.
+pub fn engine(limits: &Limits) -> Result<Engine, PlannerError> {
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.total_component_instances(64)
+        .total_core_instances(256)
+        .total_memories(128)
+        .total_tables(128)
+        .max_memory_size(limits.memory);
+    let mut config = wasmtime::Config::new();
+    config
+        .epoch_interruption(true)
+        .max_wasm_stack(limits.stack)
+        .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    let engine = Engine::new(&config).map_err(|cause| PlannerError::Load {
+        plugin: "(engine)".into(),
+        cause: format!("{cause:#}"),
+    })?;
+    // The epoch ticks for as long as the engine lives.
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("wal-archiver-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(TICK);
+            }
+        })
+        .map_err(|e| PlannerError::Load { plugin: "(engine)".into(), cause: e.to_string() })?;
+    Ok(engine)
 }
 
 impl PlannerRuntime {
@@ -94,20 +175,42 @@ impl PlannerRuntime {
         Self::from_bytes(EMBEDDED_COMPONENT, "(embedded)")
     }
 
-    /// Compiles a component from its bytes; `plugin` names it in errors.
+    /// Compiles a component from its bytes with the default limits; `plugin` names it in errors.
     pub fn from_bytes(bytes: &[u8], plugin: &str) -> Result<Self, PlannerError> {
+        Self::with_limits(bytes, plugin, Limits::default())
+    }
+
+    /// Compiles a component from its bytes under `limits`.
+    pub fn with_limits(bytes: &[u8], plugin: &str, limits: Limits) -> Result<Self, PlannerError> {
         let load = |cause: wasmtime::Error| PlannerError::Load {
             plugin: plugin.to_owned(),
             cause: format!("{cause:#}"),
         };
-        let engine = Engine::default();
-        let component = Component::new(&engine, bytes).map_err(load)?;
+        let refused = |found: String| PlannerError::Refused { plugin: plugin.to_owned(), found };
+        let engine = engine(&limits)?;
+        let component = Component::new(&engine, bytes).map_err(|cause| {
+            refused(if !bytes.starts_with(b"\0asm") {
+                "a file that is not WebAssembly".to_owned()
+            } else if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+                "a core WebAssembly module, not a component".to_owned()
+            } else {
+                format!("a component that does not compile: {cause:#}")
+            })
+        })?;
         let mut linker = Linker::<HostCtx>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(load)?;
         Archiver::add_to_linker::<HostCtx, HasSelf<HostCtx>>(&mut linker, |ctx| ctx).map_err(load)?;
-        let pre = linker.instantiate_pre(&component).map_err(load)?;
-        let pre = ArchiverPre::new(pre).map_err(load)?;
-        Ok(Self { pre, engine, plugin: plugin.to_owned() })
+        let shape = || {
+            let ty = component.component_type();
+            let exports: Vec<&str> = ty.exports(&engine).map(|(name, _)| name).collect();
+            let imports: Vec<&str> = ty.imports(&engine).map(|(name, _)| name).collect();
+            format!("a component exporting [{}] and importing [{}]", exports.join(", "), imports.join(", "))
+        };
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|cause| refused(format!("{} ({cause:#})", shape())))?;
+        let pre = ArchiverPre::new(pre).map_err(|cause| refused(format!("{} ({cause:#})", shape())))?;
+        Ok(Self { pre, engine, plugin: plugin.to_owned(), limits })
     }
 
     /// The name errors use for this component.
@@ -117,36 +220,106 @@ impl PlannerRuntime {
 
     /// A fresh store and instance. `storage` backs the imports for `run-cycle`.
     pub fn session(&self, storage: Option<Arc<Storage>>) -> Result<Planner, PlannerError> {
-        let ctx = HostCtx {
-            // No preopens, no environment, no arguments, no network.
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
-            storage,
-        };
+        let stdout = MemoryOutputPipe::new(self.limits.output);
+        let stderr = MemoryOutputPipe::new(self.limits.output);
+        // No preopens, no environment, no arguments, no network; output is captured.
+        let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory)
+            .instances(self.limits.instances)
+            .tables(self.limits.tables)
+            .table_elements(self.limits.table_elements)
+            .memories(self.limits.instances)
+            .build();
+        let ctx = HostCtx { wasi, table: ResourceTable::new(), limits, storage };
         let mut store = Store::new(&self.engine, ctx);
+        store.limiter(|ctx| &mut ctx.limits);
+        store.set_epoch_deadline(ticks(self.limits.deadline));
         let bindings = self.pre.instantiate(&mut store).map_err(|cause| PlannerError::Instantiate {
             plugin: self.plugin.clone(),
             cause: format!("{cause:#}"),
         })?;
-        Ok(Planner { store, bindings, plugin: self.plugin.clone() })
+        Ok(Planner {
+            store,
+            bindings,
+            plugin: self.plugin.clone(),
+            limits: self.limits,
+            output: [(stdout, 0), (stderr, 0)],
+        })
     }
 }
 
-/// One instance of the planner.
+fn ticks(d: Duration) -> u64 {
+    (d.as_millis() / TICK.as_millis()).max(1) as u64
+}
+
+/// One instance of the planner, in a store of its own.
 pub struct Planner {
     store: Store<HostCtx>,
     bindings: Archiver,
     plugin: String,
+    limits: Limits,
+    /// The guest's stdout and stderr, and how much of each is logged already.
+    output: [(MemoryOutputPipe, usize); 2],
+}
+
+impl Planner {
+    /// Logs what the guest printed since the last call: stdout at info,
+    /// stderr (where panics go) at warn.
+    fn drain_output(&mut self) {
+        for (i, (pipe, seen)) in self.output.iter_mut().enumerate() {
+            let bytes = pipe.contents();
+            if bytes.len() > *seen {
+                for line in String::from_utf8_lossy(&bytes[*seen..]).lines().filter(|l| !l.trim().is_empty()) {
+                    if i == 0 {
+                        tracing::info!(target: "wal_archiver::plugin", plugin = %self.plugin, "{line}");
+                    } else {
+                        tracing::warn!(target: "wal_archiver::plugin", plugin = %self.plugin, "{line}");
+                    }
+                }
+                *seen = bytes.len();
+            }
+        }
+    }
+
+    /// Describes a failed call: a deadline, a limit or a trap, and what the guest said.
+    fn call_error(&mut self, function: &'static str, cause: wasmtime::Error, deadline: Duration) -> PlannerError {
+        self.drain_output();
+        // The wasm backtrace goes to the debug log; the message keeps the cause.
+        tracing::debug!(target: "wal_archiver::plugin", plugin = %self.plugin, "`{function}` failed: {cause:?}");
+        let text = match cause.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => format!("it ran past its deadline of {deadline:?}"),
+            Some(wasmtime::Trap::StackOverflow) => format!("it overflowed its {} KiB stack", self.limits.stack >> 10),
+            Some(trap) => format!("it trapped: {trap}"),
+            None => format!("{cause:#}"),
+        };
+        let mut text = text;
+        let stderr = String::from_utf8_lossy(&self.output[1].0.contents()).into_owned();
+        let last: Vec<&str> = stderr.trim().lines().rev().take(3).collect();
+        if !last.is_empty() {
+            let said: Vec<&str> = last.into_iter().rev().collect();
+            text.push_str(&format!("; it said: {}", said.join(" / ")));
+        }
+        PlannerError::Call { plugin: self.plugin.clone(), function, cause: text }
+    }
 }
 
 macro_rules! call {
-    ($self:ident, $name:literal, $method:ident ( $($arg:expr),* )) => {{
+    ($self:ident, $name:literal, $method:ident ( $($arg:expr),* )) => {
+        call!($self, $name, $self.limits.deadline, $method($($arg),*))
+    };
+    ($self:ident, $name:literal, $deadline:expr, $method:ident ( $($arg:expr),* )) => {{
+        let deadline = $deadline;
+        $self.store.set_epoch_deadline(ticks(deadline));
         let planner = $self.bindings.nodedb_wal_archiver_planner();
-        planner.$method(&mut $self.store, $($arg),*).map_err(|cause| PlannerError::Call {
-            plugin: $self.plugin.clone(),
-            function: $name,
-            cause: format!("{cause:#}"),
-        })
+        let result = planner.$method(&mut $self.store, $($arg),*);
+        match result {
+            Ok(v) => {
+                $self.drain_output();
+                Ok(v)
+            }
+            Err(cause) => Err($self.call_error($name, cause, deadline)),
+        }
     }};
 }
 
@@ -206,7 +379,7 @@ impl Planner {
         config: &wit::ArchiverConfig,
         state: &wit::ArchiverState,
     ) -> Result<Result<CycleReport, wit::StorageError>, PlannerError> {
-        call!(self, "run-cycle", call_run_cycle(config, state))
+        call!(self, "run-cycle", self.limits.cycle_deadline, call_run_cycle(config, state))
     }
 
     /// The name errors use for this planner.

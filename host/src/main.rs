@@ -49,6 +49,9 @@ struct Target {
     /// A TOML file holding any of these options (flags override it); see the README.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// A planner component to use instead of the embedded one (same WIT world).
+    #[arg(long, value_name = "FILE.wasm")]
+    plugin: Option<PathBuf>,
 }
 
 /// Options of `archive`; each one may also come from the config file.
@@ -107,6 +110,12 @@ enum Command {
         #[arg(long, value_parser = parse_lsn, value_name = "LSN")]
         current_lsn: Option<u64>,
     },
+    /// Write the embedded planner component, for use in other hosts.
+    Component {
+        /// Where to write the .wasm file.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Write sample contiguous segments (LSNs are byte positions).
     Generate {
         /// Where to write them.
@@ -126,6 +135,7 @@ enum Command {
 
 /// Everything a run needs, from the flags over the config file over the defaults.
 struct Settings {
+    plugin: Option<PathBuf>,
     wal_dir: PathBuf,
     url: String,
     state: Option<PathBuf>,
@@ -175,6 +185,7 @@ impl Settings {
             }
         };
         Ok(Self {
+            plugin: target.plugin,
             wal_dir,
             url,
             state: target.state.or(file.state.clone()),
@@ -228,6 +239,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("wrote {} segments of {} bytes to {}", paths.len(), size, dir.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Component { out } => {
+            let bytes = wal_archiver::component::EMBEDDED_COMPONENT;
+            std::fs::write(&out, bytes).with_context(|| format!("cannot write {}", out.display()))?;
+            println!("wrote the planner component ({} bytes) to {}", bytes.len(), out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { target, json, current_lsn } => status(&Settings::new(target, None)?, json, current_lsn),
         Command::Archive { target, once, args } => archive(&Settings::new(target, Some(args))?, once),
     }
@@ -248,7 +265,13 @@ fn open(settings: &Settings, rt: &tokio::runtime::Runtime) -> Result<Archiver> {
     {
         wal = wal.hide(name);
     }
-    let runtime = Arc::new(PlannerRuntime::embedded()?);
+    let runtime = Arc::new(match &settings.plugin {
+        None => PlannerRuntime::embedded()?,
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read planner component {}", path.display()))?;
+            PlannerRuntime::from_bytes(&bytes, &path.display().to_string())?
+        }
+    });
     let config = wit::ArchiverConfig {
         prefix: archive.prefix().to_owned(),
         batch_size: settings.batch_size,

@@ -1,0 +1,143 @@
+//! A hostile planner: it implements the `nodedb:wal-archiver` world, and
+//! misbehaves in the way the listing (for `scan`) or the prefix (for
+//! `plan-batch` and `run-cycle`) names: it loops forever, grows memory
+//! without bound, traps, returns an enormous plan, or asks the storage
+//! imports for names outside the WAL directory.
+
+wit_bindgen::generate!({ path: "../../wit", world: "archiver" });
+
+use exports::nodedb::wal_archiver::planner::{CycleReport, Guest, ScanReport};
+use nodedb::wal_archiver::storage;
+use nodedb::wal_archiver::types::*;
+
+struct Hostile;
+
+export!(Hostile);
+
+fn names(listing: &[DirEntry]) -> impl Iterator<Item = &str> {
+    listing.iter().map(|e| e.name.as_str())
+}
+
+fn segment(name: &str) -> Segment {
+    Segment { name: name.to_owned(), first_lsn: 1, last_lsn: 100, size: 1 }
+}
+
+impl Guest for Hostile {
+    fn parse_segment_name(_name: String) -> Result<SegmentName, NameError> {
+        Err(NameError::WrongShape)
+    }
+
+    fn format_segment_name(_first: u64, _last: u64) -> Result<String, NameError> {
+        Err(NameError::WrongShape)
+    }
+
+    fn reconcile(state: ArchiverState, _archive: Vec<ArchivedObject>) -> ArchiverState {
+        state
+    }
+
+    fn retry_delay(_config: ArchiverConfig, _attempts: u32, _random: u64) -> u64 {
+        1
+    }
+
+    fn scan(listing: Vec<DirEntry>, state: ArchiverState) -> ScanReport {
+        let mut pending = Vec::new();
+        for name in names(&listing) {
+            match name {
+                "hostile-loop" => {
+                    let mut x = 0u64;
+                    loop {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                }
+                "hostile-grow" => {
+                    let mut hoard: Vec<Vec<u8>> = Vec::new();
+                    loop {
+                        hoard.push(vec![1u8; 1 << 20]);
+                        std::hint::black_box(&hoard);
+                        if hoard.len() % 8 == 0 {
+                            eprintln!("hoarded {} MiB", hoard.len());
+                        }
+                    }
+                }
+                "hostile-trap" => panic!("the hostile planner gives up in the middle of planning"),
+                "hostile-stack" => {
+                    #[allow(unconditional_recursion)]
+                    fn deeper(n: u64) -> u64 {
+                        std::hint::black_box(deeper(n + 1)) + 1
+                    }
+                    std::hint::black_box(deeper(0));
+                }
+                "hostile-invent" => {
+                    // Segments that were never listed.
+                    pending.extend((0..100_000).map(|i| segment(&format!("wal-{i:016x}-{i:016x}.seg"))));
+                }
+                name if name.starts_with("wal-") => pending.push(segment(name)),
+                _ => {}
+            }
+        }
+        ScanReport { state, pending, skipped: Vec::new(), gaps: Vec::new(), overlaps: Vec::new() }
+    }
+
+    fn plan_batch(config: ArchiverConfig, pending: Vec<Segment>) -> Vec<ArchiveTask> {
+        let Some(first) = pending.first() else { return Vec::new() };
+        let task = ArchiveTask { segment: first.clone(), key: first.name.clone(), verify: true };
+        if config.prefix == "hostile-huge" {
+            // An enormous plan: the same task two hundred thousand times.
+            return vec![task; 200_000];
+        }
+        vec![task]
+    }
+
+    fn record_archived(state: ArchiverState, _task: ArchiveTask, _receipt: UploadReceipt) -> Result<ArchiverState, VerifyError> {
+        Ok(state)
+    }
+
+    fn record_failed(state: ArchiverState, _task: ArchiveTask, _reason: String) -> ArchiverState {
+        state
+    }
+
+    fn deletable(_config: ArchiverConfig, _state: ArchiverState, _listing: Vec<DirEntry>) -> Vec<Segment> {
+        Vec::new()
+    }
+
+    fn rpo_gap(_state: ArchiverState, current: u64) -> u64 {
+        current
+    }
+
+    /// Asks the storage imports for what a planner must never reach, and
+    /// reports each answer as a failure, so the test can read them.
+    fn run_cycle(config: ArchiverConfig, state: ArchiverState) -> Result<CycleReport, StorageError> {
+        let mut failed = Vec::new();
+        let mut note = |what: String, r: Result<(), StorageError>| {
+            let reason = match r {
+                Ok(()) => "ALLOWED".to_owned(),
+                Err(StorageError::Refused(m)) => format!("refused: {m}"),
+                Err(StorageError::NotFound(m)) => format!("not found: {m}"),
+                Err(StorageError::NotAFile(m)) => format!("not a file: {m}"),
+                Err(StorageError::Io(m)) => format!("io: {m}"),
+            };
+            failed.push(SegmentFailure { name: what, attempts: 1, last_reason: reason });
+        };
+        let listing = storage::list_wal_dir()?;
+        let link = names(&listing).find(|n| n.starts_with("link-")).unwrap_or("link-missing").to_owned();
+        for name in ["../outside", "/etc/passwd", link.as_str()] {
+            let key = if config.prefix.is_empty() { name.to_owned() } else { format!("{}/{name}", config.prefix) };
+            note(format!("upload {name}"), storage::upload(name, &key, true).map(|_| ()));
+            note(format!("delete {name}"), storage::delete_segment(name));
+        }
+        // A real segment to a key outside the prefix.
+        if let Some(seg) = names(&listing).find(|n| n.starts_with("wal-")) {
+            note(format!("upload {seg} to ../escaped"), storage::upload(seg, "../escaped", true).map(|_| ()));
+        }
+        Ok(CycleReport {
+            state,
+            archived: Vec::new(),
+            failed,
+            deleted: Vec::new(),
+            not_deleted: Vec::new(),
+            skipped: Vec::new(),
+            gaps: Vec::new(),
+            overlaps: Vec::new(),
+        })
+    }
+}

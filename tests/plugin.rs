@@ -1,0 +1,218 @@
+//! The host as a plugin runtime: hostile planners are contained, foreign
+//! components are refused before anything runs, and `--plugin` and
+//! `component --out` work.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use object_store::memory::InMemory;
+use wal_archiver::archive::{ArchiveError, Archiver};
+use wal_archiver::component::{Limits, PlannerError, PlannerRuntime, EMBEDDED_COMPONENT};
+use wal_archiver::state::empty_state;
+use wal_archiver::storage::Archive;
+
+use crate::util::{assert_exit, config, runtime, stderr, stdout, tokio_rt, Dir};
+
+/// The hostile planner component, built once from `tests/hostile/`.
+fn hostile() -> &'static [u8] {
+    static WASM: OnceLock<Vec<u8>> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"))
+            .join("hostile");
+        let status = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+            .arg(root.join("tests/hostile/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .status()
+            .expect("cannot run cargo to build the hostile planner");
+        assert!(status.success(), "cannot build the hostile planner");
+        std::fs::read(target.join("wasm32-wasip2/release/wal_archiver_hostile.wasm")).unwrap()
+    })
+}
+
+fn hostile_runtime(deadline: Duration) -> Arc<PlannerRuntime> {
+    let limits = Limits { deadline, ..Limits::default() };
+    Arc::new(PlannerRuntime::with_limits(hostile(), "hostile.wasm", limits).unwrap())
+}
+
+/// Runs one cycle with `runtime` on a thread, failing the test if it does
+/// not come back within `limit` (what an uncontained planner would do).
+fn cycle_within(runtime: Arc<PlannerRuntime>, dir: &Dir, prefix: &str, limit: Duration) -> Result<usize, ArchiveError> {
+    let rt = tokio_rt();
+    let archive = Archive::new(Arc::new(InMemory::new()), prefix, "memory:///hostile");
+    let archiver = Archiver::new(runtime, dir.storage(archive, &rt), config(prefix), None);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut state = empty_state();
+        let r = archiver.run_once(&mut state, &AtomicBool::new(false)).map(|s| s.archived.len());
+        let _ = tx.send(r);
+        drop(rt);
+    });
+    rx.recv_timeout(limit).expect("the planner was not contained: the cycle never came back")
+}
+
+/// After a hostile cycle, the same host and directory archive normally.
+fn good_cycle_archives(dir: &Dir) {
+    let archived = cycle_within(runtime(), dir, "wal", Duration::from_secs(30)).unwrap();
+    assert_eq!(archived, 3, "the good planner did not archive the directory");
+}
+
+fn dir_with(trigger: &str) -> Dir {
+    let dir = Dir::new();
+    dir.chain(3, 1000);
+    std::fs::write(dir.wal().join(trigger), b"").unwrap();
+    dir
+}
+
+fn call_error(r: Result<usize, ArchiveError>) -> String {
+    match r {
+        Err(ArchiveError::Planner(e @ PlannerError::Call { .. })) => e.to_string(),
+        other => panic!("expected a failed call, got {other:?}"),
+    }
+}
+
+#[test]
+fn stops_a_planner_that_loops_forever_at_its_deadline() {
+    let dir = dir_with("hostile-loop");
+    let started = Instant::now();
+    let err = call_error(cycle_within(hostile_runtime(Duration::from_millis(200)), &dir, "wal", Duration::from_secs(20)));
+    assert!(err.contains("cannot call `scan` in planner component hostile.wasm") && err.contains("deadline of 200ms"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    good_cycle_archives(&dir);
+}
+
+#[test]
+fn caps_a_planner_that_grows_memory_without_bound() {
+    let dir = dir_with("hostile-grow");
+    let err = call_error(cycle_within(hostile_runtime(Duration::from_secs(5)), &dir, "wal", Duration::from_secs(30)));
+    assert!(err.contains("it trapped") && err.contains("memory allocation"), "{err}");
+    // It got no further than the 64 MiB cap.
+    let hoarded: u64 = err
+        .split("hoarded ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no progress line in {err:?}"));
+    assert!(hoarded < 64, "the planner hoarded {hoarded} MiB");
+    good_cycle_archives(&dir);
+}
+
+#[test]
+fn contains_a_planner_that_traps_in_the_middle_of_planning() {
+    let dir = dir_with("hostile-trap");
+    let err = call_error(cycle_within(hostile_runtime(Duration::from_secs(1)), &dir, "wal", Duration::from_secs(20)));
+    assert!(err.contains("it trapped") && err.contains("gives up in the middle of planning"), "{err}");
+    good_cycle_archives(&dir);
+}
+
+#[test]
+fn contains_a_planner_that_overflows_its_stack() {
+    let dir = dir_with("hostile-stack");
+    let err = call_error(cycle_within(hostile_runtime(Duration::from_secs(1)), &dir, "wal", Duration::from_secs(20)));
+    assert!(err.contains("overflowed its 512 KiB stack"), "{err}");
+    good_cycle_archives(&dir);
+}
+
+#[test]
+fn refuses_an_enormous_plan_and_segments_that_were_never_listed() {
+    let dir = Dir::new();
+    dir.chain(3, 1000);
+    let r = cycle_within(hostile_runtime(Duration::from_secs(1)), &dir, "hostile-huge", Duration::from_secs(20));
+    let err = r.unwrap_err().to_string();
+    assert!(err.contains("made a bad plan: a batch of 200000 tasks, where at most 3 were possible"), "{err}");
+    std::fs::write(dir.wal().join("hostile-invent"), b"").unwrap();
+    let err = cycle_within(hostile_runtime(Duration::from_secs(1)), &dir, "wal", Duration::from_secs(20)).unwrap_err().to_string();
+    assert!(err.contains("scan returned 100003 pending and 0 skipped entries for a listing of 4"), "{err}");
+    // Nothing was marked archived or uploaded by either.
+    std::fs::remove_file(dir.wal().join("hostile-invent")).unwrap();
+    good_cycle_archives(&dir);
+}
+
+#[test]
+fn confines_a_planner_that_reaches_outside_the_wal_directory() {
+    let dir = Dir::new();
+    dir.chain(3, 1000);
+    let outside = dir.path().join("outside");
+    std::fs::write(&outside, b"outside").unwrap();
+    std::os::unix::fs::symlink(&outside, dir.wal().join("link-out")).unwrap();
+    let rt = tokio_rt();
+    let archive = Archive::open(&dir.archive_url()).unwrap();
+    let archiver = Archiver::new(hostile_runtime(Duration::from_secs(5)), dir.storage(archive, &rt), config(""), None);
+    let summary = archiver.run_cycle(&mut empty_state()).unwrap();
+    assert_eq!(summary.failed.len(), 7, "{:?}", summary.failed);
+    for f in &summary.failed {
+        let refused = f.last_reason.starts_with("refused:") || f.last_reason.starts_with("not a file:");
+        assert!(refused, "{} was not refused: {}", f.name, f.last_reason);
+    }
+    assert_eq!(std::fs::read(&outside).unwrap(), b"outside");
+    assert!(dir.path().join("link-out").symlink_metadata().is_err());
+    assert!(dir.wal().join("link-out").symlink_metadata().is_ok());
+    assert!(dir.archived_names().is_empty(), "{:?}", dir.archived_names());
+    assert!(!dir.path().join("escaped").exists());
+    drop(rt);
+    good_cycle_archives(&dir);
+}
+
+#[test]
+fn refuses_a_foreign_component_before_anything_runs() {
+    let dir = Dir::new();
+    dir.chain(2, 100);
+    let other_version = wat::parse_str(
+        r#"(component
+            (core module $m (func (export "f") (result i64) i64.const 0))
+            (core instance $i (instantiate $m))
+            (func $f (result u64) (canon lift (core func $i "f")))
+            (instance $p (export "rpo-gap" (func $f)))
+            (export "nodedb:wal-archiver/planner@0.2.0" (instance $p)))"#,
+    );
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("notes.wasm", b"not wasm at all".to_vec(), "a file that is not WebAssembly"),
+        ("core.wasm", wat::parse_str("(module)").unwrap(), "a core WebAssembly module, not a component"),
+        ("empty.wasm", wat::parse_str("(component)").unwrap(), "a component exporting [] and importing []"),
+        ("v2.wasm", other_version.unwrap(), "exporting [nodedb:wal-archiver/planner@0.2.0]"),
+    ];
+    for (file, bytes, found) in cases {
+        let path = dir.path().join(file);
+        std::fs::write(&path, bytes).unwrap();
+        let out = dir.archive_once(&["--plugin", path.to_str().unwrap()]);
+        assert_exit(&out, 2);
+        let err = stderr(&out);
+        assert!(err.contains(&format!("cannot use planner component {}", path.display())), "{err}");
+        assert!(err.contains("expected a WebAssembly component of world nodedb:wal-archiver/archiver@0.1.0"), "{err}");
+        assert!(err.contains(found), "{file}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(dir.archived_names().is_empty(), "{file}: something ran");
+    }
+}
+
+#[test]
+fn writes_the_embedded_component_and_runs_it_as_a_plugin() {
+    let dir = Dir::new();
+    dir.chain(4, 100);
+    let wasm = dir.path().join("planner.wasm");
+    let out = dir.cmd(&["component", "--out", wasm.to_str().unwrap()]).output().unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(std::fs::read(&wasm).unwrap(), EMBEDDED_COMPONENT);
+    let out = dir.archive_once(&["--plugin", wasm.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("archived 4 segments"), "{}", stdout(&out));
+}
+
+#[test]
+fn runs_the_hostile_plugin_from_the_cli_and_fails_that_run_only() {
+    let dir = dir_with("hostile-trap");
+    let wasm = dir.path().join("hostile.wasm");
+    std::fs::write(&wasm, hostile()).unwrap();
+    let out = dir.archive_once(&["--plugin", wasm.to_str().unwrap()]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("it trapped"), "{}", stderr(&out));
+    // The guest's panic message reached the log.
+    assert!(stderr(&out).contains("wal_archiver::plugin") && stderr(&out).contains("gives up"), "{}", stderr(&out));
+    assert_exit(&dir.archive_once(&[]), 0);
+}

@@ -216,3 +216,29 @@ fn runs_the_hostile_plugin_from_the_cli_and_fails_that_run_only() {
     assert!(stderr(&out).contains("wal_archiver::plugin") && stderr(&out).contains("gives up"), "{}", stderr(&out));
     assert_exit(&dir.archive_once(&[]), 0);
 }
+
+#[test]
+fn starts_from_the_compile_cache_the_second_time() {
+    let dir = Dir::new();
+    dir.chain(2, 100);
+    let cache = dir.path().join("cache");
+    let run = || {
+        let mut cmd = dir.cmd(&["status", "--wal-dir", dir.wal().to_str().unwrap(), "--to", &dir.archive_url()]);
+        cmd.env("WAL_ARCHIVER_CACHE_DIR", &cache).env("RUST_LOG", "wal_archiver=debug");
+        let out = cmd.output().unwrap();
+        assert_exit(&out, 0);
+        stderr(&out)
+    };
+    assert!(run().contains("cache=Some(Compiled)"));
+    assert!(run().contains("cache=Some(Hit)"));
+    let artifacts: Vec<_> = std::fs::read_dir(&cache).unwrap().filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == "cwasm")).collect();
+    assert_eq!(artifacts.len(), 1);
+    // An artifact someone else put there is not loaded.
+    let path = artifacts[0].path();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let log = run();
+    assert!(log.contains("did not verify") && log.contains("cache=Some(Rejected)"), "{log}");
+}

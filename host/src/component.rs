@@ -134,6 +134,7 @@ pub struct PlannerRuntime {
     engine: Engine,
     plugin: String,
     limits: Limits,
+    cache: Option<crate::cache::Outcome>,
 }
 
 /// The engine every planner runs in: epoch interruption for deadlines, a
@@ -180,15 +181,37 @@ impl PlannerRuntime {
         Self::with_limits(bytes, plugin, Limits::default())
     }
 
-    /// Compiles a component from its bytes under `limits`.
+    /// Compiles a component from its bytes under `limits`, through the
+    /// default compile cache when it can be opened.
     pub fn with_limits(bytes: &[u8], plugin: &str, limits: Limits) -> Result<Self, PlannerError> {
+        let cache = crate::cache::CompileCache::default_dir().and_then(|dir| match crate::cache::CompileCache::open(&dir) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!("{e}; compiling without a cache");
+                None
+            }
+        });
+        Self::load(bytes, plugin, limits, cache.as_ref())
+    }
+
+    /// Whether this runtime came from the compile cache.
+    pub fn cache_outcome(&self) -> Option<crate::cache::Outcome> {
+        self.cache
+    }
+
+    /// Compiles (or loads from `cache`) a component under `limits`.
+    pub fn load(bytes: &[u8], plugin: &str, limits: Limits, cache: Option<&crate::cache::CompileCache>) -> Result<Self, PlannerError> {
         let load = |cause: wasmtime::Error| PlannerError::Load {
             plugin: plugin.to_owned(),
             cause: format!("{cause:#}"),
         };
         let refused = |found: String| PlannerError::Refused { plugin: plugin.to_owned(), found };
         let engine = engine(&limits)?;
-        let component = Component::new(&engine, bytes).map_err(|cause| {
+        let compiled = match cache {
+            Some(cache) => cache.load(&engine, bytes).map(|(c, outcome)| (c, Some(outcome))),
+            None => Component::new(&engine, bytes).map(|c| (c, None)),
+        };
+        let (component, outcome) = compiled.map_err(|cause| {
             refused(if !bytes.starts_with(b"\0asm") {
                 "a file that is not WebAssembly".to_owned()
             } else if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
@@ -210,7 +233,8 @@ impl PlannerRuntime {
             .instantiate_pre(&component)
             .map_err(|cause| refused(format!("{} ({cause:#})", shape())))?;
         let pre = ArchiverPre::new(pre).map_err(|cause| refused(format!("{} ({cause:#})", shape())))?;
-        Ok(Self { pre, engine, plugin: plugin.to_owned(), limits })
+        tracing::debug!(plugin, cache = ?outcome, "planner ready");
+        Ok(Self { pre, engine, plugin: plugin.to_owned(), limits, cache: outcome })
     }
 
     /// The name errors use for this component.

@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`component`]: the engine, the embedded component, sandboxed sessions.
+//! - [`cache`]: compiled components kept on disk between starts.
 //! - [`storage`]: the confined WAL directory and the archive destination.
 //! - [`archive`]: the loop that lists, asks the planner, uploads, records, deletes.
 //! - [`state`]: the state file, written atomically.
@@ -14,6 +15,7 @@
 //! The `wal-archiver` binary in `main.rs` is the command line over these.
 
 pub mod archive;
+pub mod cache;
 pub mod component;
 pub mod config;
 pub mod generate;

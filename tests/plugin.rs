@@ -242,3 +242,104 @@ fn starts_from_the_compile_cache_the_second_time() {
     let log = run();
     assert!(log.contains("did not verify") && log.contains("cache=Some(Rejected)"), "{log}");
 }
+
+fn vectors() -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/testdata/plans.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// A skip reason as the vectors write it: kind[:detail[:detail]].
+fn reason_text(r: &wal_archiver::component::wit::SkipReason) -> String {
+    use wal_archiver::component::wit::{EntryKind, NameError, SkipReason};
+    let kind = |k: &EntryKind| match k {
+        EntryKind::File => "file",
+        EntryKind::Dir => "dir",
+        EntryKind::Symlink => "symlink",
+        EntryKind::Other => "other",
+    };
+    match r {
+        SkipReason::NotAFile(k) => format!("not-a-file:{}", kind(k)),
+        SkipReason::NotUtf8 => "not-utf8".into(),
+        SkipReason::BadName(NameError::WrongLength(n)) => format!("bad-name:wrong-length:{n}"),
+        SkipReason::BadName(e) => format!(
+            "bad-name:{}",
+            match e {
+                NameError::MissingPrefix => "missing-prefix",
+                NameError::WrongSuffix => "wrong-suffix",
+                NameError::WrongShape => "wrong-shape",
+                NameError::NotLowercaseHex => "not-lowercase-hex",
+                NameError::FirstAfterLast => "first-after-last",
+                NameError::WrongLength(_) => unreachable!(),
+            }
+        ),
+    }
+}
+
+#[test]
+fn plans_the_shared_vectors_as_expected_in_the_native_host() {
+    use serde_json::json;
+    use wal_archiver::component::wit;
+    let doc = vectors();
+    let cases = doc["cases"].as_array().unwrap();
+    assert!(!cases.is_empty());
+    for c in cases {
+        let listing: Vec<wit::DirEntry> = c["listing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| wit::DirEntry {
+                name: e["name"].as_str().unwrap().into(),
+                utf8: e["utf8"].as_bool().unwrap(),
+                kind: match e["kind"].as_str().unwrap() {
+                    "file" => wit::EntryKind::File,
+                    "dir" => wit::EntryKind::Dir,
+                    "symlink" => wit::EntryKind::Symlink,
+                    _ => wit::EntryKind::Other,
+                },
+                size: e["size"].as_u64().unwrap(),
+            })
+            .collect();
+        let mut cfg = config(c["config"]["prefix"].as_str().unwrap());
+        cfg.batch_size = c["config"]["batch_size"].as_u64().unwrap() as u32;
+        let mut planner = runtime().session(None).unwrap();
+        let report = planner.scan(&listing, &empty_state()).unwrap();
+        let tasks = planner.plan_batch(&cfg, &report.pending).unwrap();
+        let got = json!({
+            "pending": report.pending.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+            "skipped": report.skipped.iter().map(|s| json!([s.name, reason_text(&s.reason)])).collect::<Vec<_>>(),
+            "gaps": report.gaps.iter().map(|g| json!([g.from_lsn.to_string(), g.to_lsn.to_string()])).collect::<Vec<_>>(),
+            "overlaps": report.overlaps.iter().map(|o| json!([o.first, o.second, o.from_lsn.to_string(), o.to_lsn.to_string()])).collect::<Vec<_>>(),
+            "batch": tasks.iter().map(|t| json!([t.segment.name, t.key])).collect::<Vec<_>>(),
+            "chain_start": report.state.chain_start.map(|l| l.to_string()),
+        });
+        for (key, want) in c["expected"].as_object().unwrap() {
+            assert_eq!(&got[key], want, "{}: {key}", c["name"]);
+        }
+    }
+}
+
+/// The same component in a second host: Node.js, through jco, with the
+/// storage imports written in JavaScript, gets the same plans.
+#[test]
+fn runs_in_node_through_jco_with_the_same_plans() {
+    let node_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/node");
+    let jco = node_dir.join("node_modules/.bin/jco");
+    assert!(jco.exists(), "jco is not installed: run `npm ci` in {}", node_dir.display());
+    let wasm = node_dir.join("planner.wasm");
+    std::fs::write(&wasm, EMBEDDED_COMPONENT).unwrap();
+    let out = std::process::Command::new(&jco)
+        .args(["transpile", "planner.wasm", "--name", "planner", "--out-dir", "gen", "--quiet"])
+        .args(["--map", "nodedb:wal-archiver/storage@0.1.0=../storage.js"])
+        .current_dir(&node_dir)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let out = std::process::Command::new("node")
+        .args(["run.mjs", "gen", "../../tests/testdata/plans.json"])
+        .current_dir(&node_dir)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let cases = vectors()["cases"].as_array().unwrap().len();
+    assert!(stdout(&out).contains(&format!("{cases} passed, 0 failed")), "{}", stdout(&out));
+}

@@ -12,8 +12,10 @@ fn main() {
     // A target directory of its own: the outer cargo holds the lock on ours.
     let target_dir = out_dir.join("guest-target");
 
-    for path in ["guest/src", "guest/Cargo.toml", "wit", "Cargo.toml", "Cargo.lock"] {
-        println!("cargo:rerun-if-changed={}", root.join(path).display());
+    // Relative to host/: a target directory shared by two checkouts must
+    // still watch the files of the one being built.
+    for path in ["../guest/src", "../guest/Cargo.toml", "../wit", "../Cargo.toml", "../Cargo.lock"] {
+        println!("cargo:rerun-if-changed={path}");
     }
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

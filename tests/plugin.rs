@@ -343,3 +343,18 @@ fn runs_in_node_through_jco_with_the_same_plans() {
     let cases = vectors()["cases"].as_array().unwrap().len();
     assert!(stdout(&out).contains(&format!("{cases} passed, 0 failed")), "{}", stdout(&out));
 }
+
+/// The release component stays small, and imports nothing but the storage
+/// interface: no WASI, so a host has nothing else to grant it.
+#[test]
+fn the_embedded_component_is_small_and_imports_only_storage() {
+    assert!(EMBEDDED_COMPONENT.len() <= 100_000, "the component is {} bytes", EMBEDDED_COMPONENT.len());
+    let engine = wasmtime::Engine::default();
+    let component = wasmtime::component::Component::new(&engine, EMBEDDED_COMPONENT).unwrap();
+    let ty = component.component_type();
+    let mut imports: Vec<&str> = ty.imports(&engine).map(|(name, _)| name).collect();
+    imports.sort();
+    assert_eq!(imports, ["nodedb:wal-archiver/storage@0.1.0", "nodedb:wal-archiver/types@0.1.0"]);
+    let exports: Vec<&str> = ty.exports(&engine).map(|(name, _)| name).collect();
+    assert_eq!(exports, ["nodedb:wal-archiver/planner@0.1.0"]);
+}

@@ -1,6 +1,8 @@
 //! The thin layer between the WIT world `nodedb:wal-archiver/archiver` and the
 //! planner: conversions in both directions, and nothing else.
 
+use alloc::string::String;
+use alloc::vec::Vec;
 wit_bindgen::generate!({ path: "../wit", world: "archiver" });
 
 use exports::nodedb::wal_archiver::planner as wit_planner;

@@ -2,6 +2,8 @@
 //! batch, upload, record, delete. The component exports it as `run-cycle`
 //! so that a plugin host needs nothing but the storage imports.
 
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 use crate::plan::{
     self, ArchivedObject, Config, DirEntry, Gap, Overlap, Segment, SegmentFailure, Skipped, State,
     UploadReceipt,

@@ -12,12 +12,76 @@
 //! - [`cycle`]: one whole cycle driven through a [`cycle::Storage`].
 //! - `bindings` (wasm only): the thin layer between the WIT world and the above.
 
+#![cfg_attr(target_family = "wasm", no_std)]
+
+// Without std in the component: no libc, no stdio, no std panic machinery,
+// which is most of the size of a small component.
+extern crate alloc;
+
 pub mod cycle;
 pub mod name;
 pub mod plan;
 
 #[cfg(target_family = "wasm")]
 mod bindings;
+
+#[cfg(target_family = "wasm")]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
+/// `memcmp` for the component, which has no libc. Volatile reads keep the
+/// compiler from turning the loop back into a call to `memcmp`.
+#[cfg(target_family = "wasm")]
+#[unsafe(no_mangle)]
+unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    for i in 0..n {
+        // SAFETY: the caller passes two readable regions of `n` bytes.
+        let (x, y) = unsafe { (a.add(i).read_volatile(), b.add(i).read_volatile()) };
+        if x != y {
+            return i32::from(x) - i32::from(y);
+        }
+    }
+    0
+}
+
+#[cfg(target_family = "wasm")]
+#[unsafe(no_mangle)]
+unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    // SAFETY: the same contract as memcmp.
+    unsafe { memcmp(a, b, n) }
+}
+
+/// The canonical ABI's allocator export. With std, wasi-libc provides it;
+/// without, it is this, over the global allocator.
+#[cfg(target_family = "wasm")]
+#[unsafe(no_mangle)]
+unsafe extern "C" fn cabi_realloc(old_ptr: *mut u8, old_len: usize, align: usize, new_len: usize) -> *mut u8 {
+    use alloc::alloc::{alloc, realloc, Layout};
+    if new_len == 0 {
+        return align as *mut u8;
+    }
+    // SAFETY: the canonical ABI passes a power-of-two alignment, and the old
+    // pointer and length of a block this function returned.
+    let ptr = unsafe {
+        if old_len == 0 {
+            alloc(Layout::from_size_align_unchecked(new_len, align))
+        } else {
+            realloc(old_ptr, Layout::from_size_align_unchecked(old_len, align), new_len)
+        }
+    };
+    if ptr.is_null() {
+        core::arch::wasm32::unreachable();
+    }
+    ptr
+}
+
+/// The planner never panics on any input (the fuzz targets check it); if it
+/// did, the host sees a trap and fails that call only.
+#[cfg(target_family = "wasm")]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    core::arch::wasm32::unreachable()
+}
 
 pub use name::{format_segment_name, NameError, SegmentName};
 

@@ -4,6 +4,7 @@
 //! Fixed-width lowercase hex makes name order LSN order and gives every LSN
 //! range exactly one name, so two local files can never map onto one remote key.
 
+use alloc::string::{String, ToString};
 use core::fmt;
 
 use crate::Lsn;

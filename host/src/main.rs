@@ -252,6 +252,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// Builds the archiver: WAL directory, archive, state file, planner.
 fn open(settings: &Settings, rt: &tokio::runtime::Runtime) -> Result<Archiver> {
+    // The planner first: a plugin that is refused must leave nothing behind.
+    let runtime = Arc::new(match &settings.plugin {
+        None => PlannerRuntime::embedded()?,
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read planner component {}", path.display()))?;
+            PlannerRuntime::from_bytes(&bytes, &path.display().to_string())?
+        }
+    });
     let archive = Archive::open_with(&settings.url, &settings.storage_options, settings.request_retries as usize)?;
     let mut wal = WalDir::open(&settings.wal_dir)?;
     let state_path = match &settings.state {
@@ -265,13 +273,6 @@ fn open(settings: &Settings, rt: &tokio::runtime::Runtime) -> Result<Archiver> {
     {
         wal = wal.hide(name);
     }
-    let runtime = Arc::new(match &settings.plugin {
-        None => PlannerRuntime::embedded()?,
-        Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("cannot read planner component {}", path.display()))?;
-            PlannerRuntime::from_bytes(&bytes, &path.display().to_string())?
-        }
-    });
     let config = wit::ArchiverConfig {
         prefix: archive.prefix().to_owned(),
         batch_size: settings.batch_size,

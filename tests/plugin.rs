@@ -205,6 +205,21 @@ fn writes_the_embedded_component_and_runs_it_as_a_plugin() {
 }
 
 #[test]
+fn takes_the_plugin_deadline_and_memory_from_the_command_line() {
+    let dir = dir_with("hostile-loop");
+    let wasm = dir.path().join("hostile.wasm");
+    std::fs::write(&wasm, hostile()).unwrap();
+    let out = dir.archive_once(&["--plugin", wasm.to_str().unwrap(), "--plugin-deadline", "0.3"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("it ran past its deadline of 300ms"), "{}", stderr(&out));
+    std::fs::rename(dir.wal().join("hostile-loop"), dir.wal().join("hostile-grow")).unwrap();
+    let out = dir.archive_once(&["--plugin", wasm.to_str().unwrap(), "--plugin-memory", "16", "--plugin-deadline", "10"]);
+    assert_exit(&out, 2);
+    let hoarded = stderr(&out).rsplit("hoarded ").next().and_then(|t| t.split(' ').next()).and_then(|n| n.parse::<u64>().ok());
+    assert!(hoarded.is_some_and(|h| h < 16), "{}", stderr(&out));
+}
+
+#[test]
 fn runs_the_hostile_plugin_from_the_cli_and_fails_that_run_only() {
     let dir = dir_with("hostile-trap");
     let wasm = dir.path().join("hostile.wasm");

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tracing::warn;
 
 use wal_archiver::archive::{describe_skip, Archiver, Summary};
-use wal_archiver::component::{wit, PlannerRuntime};
+use wal_archiver::component::{wit, Limits, PlannerRuntime, EMBEDDED_COMPONENT};
 use wal_archiver::config::ConfigFile;
 use wal_archiver::lsn::{format_lsn, parse_lsn};
 use wal_archiver::state::StateStore;
@@ -52,6 +52,12 @@ struct Target {
     /// A planner component to use instead of the embedded one (same WIT world).
     #[arg(long, value_name = "FILE.wasm")]
     plugin: Option<PathBuf>,
+    /// Wall time one planner call may take before it is stopped [default: 1].
+    #[arg(long, value_name = "SECONDS")]
+    plugin_deadline: Option<f64>,
+    /// Linear memory a planner instance may use, in MiB [default: 64].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    plugin_memory: Option<u32>,
 }
 
 /// Options of `archive`; each one may also come from the config file.
@@ -136,6 +142,7 @@ enum Command {
 /// Everything a run needs, from the flags over the config file over the defaults.
 struct Settings {
     plugin: Option<PathBuf>,
+    limits: Limits,
     wal_dir: PathBuf,
     url: String,
     state: Option<PathBuf>,
@@ -184,8 +191,18 @@ impl Settings {
                 v => Ok(v),
             }
         };
+        let defaults = Limits::default();
+        let limits = Limits {
+            deadline: match target.plugin_deadline {
+                Some(d) => seconds("--plugin-deadline", d)?,
+                None => defaults.deadline,
+            },
+            memory: target.plugin_memory.map_or(defaults.memory, |m| (m as usize) << 20),
+            ..defaults
+        };
         Ok(Self {
             plugin: target.plugin,
+            limits,
             wal_dir,
             url,
             state: target.state.or(file.state.clone()),
@@ -254,10 +271,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
 fn open(settings: &Settings, rt: &tokio::runtime::Runtime) -> Result<Archiver> {
     // The planner first: a plugin that is refused must leave nothing behind.
     let runtime = Arc::new(match &settings.plugin {
-        None => PlannerRuntime::embedded()?,
+        None => PlannerRuntime::with_limits(EMBEDDED_COMPONENT, "(embedded)", settings.limits)?,
         Some(path) => {
             let bytes = std::fs::read(path).with_context(|| format!("cannot read planner component {}", path.display()))?;
-            PlannerRuntime::from_bytes(&bytes, &path.display().to_string())?
+            PlannerRuntime::with_limits(&bytes, &path.display().to_string(), settings.limits)?
         }
     });
     let archive = Archive::open_with(&settings.url, &settings.storage_options, settings.request_retries as usize)?;

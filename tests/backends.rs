@@ -36,6 +36,16 @@ fn open(backend: &Backend, dir: &Dir) -> Archive {
     }
 }
 
+/// Asserts that every local segment is in the S3 archive at `url`, byte for byte.
+fn assert_in_s3(url: &str, paths: &[std::path::PathBuf]) {
+    let rt = tokio_rt();
+    let archive = Archive::open_with(url, &S3::get().options(), DEFAULT_REQUEST_RETRIES).unwrap();
+    for p in paths {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(read(&rt, &archive, &archive.key_of(name)).unwrap(), std::fs::read(p).unwrap(), "{name}");
+    }
+}
+
 fn read(rt: &tokio::runtime::Runtime, archive: &Archive, key: &str) -> Option<Vec<u8>> {
     rt.block_on(async {
         match archive.store().get(&ObjectPath::from(key)).await {
@@ -155,12 +165,7 @@ fn archives_to_s3_with_only_the_standard_environment() {
     assert_exit(&out, 0);
     assert!(stdout(&out).contains("archived 12 segments"), "{}", stdout(&out));
     assert!(stdout(&out).contains("last archived LSN: 0x00000000000004b0 (1200)"), "{}", stdout(&out));
-    let rt = tokio_rt();
-    let archive = Archive::open_with(&url, &s3.options(), DEFAULT_REQUEST_RETRIES).unwrap();
-    for p in &paths {
-        let name = p.file_name().unwrap().to_str().unwrap();
-        assert_eq!(read(&rt, &archive, &archive.key_of(name)).unwrap(), std::fs::read(p).unwrap(), "{name}");
-    }
+    assert_in_s3(&url, &paths);
 }
 
 /// Peak memory does not grow with the segment: a 128 MiB segment is
@@ -231,13 +236,7 @@ fn survives_network_faults_between_it_and_s3() {
     let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(doc["failures"].as_u64(), Some(retries as u64), "{doc}");
     assert_eq!(doc["last_archived_lsn"], 1000);
-
-    let rt = tokio_rt();
-    let archive = Archive::open_with(&url, &s3.options(), DEFAULT_REQUEST_RETRIES).unwrap();
-    for p in &paths {
-        let name = p.file_name().unwrap().to_str().unwrap();
-        assert_eq!(read(&rt, &archive, &archive.key_of(name)).unwrap(), std::fs::read(p).unwrap(), "{name}");
-    }
+    assert_in_s3(&url, &paths);
 }
 
 /// Uploads that finish out of order (delays per upload) still give a

@@ -6,6 +6,7 @@ mod util;
 mod backends;
 mod durability;
 mod plugin;
+mod restore;
 
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::AtomicBool;

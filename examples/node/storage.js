@@ -30,3 +30,8 @@ export function upload(name, key, verify) {
 export function deleteSegment(name) {
   calls.push(['delete-segment', name]);
 }
+
+export function readObject(name, offset, length) {
+  calls.push(['read-object', name, offset, length]);
+  throw { tag: 'not-found', val: `cannot read archived ${name}: this example archives nothing` };
+}

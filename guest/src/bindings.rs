@@ -11,6 +11,7 @@ use nodedb::wal_archiver::{storage as wit_storage, types as wit};
 use crate::cycle::{self, Storage, StorageError};
 use crate::name::{self, NameError, SegmentName};
 use crate::plan::{self, EntryKind, SkipReason, VerifyError};
+use crate::restore::{self, RestoreError};
 
 struct Component;
 
@@ -34,6 +35,40 @@ impl wit_planner::Guest for Component {
 
     fn retry_delay(config: wit::ArchiverConfig, attempts: u32, random: u64) -> u64 {
         plan::retry_delay(&config.into(), attempts, random)
+    }
+
+    fn verify_plan(archive: Vec<wit::ArchivedObject>, from_lsn: Option<u64>, until_lsn: Option<u64>) -> wit::VerifyReport {
+        let archive: Vec<plan::ArchivedObject> = archive.into_iter().map(Into::into).collect();
+        let r = restore::verify_plan(&archive, from_lsn, until_lsn);
+        wit::VerifyReport {
+            segments: r.segments.into_iter().map(Into::into).collect(),
+            gaps: r.gaps.into_iter().map(Into::into).collect(),
+            overlaps: r.overlaps.into_iter().map(Into::into).collect(),
+            not_segments: r.not_segments,
+            unverified: r.unverified,
+        }
+    }
+
+    fn restore_plan(
+        archive: Vec<wit::ArchivedObject>,
+        from_lsn: Option<u64>,
+        until_lsn: u64,
+    ) -> Result<Vec<wit::Segment>, wit::RestoreError> {
+        let archive: Vec<plan::ArchivedObject> = archive.into_iter().map(Into::into).collect();
+        restore::restore_plan(&archive, from_lsn, until_lsn)
+            .map(|chain| chain.into_iter().map(Into::into).collect())
+            .map_err(|e| match e {
+                RestoreError::Empty => wit::RestoreError::Empty,
+                RestoreError::StartsAfter(l) => wit::RestoreError::StartsAfter(l),
+                RestoreError::Gap(g) => wit::RestoreError::Gap(g.into()),
+                RestoreError::EndsBefore(l) => wit::RestoreError::EndsBefore(l),
+                RestoreError::EmptyRange => wit::RestoreError::EmptyRange,
+            })
+    }
+
+    fn prune_plan(archive: Vec<wit::ArchivedObject>, before_lsn: u64) -> Vec<wit::Segment> {
+        let archive: Vec<plan::ArchivedObject> = archive.into_iter().map(Into::into).collect();
+        restore::prune_plan(&archive, before_lsn).into_iter().map(Into::into).collect()
     }
 
     fn scan(listing: Vec<wit::DirEntry>, state: wit::ArchiverState) -> wit_planner::ScanReport {

@@ -10,6 +10,7 @@
 //! - [`name`]: strict `wal-{first:016x}-{last:016x}.seg` names, parsed and formatted.
 //! - [`plan`]: scanning listings, batching, the gap-free watermark, deletion.
 //! - [`cycle`]: one whole cycle driven through a [`cycle::Storage`].
+//! - [`restore`]: verify, restore and prune plans over an archive listing.
 //! - `bindings` (wasm only): the thin layer between the WIT world and the above.
 
 #![cfg_attr(target_family = "wasm", no_std)]
@@ -21,6 +22,7 @@ extern crate alloc;
 pub mod cycle;
 pub mod name;
 pub mod plan;
+pub mod restore;
 
 #[cfg(target_family = "wasm")]
 mod bindings;

@@ -199,7 +199,7 @@ fn by_lsn(a: &Segment, b: &Segment) -> core::cmp::Ordering {
 
 /// Every sort in the planner goes through here: each instantiation of the
 /// standard sort adds kilobytes to the component.
-fn sort_segments(v: &mut [Segment]) {
+pub(crate) fn sort_segments(v: &mut [Segment]) {
     v.sort_unstable_by(by_lsn);
 }
 

@@ -43,9 +43,9 @@ pub enum PlannerError {
 }
 
 /// What a planner plugin must be, as refusals say it.
-pub const EXPECTED: &str = "a WebAssembly component of world nodedb:wal-archiver/archiver@0.1.0, \
-    exporting nodedb:wal-archiver/planner@0.1.0 and importing nothing but \
-    nodedb:wal-archiver/storage@0.1.0, nodedb:wal-archiver/types@0.1.0 and WASI 0.2";
+pub const EXPECTED: &str = "a WebAssembly component of world nodedb:wal-archiver/archiver@0.2.0, \
+    exporting nodedb:wal-archiver/planner@0.2.0 and importing nothing but \
+    nodedb:wal-archiver/storage@0.2.0, nodedb:wal-archiver/types@0.2.0 and WASI 0.2";
 
 /// How far a planner may go. Each limit fails the call that breaches it, and
 /// only that call: the host carries on and retries on the next cycle.
@@ -117,6 +117,10 @@ impl nodedb::wal_archiver::storage::Host for HostCtx {
 
     fn delete_segment(&mut self, name: String) -> Result<(), wit::StorageError> {
         self.storage()?.delete_segment(&name)
+    }
+
+    fn read_object(&mut self, name: String, offset: u64, length: u32) -> Result<Vec<u8>, wit::StorageError> {
+        self.storage()?.read_object(&name, offset, length)
     }
 }
 
@@ -392,6 +396,23 @@ impl Planner {
         listing: &[wit::DirEntry],
     ) -> Result<Vec<wit::Segment>, PlannerError> {
         call!(self, "deletable", call_deletable(config, state, listing))
+    }
+
+    pub fn verify_plan(&mut self, archive: &[wit::ArchivedObject], from: Option<u64>, until: Option<u64>) -> Result<wit::VerifyReport, PlannerError> {
+        call!(self, "verify-plan", call_verify_plan(archive, from, until))
+    }
+
+    pub fn restore_plan(
+        &mut self,
+        archive: &[wit::ArchivedObject],
+        from: Option<u64>,
+        until: u64,
+    ) -> Result<Result<Vec<wit::Segment>, wit::RestoreError>, PlannerError> {
+        call!(self, "restore-plan", call_restore_plan(archive, from, until))
+    }
+
+    pub fn prune_plan(&mut self, archive: &[wit::ArchivedObject], before: u64) -> Result<Vec<wit::Segment>, PlannerError> {
+        call!(self, "prune-plan", call_prune_plan(archive, before))
     }
 
     pub fn rpo_gap(&mut self, state: &wit::ArchiverState, current: u64) -> Result<u64, PlannerError> {

@@ -7,6 +7,7 @@
 //! - [`cache`]: compiled components kept on disk between starts.
 //! - [`storage`]: the confined WAL directory and the archive destination.
 //! - [`archive`]: the loop that lists, asks the planner, uploads, records, deletes.
+//! - [`restore`]: verify, restore to an LSN, prune.
 //! - [`state`]: the state file, written atomically.
 //! - [`config`]: the TOML config file.
 //! - [`generate`]: sample segments.
@@ -20,5 +21,6 @@ pub mod component;
 pub mod config;
 pub mod generate;
 pub mod lsn;
+pub mod restore;
 pub mod state;
 pub mod storage;

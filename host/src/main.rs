@@ -49,6 +49,13 @@ struct Target {
     /// A TOML file holding any of these options (flags override it); see the README.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    plugin: PluginArgs,
+}
+
+/// Which planner runs, and how far it may go.
+#[derive(clap::Args)]
+struct PluginArgs {
     /// A planner component to use instead of the embedded one (same WIT world).
     #[arg(long, value_name = "FILE.wasm")]
     plugin: Option<PathBuf>,
@@ -58,6 +65,52 @@ struct Target {
     /// Linear memory a planner instance may use, in MiB [default: 64].
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=4096))]
     plugin_memory: Option<u32>,
+}
+
+impl PluginArgs {
+    /// Compiles (or loads from the cache) the planner these arguments name.
+    fn runtime(&self) -> Result<PlannerRuntime> {
+        let defaults = Limits::default();
+        let limits = Limits {
+            deadline: match self.plugin_deadline {
+                Some(d) => seconds("--plugin-deadline", d)?,
+                None => defaults.deadline,
+            },
+            memory: self.plugin_memory.map_or(defaults.memory, |m| (m as usize) << 20),
+            ..defaults
+        };
+        Ok(match &self.plugin {
+            None => PlannerRuntime::with_limits(EMBEDDED_COMPONENT, "(embedded)", limits)?,
+            Some(path) => {
+                let bytes = std::fs::read(path).with_context(|| format!("cannot read planner component {}", path.display()))?;
+                PlannerRuntime::with_limits(&bytes, &path.display().to_string(), limits)?
+            }
+        })
+    }
+}
+
+/// An archive to read from or prune, for the restore-side commands.
+#[derive(clap::Args)]
+struct ArchiveArg {
+    /// A TOML file whose `[storage]` options apply (see the README).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    plugin: PluginArgs,
+}
+
+impl ArchiveArg {
+    fn open(&self, url: &str) -> Result<(Archive, PlannerRuntime)> {
+        // The planner first: a plugin that is refused must leave nothing behind.
+        let runtime = self.plugin.runtime()?;
+        let url = Archive::url_for(url)?;
+        let options = match &self.config {
+            Some(path) => ConfigFile::load(path)?.storage_options(&url)?,
+            None => Vec::new(),
+        };
+        let archive = Archive::open_existing(&url, &options, wal_archiver::storage::DEFAULT_REQUEST_RETRIES)?;
+        Ok((archive, runtime))
+    }
 }
 
 /// Options of `archive`; each one may also come from the config file.
@@ -116,6 +169,60 @@ enum Command {
         #[arg(long, value_parser = parse_lsn, value_name = "LSN")]
         current_lsn: Option<u64>,
     },
+    /// Check the archive: gaps, overlaps, strays, sizes and recorded checksums; exit 0 only if sound.
+    Verify {
+        /// The archive.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// The first LSN to check [default: the archive's first].
+        #[arg(long, value_parser = parse_lsn, value_name = "LSN")]
+        from_lsn: Option<u64>,
+        /// The last LSN to check [default: the archive's last].
+        #[arg(long, value_parser = parse_lsn, value_name = "LSN")]
+        until_lsn: Option<u64>,
+        /// Read every segment back and recompute its CRC32C.
+        #[arg(long)]
+        deep: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        archive: ArchiveArg,
+    },
+    /// Restore the contiguous chain of segments up to an LSN into a directory.
+    Restore {
+        /// The archive.
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// Where to write the segments (created if missing).
+        #[arg(long, value_name = "DIR")]
+        into: PathBuf,
+        /// The first LSN needed [default: the archive's first].
+        #[arg(long, value_parser = parse_lsn, value_name = "LSN")]
+        from_lsn: Option<u64>,
+        /// The LSN to recover to [default: the archive's last].
+        #[arg(long, value_parser = parse_lsn, value_name = "LSN")]
+        until_lsn: Option<u64>,
+        /// Segments downloaded at once.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+        concurrency: u32,
+        #[command(flatten)]
+        archive: ArchiveArg,
+    },
+    /// Delete archived segments lying wholly below an LSN, oldest first.
+    Prune {
+        /// The archive.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Segments whose last LSN is below this one go; nothing at or above it is touched.
+        #[arg(long, value_parser = parse_lsn, value_name = "LSN")]
+        before_lsn: u64,
+        /// Only list what would go.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        archive: ArchiveArg,
+    },
     /// Write the embedded planner component, for use in other hosts.
     Component {
         /// Where to write the .wasm file.
@@ -141,8 +248,7 @@ enum Command {
 
 /// Everything a run needs, from the flags over the config file over the defaults.
 struct Settings {
-    plugin: Option<PathBuf>,
-    limits: Limits,
+    runtime: Arc<PlannerRuntime>,
     wal_dir: PathBuf,
     url: String,
     state: Option<PathBuf>,
@@ -191,18 +297,8 @@ impl Settings {
                 v => Ok(v),
             }
         };
-        let defaults = Limits::default();
-        let limits = Limits {
-            deadline: match target.plugin_deadline {
-                Some(d) => seconds("--plugin-deadline", d)?,
-                None => defaults.deadline,
-            },
-            memory: target.plugin_memory.map_or(defaults.memory, |m| (m as usize) << 20),
-            ..defaults
-        };
         Ok(Self {
-            plugin: target.plugin,
-            limits,
+            runtime: Arc::new(target.plugin.runtime()?),
             wal_dir,
             url,
             state: target.state.or(file.state.clone()),
@@ -250,6 +346,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    // `Settings::new` compiles the planner first, before anything touches
+    // the archive: a plugin that is refused leaves nothing behind.
     match cli.command {
         Command::Generate { dir, count, size, start_lsn } => {
             let paths = wal_archiver::generate::generate(&dir, count, size, start_lsn)?;
@@ -264,19 +362,112 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status { target, json, current_lsn } => status(&Settings::new(target, None)?, json, current_lsn),
         Command::Archive { target, once, args } => archive(&Settings::new(target, Some(args))?, once),
+        Command::Verify { to, from_lsn, until_lsn, deep, json, archive } => verify(&to, from_lsn, until_lsn, deep, json, &archive),
+        Command::Restore { from, into, from_lsn, until_lsn, concurrency, archive } => {
+            restore(&from, &into, from_lsn, until_lsn, concurrency as usize, &archive)
+        }
+        Command::Prune { to, before_lsn, dry_run, archive } => prune(&to, before_lsn, dry_run, &archive),
     }
+}
+
+/// A progress bar of bytes on stderr when it is a terminal; nothing otherwise.
+fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {pos:>0}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+fn verify(url: &str, from: Option<u64>, until: Option<u64>, deep: bool, as_json: bool, arg: &ArchiveArg) -> Result<ExitCode> {
+    let rt = runtime()?;
+    let (archive, runtime) = arg.open(url)?;
+    let mut planner = runtime.session(None)?;
+    let bar = progress_bar(0, "verifying");
+    let outcome = rt.block_on(wal_archiver::restore::verify(&archive, &mut planner, from, until, deep, |n| bar.inc(n)))?;
+    bar.finish_and_clear();
+    if as_json {
+        let mut doc = serde_json::to_value(&outcome)?;
+        doc["sound"] = json!(outcome.is_sound());
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!(
+            "{} segments ({}) in {}{}",
+            outcome.segments,
+            human_bytes(outcome.bytes),
+            outcome.archive,
+            if deep { ", every one read back" } else { "" }
+        );
+        for f in &outcome.findings {
+            println!("{f}");
+        }
+        println!("{}", if outcome.is_sound() { "sound" } else { "NOT sound" });
+    }
+    Ok(if outcome.is_sound() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn restore(url: &str, into: &Path, from: Option<u64>, until: Option<u64>, concurrency: usize, arg: &ArchiveArg) -> Result<ExitCode> {
+    use wal_archiver::restore::RestoreError;
+    let rt = runtime()?;
+    let (archive, runtime) = arg.open(url)?;
+    let mut planner = runtime.session(None)?;
+    let until = match until {
+        Some(u) => u,
+        None => {
+            let listing = rt.block_on(archive.list())?;
+            let report = planner.verify_plan(&listing, from, None)?;
+            report.segments.iter().map(|s| s.last_lsn).max().context(format!("cannot restore from {url}: the archive holds no segment"))?
+        }
+    };
+    let bar = progress_bar(0, "restoring");
+    let result = rt.block_on(wal_archiver::restore::restore(&archive, &mut planner, into, from, until, concurrency, |n| bar.inc(n)));
+    bar.finish_and_clear();
+    match result {
+        Ok(s) => {
+            println!(
+                "restored {} segments ({}) into {} up to LSN {}; {} already there",
+                s.restored.len(),
+                human_bytes(s.bytes),
+                into.display(),
+                format_lsn(until),
+                s.already_there.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        // The archive cannot give what was asked: say so, exit 1.
+        Err(e @ (RestoreError::NoChain { .. } | RestoreError::Refused { .. } | RestoreError::Corrupt { .. })) => {
+            eprintln!("wal-archiver: {e}");
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn prune(url: &str, before: u64, dry_run: bool, arg: &ArchiveArg) -> Result<ExitCode> {
+    let rt = runtime()?;
+    let (archive, runtime) = arg.open(url)?;
+    let mut planner = runtime.session(None)?;
+    let gone = rt.block_on(wal_archiver::restore::prune(&archive, &mut planner, before, dry_run))?;
+    for seg in &gone {
+        println!("{} {}", if dry_run { "would delete" } else { "deleted" }, seg.name);
+    }
+    println!(
+        "{} {} segments below LSN {}",
+        if dry_run { "would prune" } else { "pruned" },
+        gone.len(),
+        format_lsn(before)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Builds the archiver: WAL directory, archive, state file, planner.
 fn open(settings: &Settings, rt: &tokio::runtime::Runtime) -> Result<Archiver> {
-    // The planner first: a plugin that is refused must leave nothing behind.
-    let runtime = Arc::new(match &settings.plugin {
-        None => PlannerRuntime::with_limits(EMBEDDED_COMPONENT, "(embedded)", settings.limits)?,
-        Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("cannot read planner component {}", path.display()))?;
-            PlannerRuntime::with_limits(&bytes, &path.display().to_string(), settings.limits)?
-        }
-    });
     let archive = Archive::open_with(&settings.url, &settings.storage_options, settings.request_retries as usize)?;
     let mut wal = WalDir::open(&settings.wal_dir)?;
     let state_path = match &settings.state {
@@ -300,7 +491,7 @@ fn open(settings: &Settings, rt: &tokio::runtime::Runtime) -> Result<Archiver> {
     };
     let storage = Storage { wal, archive, runtime: rt.handle().clone() };
     let state_store = state_path.map(|p| StateStore::new(p, &settings.url));
-    Ok(Archiver::new(runtime, storage, config, state_store).with_concurrency(settings.concurrency as usize))
+    Ok(Archiver::new(settings.runtime.clone(), storage, config, state_store).with_concurrency(settings.concurrency as usize))
 }
 
 fn same_dir(parent: Option<&Path>, root: &Path) -> bool {
@@ -412,14 +603,19 @@ fn print_summary(archiver: &Archiver, s: &Summary) {
             println!("  not deleted {}: {}", f.name, f.last_reason);
         }
     }
-    println!("skipped: {}", s.skipped.len());
-    for k in &s.skipped {
+    print_findings("skipped: ", &s.skipped, &s.gaps, &s.overlaps);
+}
+
+/// Skipped entries, gaps and overlaps, as `archive` and `status` print them.
+fn print_findings(skipped_label: &str, skipped: &[wit::SkippedEntry], gaps: &[wit::Gap], overlaps: &[wit::Overlap]) {
+    println!("{skipped_label}{}", skipped.len());
+    for k in skipped {
         println!("  {}: {}", k.name, describe_skip(&k.reason));
     }
-    for g in &s.gaps {
+    for g in gaps {
         println!("gap: LSNs {} to {} are missing", format_lsn(g.from_lsn), format_lsn(g.to_lsn));
     }
-    for o in &s.overlaps {
+    for o in overlaps {
         let first = if o.first.is_empty() { "the archived range" } else { o.first.as_str() };
         println!("overlap: {} and {} both claim LSNs {} to {}", first, o.second, format_lsn(o.from_lsn), format_lsn(o.to_lsn));
     }
@@ -472,16 +668,6 @@ fn status(settings: &Settings, as_json: bool, current_lsn: Option<u64>) -> Resul
     for f in &st.failing {
         println!("failing: {} ({} attempts): {}", f.name, f.attempts, f.last_reason);
     }
-    println!("skipped:            {}", scan.skipped.len());
-    for k in &scan.skipped {
-        println!("  {}: {}", k.name, describe_skip(&k.reason));
-    }
-    for g in &scan.gaps {
-        println!("gap: LSNs {} to {} are missing", format_lsn(g.from_lsn), format_lsn(g.to_lsn));
-    }
-    for o in &scan.overlaps {
-        let first = if o.first.is_empty() { "the archived range" } else { o.first.as_str() };
-        println!("overlap: {} and {} both claim LSNs {} to {}", first, o.second, format_lsn(o.from_lsn), format_lsn(o.to_lsn));
-    }
+    print_findings("skipped:            ", &scan.skipped, &scan.gaps, &scan.overlaps);
     Ok(ExitCode::SUCCESS)
 }

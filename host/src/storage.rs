@@ -24,7 +24,7 @@ use crate::component::wit;
 const CHUNK: usize = 8 * 1024 * 1024;
 /// Where uploads are staged before they are published under their key.
 pub const STAGING_DIR: &str = "_staging";
-/// Where checksum markers live: `{prefix}/_checksums/{name}.crc32c-{8 hex}`.
+/// Where checksum markers live: `{prefix}/_checksums/{name}.crc32c-{8 hex}-{size}`.
 pub const CHECKSUM_DIR: &str = "_checksums";
 const MARKER_INFIX: &str = ".crc32c-";
 /// object_store's retries of one request, by default.
@@ -132,6 +132,24 @@ impl WalDir {
             out.push(wit::DirEntry { name, utf8, kind, size });
         }
         Ok(out)
+    }
+
+    /// Checks that `name` is a plain file name: not empty, not `.` or `..`,
+    /// no `/` and no NUL.
+    pub fn check_name(name: &str) -> Result<(), StorageError> {
+        let why = if name.is_empty() {
+            Some("empty")
+        } else if name == "." || name == ".." {
+            Some("not an entry name")
+        } else if name.contains('/') || name.contains('\0') {
+            Some("not directly inside the directory")
+        } else {
+            None
+        };
+        match why {
+            Some(why) => Err(StorageError::RefusedName { name: name.to_owned(), why }),
+            None => Ok(()),
+        }
     }
 
     /// The path of `name`, once it is known to be a plain entry name.
@@ -300,6 +318,20 @@ impl Archive {
         Ok(Self::new(store, path.as_ref(), url))
     }
 
+    /// Opens an archive that must already exist: a local directory is not
+    /// created (for verify, restore and prune, a typo must not look like an
+    /// empty archive).
+    pub fn open_existing(url: &str, options: &[(String, String)], request_retries: usize) -> Result<Self, StorageError> {
+        if let Ok(parsed) = Url::parse(url)
+            && parsed.scheme() == "file"
+            && let Ok(dir) = parsed.to_file_path()
+            && !dir.is_dir()
+        {
+            return Err(StorageError::BadUrl { url: url.to_owned(), why: format!("{} is not a directory", dir.display()) });
+        }
+        Self::open_with(url, options, request_retries)
+    }
+
     /// Whether `key` is an option of the backend that `url` names. Local
     /// and memory archives take no options.
     pub fn option_is_known(url: &str, key: &str) -> Result<bool, StorageError> {
@@ -386,7 +418,7 @@ impl Archive {
             self.publish(&staging, &location, key, read_size, read_crc32c).await?;
             let stored_size = self.store.head(&location).await.map_err(self.store_err("stat", key))?.size;
             if stored_size == read_size {
-                self.put_marker(key, read_crc32c).await?;
+                self.put_marker(key, read_crc32c, read_size).await?;
             }
             Ok(wit::UploadReceipt { read_size, read_crc32c, stored_size, stored_crc32c: staged_crc })
         }
@@ -399,16 +431,16 @@ impl Archive {
     }
 
     /// The marker key that records `crc` for the segment at `key`.
-    fn marker_key(&self, key: &str, crc: u32) -> String {
+    fn marker_key(&self, key: &str, crc: u32, size: u64) -> String {
         let name = key.rsplit('/').next().unwrap_or(key);
-        self.key_of(&format!("{CHECKSUM_DIR}/{name}{MARKER_INFIX}{crc:08x}"))
+        self.key_of(&format!("{CHECKSUM_DIR}/{name}{MARKER_INFIX}{crc:08x}-{size}"))
     }
 
     /// Writes the checksum marker, create-only; one already there is the same fact.
-    async fn put_marker(&self, key: &str, crc: u32) -> Result<(), StorageError> {
-        let marker = self.marker_key(key, crc);
+    async fn put_marker(&self, key: &str, crc: u32, size: u64) -> Result<(), StorageError> {
+        let marker = self.marker_key(key, crc, size);
         let location = self.location(&marker)?;
-        let body = format!("crc32c {crc:08x}\n");
+        let body = format!("crc32c {crc:08x}\nsize {size}\n");
         match self.store.put_opts(&location, body.into_bytes().into(), PutMode::Create.into()).await {
             Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(self.store_err("record the checksum of", key)(e)),
@@ -416,8 +448,8 @@ impl Archive {
     }
 
     /// True when a checksum marker records `crc` for the segment at `key`.
-    pub async fn has_marker(&self, key: &str, crc: u32) -> Result<bool, StorageError> {
-        let marker = self.marker_key(key, crc);
+    pub async fn has_marker(&self, key: &str, crc: u32, size: u64) -> Result<bool, StorageError> {
+        let marker = self.marker_key(key, crc, size);
         match self.store.head(&self.location(&marker)?).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -431,7 +463,7 @@ impl Archive {
         let prefix = if self.prefix.is_empty() { None } else { Some(ObjectPath::from(self.prefix.as_str())) };
         let depth = prefix.as_ref().map_or(0, |p| p.parts().count());
         let mut sizes = std::collections::BTreeMap::new();
-        let mut marks: std::collections::HashMap<String, Option<u32>> = std::collections::HashMap::new();
+        let mut marks: std::collections::HashMap<String, Option<(u32, u64)>> = std::collections::HashMap::new();
         let mut stream = self.store.list(prefix.as_ref());
         while let Some(meta) = stream.next().await {
             let meta = meta.map_err(self.store_err("list", ""))?;
@@ -441,13 +473,14 @@ impl Archive {
                     sizes.insert(name.clone(), meta.size);
                 }
                 [dir, marker] if dir == CHECKSUM_DIR => {
-                    if let Some((name, hex)) = marker.rsplit_once(MARKER_INFIX)
-                        && let Ok(crc) = u32::from_str_radix(hex, 16)
+                    if let Some((name, fields)) = marker.rsplit_once(MARKER_INFIX)
+                        && let Some((hex, size)) = fields.split_once('-')
+                        && let (Ok(crc), Ok(size)) = (u32::from_str_radix(hex, 16), size.parse::<u64>())
                     {
                         marks
                             .entry(name.to_owned())
-                            .and_modify(|c| if *c != Some(crc) { *c = None })
-                            .or_insert(Some(crc));
+                            .and_modify(|c| if *c != Some((crc, size)) { *c = None })
+                            .or_insert(Some((crc, size)));
                     }
                 }
                 _ => {}
@@ -456,7 +489,15 @@ impl Archive {
         Ok(sizes
             .into_iter()
             .map(|(name, size)| {
-                let crc32c = marks.get(&name).copied().flatten();
+                // A marker counts only for an object of the size it records.
+                let crc32c = match marks.get(&name).copied().flatten() {
+                    Some((crc, marked)) if marked == size => Some(crc),
+                    Some((_, marked)) => {
+                        tracing::warn!("{} has {size} bytes but its checksum marker records {marked}", self.display_key(&self.key_of(&name)));
+                        None
+                    }
+                    None => None,
+                };
                 wit::ArchivedObject { name, size, crc32c }
             })
             .collect())
@@ -540,6 +581,33 @@ impl Archive {
             offset += bytes.len() as u64;
         }
         Ok(crc)
+    }
+
+    /// Deletes an archived segment, then its checksum markers, so that an
+    /// interruption leaves at worst a marker without its object (ignored).
+    pub async fn delete_segment(&self, name: &str) -> Result<(), StorageError> {
+        WalDir::check_name(name)?;
+        let key = self.key_of(name);
+        match self.store.delete(&self.location(&key)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.store_err("delete", &key)(e)),
+        }
+        let markers = ObjectPath::from(self.key_of(CHECKSUM_DIR));
+        let mut stream = self.store.list(Some(&markers));
+        let mut doomed = Vec::new();
+        while let Some(meta) = stream.next().await {
+            let meta = meta.map_err(self.store_err("list", CHECKSUM_DIR))?;
+            if meta.location.filename().is_some_and(|f| f.starts_with(&format!("{name}{MARKER_INFIX}"))) {
+                doomed.push(meta.location);
+            }
+        }
+        for location in doomed {
+            match self.store.delete(&location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.store_err("delete", location.as_ref())(e)),
+            }
+        }
+        Ok(())
     }
 
     /// Size of the object at `key`, or None if there is none.
@@ -709,6 +777,18 @@ impl Storage {
         self.runtime.block_on(self.archive.list())
     }
 
+    /// Reads part of an archived segment, by its name; at most one part at a time.
+    pub fn read_object(&self, name: &str, offset: u64, length: u32) -> Result<Vec<u8>, wit::StorageError> {
+        self.wal.entry_path(name).map_err(wit::StorageError::from)?;
+        let key = self.archive.key_of(name);
+        let location = ObjectPath::parse(&key).map_err(|e| wit::StorageError::Refused(format!("refused key {key:?}: {e}")))?;
+        let end = offset.saturating_add(u64::from(length).min(CHUNK as u64));
+        self.runtime
+            .block_on(self.archive.store().get_range(&location, offset..end))
+            .map(|b| b.to_vec())
+            .map_err(|e| StorageError::Store { verb: "read", url: self.archive.display_key(&key), source: e }.into())
+    }
+
     /// Deletes a local segment, but only once the archive holds an object of
     /// the same size under its key and a checksum marker with the local file's
     /// CRC32C: a last check by the host, whatever the planner said.
@@ -718,7 +798,7 @@ impl Storage {
         let (want, crc) = checksum_file(file, &path)?;
         let key = self.archive.key_of(name);
         let found = self.runtime.block_on(self.archive.stored_size(&key))?;
-        let marked = found == Some(want) && self.runtime.block_on(self.archive.has_marker(&key, crc))?;
+        let marked = found == Some(want) && self.runtime.block_on(self.archive.has_marker(&key, crc, want))?;
         if !marked {
             return Err(StorageError::NotArchived {
                 path,

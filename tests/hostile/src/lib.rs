@@ -100,6 +100,18 @@ impl Guest for Hostile {
         Vec::new()
     }
 
+    fn verify_plan(_archive: Vec<ArchivedObject>, _from: Option<u64>, _until: Option<u64>) -> VerifyReport {
+        VerifyReport { segments: Vec::new(), gaps: Vec::new(), overlaps: Vec::new(), not_segments: Vec::new(), unverified: Vec::new() }
+    }
+
+    fn restore_plan(_archive: Vec<ArchivedObject>, _from: Option<u64>, _until: u64) -> Result<Vec<Segment>, RestoreError> {
+        Err(RestoreError::Empty)
+    }
+
+    fn prune_plan(_archive: Vec<ArchivedObject>, _before: u64) -> Vec<Segment> {
+        Vec::new()
+    }
+
     fn rpo_gap(_state: ArchiverState, current: u64) -> u64 {
         current
     }

@@ -84,6 +84,7 @@ pub struct Archiver {
     retries: Mutex<HashMap<String, Retry>>,
     rng: Mutex<u64>,
     concurrency: usize,
+    progress: Option<Box<dyn Fn(&wit::Segment) + Send + Sync>>,
 }
 
 impl Archiver {
@@ -105,7 +106,14 @@ impl Archiver {
             retries: Mutex::new(HashMap::new()),
             rng: Mutex::new(seed | 1),
             concurrency: 1,
+            progress: None,
         }
+    }
+
+    /// Calls `f` with each segment as soon as it is archived.
+    pub fn with_progress(mut self, f: impl Fn(&wit::Segment) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Box::new(f));
+        self
     }
 
     /// Uploads up to `n` segments of a batch at once (at least 1).
@@ -303,6 +311,9 @@ impl Archiver {
                         *state = next;
                         self.retries().remove(&seg.name);
                         info!(segment = %seg.name, bytes = seg.size, to = %self.storage.archive.display_key(&task.key), "archived");
+                        if let Some(progress) = &self.progress {
+                            progress(seg);
+                        }
                         archived.push(seg.clone());
                     }
                     Err(reason) => {

@@ -370,16 +370,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// A progress bar of bytes on stderr when it is a terminal; nothing otherwise.
+/// Progress on stderr when it is a terminal (bytes, rate, the last segment);
+/// nothing otherwise, so logs stay clean.
 fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total);
+    bar.enable_steady_tick(Duration::from_millis(200));
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {pos:>0}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template("{spinner} {bytes} at {binary_bytes_per_sec}, {elapsed}: {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
     bar.set_message(what.to_owned());
     bar
@@ -511,7 +512,17 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
     let rt = runtime()?;
-    let archiver = open(settings, &rt)?;
+    let mut archiver = open(settings, &rt)?;
+    let bar = progress_bar(0, "archiving");
+    if once {
+        let b = bar.clone();
+        let count = std::sync::atomic::AtomicU64::new(0);
+        archiver = archiver.with_progress(move |seg| {
+            let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+            b.inc(seg.size);
+            b.set_message(format!("{n} segments archived, last {}", seg.name));
+        });
+    }
     let mut state = archiver.load_state()?;
     let stop = Arc::new(AtomicBool::new(false));
     let wake = Arc::new(Notify::new());
@@ -519,6 +530,7 @@ fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
 
     if once {
         let summary = archiver.run_until_done(&mut state, &stop, settings.max_attempts)?;
+        bar.finish_and_clear();
         print_summary(&archiver, &summary);
         return Ok(if summary.is_clean() && !stop.load(Ordering::SeqCst) { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }

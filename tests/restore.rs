@@ -222,8 +222,29 @@ fn prune_then_verify_s3() {
 }
 
 #[test]
-fn refuses_to_overwrite_a_differing_file() {
-    let f = Fixture::new(Backend::File, 3, 1_000);
+fn refuses_to_overwrite_a_differing_file_file() {
+    refuses_to_overwrite_a_differing_file(Backend::File);
+}
+
+#[test]
+fn refuses_to_overwrite_a_differing_file_s3() {
+    let _one = S3::exclusive();
+    refuses_to_overwrite_a_differing_file(Backend::S3);
+}
+
+#[test]
+fn resumes_a_restore_killed_midway_file() {
+    resumes_a_restore_killed_midway(Backend::File);
+}
+
+#[test]
+fn resumes_a_restore_killed_midway_s3() {
+    let _one = S3::exclusive();
+    resumes_a_restore_killed_midway(Backend::S3);
+}
+
+fn refuses_to_overwrite_a_differing_file(backend: Backend) {
+    let f = Fixture::new(backend, 3, 1_000);
     std::fs::create_dir_all(f.restore_dir()).unwrap();
     let name = segment_name(101, 200);
     std::fs::write(f.restore_dir().join(&name), b"something else").unwrap();
@@ -237,9 +258,8 @@ fn refuses_to_overwrite_a_differing_file() {
 /// Kill the real binary in the middle of restores, again and again; no file
 /// ever carries a final name without its whole, verified content, and a
 /// last run completes.
-#[test]
-fn resumes_a_restore_killed_midway() {
-    let f = Fixture::new(Backend::File, 40, 256 * 1024);
+fn resumes_a_restore_killed_midway(backend: Backend) {
+    let f = Fixture::new(backend, 40, 2 * 1024 * 1024);
     let into = f.restore_dir();
     let mut rng = 0x5eed_u64;
     let mut kills = 0;
@@ -253,8 +273,9 @@ fn resumes_a_restore_killed_midway() {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        std::thread::sleep(Duration::from_micros(20_000 + rng % 60_000));
-        if child.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_micros(5_000 + rng % 100_000));
+        let finished = child.try_wait().unwrap().is_some();
+        if !finished {
             // SAFETY: kill(2) on our own child's pid.
             unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
             kills += 1;
@@ -263,8 +284,12 @@ fn resumes_a_restore_killed_midway() {
         for (name, bytes) in f.restored() {
             assert!(bytes == f.originals[&name], "after kill {kills}: {name} carries its final name but is partial or wrong");
         }
+        if finished {
+            break;
+        }
     }
-    assert!(kills > 0, "no restore was killed midway; the test shows nothing");
+    assert!(kills >= 2, "only {kills} restores were killed midway; the test shows too little");
+    eprintln!("{kills} restores killed midway");
     let out = f.restore(4000);
     assert_exit(&out, 0);
     let restored = f.restored();

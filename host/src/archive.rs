@@ -85,6 +85,10 @@ pub struct Archiver {
     rng: Mutex<u64>,
     concurrency: usize,
     progress: Option<Box<dyn Fn(&wit::Segment) + Send + Sync>>,
+    /// How long the archive's listing stays good between cycles; zero: every cycle.
+    reconcile_every: Duration,
+    /// When the last reconciliation happened, if its cycle went cleanly.
+    reconciled: Mutex<Option<Instant>>,
 }
 
 impl Archiver {
@@ -107,7 +111,22 @@ impl Archiver {
             rng: Mutex::new(seed | 1),
             concurrency: 1,
             progress: None,
+            reconcile_every: Duration::ZERO,
+            reconciled: Mutex::new(None),
         }
+    }
+
+    /// Lists the archive only every `every` (and after any failure), instead
+    /// of at every cycle: a watcher woken by each new segment must not list
+    /// the whole archive each time.
+    pub fn with_reconcile_every(mut self, every: Duration) -> Self {
+        self.reconcile_every = every;
+        self
+    }
+
+    /// True while some failed segment waits for a retry.
+    pub fn has_retries(&self) -> bool {
+        !self.retries().is_empty()
     }
 
     /// Calls `f` with each segment as soon as it is archived.
@@ -232,9 +251,12 @@ impl Archiver {
     /// Stops between uploads once `stop` is set. The state is saved after
     /// every batch.
     pub fn run_once(&self, state: &mut wit::ArchiverState, stop: &AtomicBool) -> Result<Summary, ArchiveError> {
-        let archived_objects = self.storage.archive_listing()?;
         let mut planner = self.runtime.session(None)?;
-        *state = planner.reconcile(state, &archived_objects)?;
+        let fresh = self.reconciled.lock().expect("reconcile lock").is_some_and(|at| at.elapsed() < self.reconcile_every);
+        if !fresh {
+            let archived_objects = self.storage.archive_listing()?;
+            *state = planner.reconcile(state, &archived_objects)?;
+        }
         let listing = self.storage.wal.list()?;
         let files: HashSet<&str> = listing
             .iter()
@@ -333,6 +355,15 @@ impl Archiver {
         }
 
         let (deleted, not_deleted) = self.delete_archived(&mut planner, state, &listing, &files)?;
+        // A clean cycle keeps the listing good for a while; any failure asks for a new one.
+        {
+            let mut reconciled = self.reconciled.lock().expect("reconcile lock");
+            if !(failed.is_empty() && not_deleted.is_empty()) {
+                *reconciled = None;
+            } else if !fresh {
+                *reconciled = Some(Instant::now());
+            }
+        }
         Ok(Summary {
             state: state.clone(),
             archived,

@@ -523,6 +523,11 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
     let rt = runtime()?;
     let mut archiver = open(settings, &rt)?;
+    if !once {
+        // A watcher lists the archive at its first cycle, after a failure,
+        // and every few minutes; not on every wake-up.
+        archiver = archiver.with_reconcile_every(Duration::from_secs(300));
+    }
     let bar = progress_bar(0, "archiving");
     if once {
         let b = bar.clone();
@@ -545,6 +550,11 @@ fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
         return Ok(if summary.is_clean() && !stop.load(Ordering::SeqCst) { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
 
+    // Changes in the WAL directory wake the loop at once (inotify through
+    // `notify`); the timer is then only a safety net. Without a watcher, the
+    // timer polls.
+    let watcher = watch_dir(archiver.storage().wal.root(), wake.clone());
+    let idle = if watcher.is_some() { settings.interval.max(Duration::from_secs(10)) } else { settings.interval };
     let mut clean = true;
     while !stop.load(Ordering::SeqCst) {
         match archiver.run_once(&mut state, &stop) {
@@ -560,15 +570,44 @@ fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
                 warn!("cycle failed, retrying in {:?}: {e}", settings.interval);
             }
         }
+        // A failed segment waits for its backoff, not for the next event.
+        let wait = if archiver.has_retries() { idle.min(settings.interval) } else { idle };
         rt.block_on(async {
             tokio::select! {
-                () = tokio::time::sleep(settings.interval) => {}
-                () = wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+                () = wake.notified() => {
+                    // Let a burst of events (a segment being written) settle into one cycle.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
         });
     }
+    drop(watcher);
     eprintln!("wal-archiver: stopped; in-flight uploads finished");
     Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Watches the WAL directory; every change wakes the archive loop.
+fn watch_dir(dir: &Path, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let mut watcher = match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            wake.notify_one();
+        }
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            warn!("cannot watch {} ({e}); polling instead", dir.display());
+            return None;
+        }
+    };
+    match watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+        Ok(()) => Some(watcher),
+        Err(e) => {
+            warn!("cannot watch {} ({e}); polling instead", dir.display());
+            None
+        }
+    }
 }
 
 /// First SIGINT or SIGTERM: finish the upload in flight and stop. Second: exit now.

@@ -89,6 +89,7 @@ pub struct Archiver {
     reconcile_every: Duration,
     /// When the last reconciliation happened, if its cycle went cleanly.
     reconciled: Mutex<Option<Instant>>,
+    last_saved: Mutex<Option<wit::ArchiverState>>,
 }
 
 impl Archiver {
@@ -113,6 +114,7 @@ impl Archiver {
             progress: None,
             reconcile_every: Duration::ZERO,
             reconciled: Mutex::new(None),
+            last_saved: Mutex::new(None),
         }
     }
 
@@ -177,9 +179,14 @@ impl Archiver {
         }
     }
 
+    /// Saves the state, unless it is what was saved last.
     fn save(&self, state: &wit::ArchiverState) -> Result<(), ArchiveError> {
         if let Some(s) = &self.state_store {
-            s.save(state)?;
+            let mut last = self.last_saved.lock().expect("state lock");
+            if last.as_ref() != Some(state) {
+                s.save(state)?;
+                *last = Some(state.clone());
+            }
         }
         Ok(())
     }

@@ -139,11 +139,36 @@ pub struct PlannerRuntime {
     plugin: String,
     limits: Limits,
     cache: Option<crate::cache::Outcome>,
+    epoch: Arc<Epoch>,
+}
+
+/// Counts the planner calls in flight, so that the epoch only ticks while one runs.
+#[derive(Default)]
+pub struct Epoch {
+    busy: std::sync::Mutex<usize>,
+    wake: std::sync::Condvar,
+}
+
+/// Held for the length of one planner call.
+pub struct Busy<'a>(&'a Epoch);
+
+impl Epoch {
+    fn busy(&self) -> Busy<'_> {
+        *self.busy.lock().expect("epoch lock") += 1;
+        self.wake.notify_one();
+        Busy(self)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        *self.0.busy.lock().expect("epoch lock") -= 1;
+    }
 }
 
 /// The engine every planner runs in: epoch interruption for deadlines, a
 /// bounded wasm stack, and the pooling allocator sized to the limits.
-pub fn engine(limits: &Limits) -> Result<Engine, PlannerError> {
+pub fn engine(limits: &Limits) -> Result<(Engine, Arc<Epoch>), PlannerError> {
     let mut pool = wasmtime::PoolingAllocationConfig::default();
     pool.total_component_instances(64)
         .total_core_instances(256)
@@ -159,19 +184,32 @@ pub fn engine(limits: &Limits) -> Result<Engine, PlannerError> {
         plugin: "(engine)".into(),
         cause: format!("{cause:#}"),
     })?;
-    // The epoch ticks for as long as the engine lives.
+    // The epoch ticks while a call runs and for as long as the engine lives;
+    // an idle archiver costs no wake-ups but one a second.
+    let epoch = Arc::new(Epoch::default());
     let weak = engine.weak();
+    let e = epoch.clone();
     std::thread::Builder::new()
         .name("wal-archiver-epoch".into())
         .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
+            loop {
+                {
+                    let mut busy = e.busy.lock().expect("epoch lock");
+                    while *busy == 0 {
+                        if weak.upgrade().is_none() {
+                            return;
+                        }
+                        busy = e.wake.wait_timeout(busy, Duration::from_secs(1)).expect("epoch lock").0;
+                    }
+                }
+                let Some(engine) = weak.upgrade() else { return };
                 engine.increment_epoch();
                 drop(engine);
                 std::thread::sleep(TICK);
             }
         })
         .map_err(|e| PlannerError::Load { plugin: "(engine)".into(), cause: e.to_string() })?;
-    Ok(engine)
+    Ok((engine, epoch))
 }
 
 impl PlannerRuntime {
@@ -210,7 +248,7 @@ impl PlannerRuntime {
             cause: format!("{cause:#}"),
         };
         let refused = |found: String| PlannerError::Refused { plugin: plugin.to_owned(), found };
-        let engine = engine(&limits)?;
+        let (engine, epoch) = engine(&limits)?;
         let compiled = match cache {
             Some(cache) => cache.load(&engine, bytes).map(|(c, outcome)| (c, Some(outcome))),
             None => Component::new(&engine, bytes).map(|c| (c, None)),
@@ -238,7 +276,7 @@ impl PlannerRuntime {
             .map_err(|cause| refused(format!("{} ({cause:#})", shape())))?;
         let pre = ArchiverPre::new(pre).map_err(|cause| refused(format!("{} ({cause:#})", shape())))?;
         tracing::debug!(plugin, cache = ?outcome, "planner ready");
-        Ok(Self { pre, engine, plugin: plugin.to_owned(), limits, cache: outcome })
+        Ok(Self { pre, engine, plugin: plugin.to_owned(), limits, cache: outcome, epoch })
     }
 
     /// The name errors use for this component.
@@ -263,7 +301,10 @@ impl PlannerRuntime {
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|ctx| &mut ctx.limits);
         store.set_epoch_deadline(ticks(self.limits.deadline));
-        let bindings = self.pre.instantiate(&mut store).map_err(|cause| PlannerError::Instantiate {
+        let busy = self.epoch.busy();
+        let bindings = self.pre.instantiate(&mut store);
+        drop(busy);
+        let bindings = bindings.map_err(|cause| PlannerError::Instantiate {
             plugin: self.plugin.clone(),
             cause: format!("{cause:#}"),
         })?;
@@ -273,6 +314,7 @@ impl PlannerRuntime {
             plugin: self.plugin.clone(),
             limits: self.limits,
             output: [(stdout, 0), (stderr, 0)],
+            epoch: self.epoch.clone(),
         })
     }
 }
@@ -289,6 +331,7 @@ pub struct Planner {
     limits: Limits,
     /// The guest's stdout and stderr, and how much of each is logged already.
     output: [(MemoryOutputPipe, usize); 2],
+    epoch: Arc<Epoch>,
 }
 
 impl Planner {
@@ -340,7 +383,10 @@ macro_rules! call {
         let deadline = $deadline;
         $self.store.set_epoch_deadline(ticks(deadline));
         let planner = $self.bindings.nodedb_wal_archiver_planner();
+        let epoch = $self.epoch.clone();
+        let busy = epoch.busy();
         let result = planner.$method(&mut $self.store, $($arg),*);
+        drop(busy);
         match result {
             Ok(v) => {
                 $self.drain_output();

@@ -474,15 +474,22 @@ fn prune(url: &str, before: u64, dry_run: bool, arg: &ArchiveArg) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
+impl Settings {
+    /// Where the state is kept, if anywhere.
+    fn state_file(&self) -> Option<PathBuf> {
+        match &self.state {
+            Some(p) => Some(p.clone()),
+            None if self.url.starts_with("memory:") => None,
+            None => Some(self.wal_dir.join(DEFAULT_STATE_NAME)),
+        }
+    }
+}
+
 /// Builds the archiver: WAL directory, archive, state file, planner.
 fn open(settings: &Settings, rt: &tokio::runtime::Runtime) -> Result<Archiver> {
     let archive = Archive::open_with(&settings.url, &settings.storage_options, settings.request_retries as usize)?;
     let mut wal = WalDir::open(&settings.wal_dir)?;
-    let state_path = match &settings.state {
-        Some(p) => Some(p.clone()),
-        None if settings.url.starts_with("memory:") => None,
-        None => Some(wal.root().join(DEFAULT_STATE_NAME)),
-    };
+    let state_path = settings.state_file();
     if let Some(path) = &state_path
         && let Some(name) = path.file_name()
         && same_dir(path.parent(), wal.root())
@@ -553,7 +560,16 @@ fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
     // Changes in the WAL directory wake the loop at once (inotify through
     // `notify`); the timer is then only a safety net. Without a watcher, the
     // timer polls.
-    let watcher = watch_dir(archiver.storage().wal.root(), wake.clone());
+    let own: Vec<std::ffi::OsString> = settings
+        .state_file()
+        .and_then(|p| p.file_name().map(|n| n.to_owned()))
+        .map(|n| {
+            let mut tmp = n.clone();
+            tmp.push(".tmp");
+            vec![n, tmp]
+        })
+        .unwrap_or_default();
+    let watcher = watch_dir(archiver.storage().wal.root(), own, wake.clone());
     let idle = if watcher.is_some() { settings.interval.max(Duration::from_secs(10)) } else { settings.interval };
     let mut clean = true;
     while !stop.load(Ordering::SeqCst) {
@@ -588,10 +604,19 @@ fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
 }
 
 /// Watches the WAL directory; every change wakes the archive loop.
-fn watch_dir(dir: &Path, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+/// Reads, and events about the archiver's own files (its state file), are
+/// ignored: a cycle reads the directory and saves its state, and must not
+/// wake the next one.
+fn watch_dir(dir: &Path, own: Vec<std::ffi::OsString>, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
     let mut watcher = match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        let Ok(event) = event else { return };
+        // Reads (the archiver's own listing and uploads among them) change nothing.
+        if matches!(event.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        let ours = |p: &PathBuf| p.file_name().is_some_and(|n| own.iter().any(|o| o == n));
+        if event.paths.is_empty() || !event.paths.iter().all(ours) {
             wake.notify_one();
         }
     }) {

@@ -17,7 +17,7 @@ use wal_archiver::state::{empty_state, StateStore};
 use wal_archiver::storage::{Archive, CHECKSUM_DIR};
 
 use crate::util::faults::{FaultyStore, Rates};
-use crate::util::{assert_exit, config, content, runtime, segment_name, stderr, stdout, tokio_rt, wait_within, Dir};
+use crate::util::{assert_exit, config, content, kill_after, next_random, runtime, segment_name, stderr, stdout, tokio_rt, wait_within, Dir};
 
 const PREFIX: &str = "wal";
 
@@ -261,7 +261,7 @@ fn survives_sigkill_at_random_points() {
     while kills < 60 {
         runs += 1;
         assert!(runs < 1_000, "only {kills} kills in {runs} runs");
-        let mut child = dir
+        let child = dir
             .cmd(&[
                 "archive", "--once", "--delete-after-archive", "--batch-size", "8",
                 "--wal-dir", dir.wal().to_str().unwrap(), "--to", &dir.archive_url(),
@@ -271,16 +271,9 @@ fn survives_sigkill_at_random_points() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(Duration::from_micros(rng % 120_000));
-        if child.try_wait().unwrap().is_none() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        if kill_after(child, Duration::from_micros(next_random(&mut rng) % 120_000)) {
             kills += 1;
         }
-        child.wait().unwrap();
 
         let local = dir.local_segments();
         for (name, bytes) in &originals {

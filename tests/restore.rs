@@ -12,7 +12,7 @@ use object_store::ObjectStoreExt;
 use wal_archiver::storage::{Archive, DEFAULT_REQUEST_RETRIES};
 
 use crate::util::s3::S3;
-use crate::util::{assert_exit, content, segment_name, stderr, stdout, tokio_rt, Dir};
+use crate::util::{assert_exit, content, kill_after, next_random, segment_name, stderr, stdout, tokio_rt, Dir};
 
 #[derive(Clone, Copy)]
 enum Backend {
@@ -264,23 +264,16 @@ fn resumes_a_restore_killed_midway(backend: Backend) {
     let mut rng = 0x5eed_u64;
     let mut kills = 0;
     for _ in 0..12 {
-        let mut child = f
+        let child = f
             .cmd(&["restore", "--from", &f.url, "--into", into.to_str().unwrap(), "--until-lsn", "4000", "--concurrency", "2"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(Duration::from_micros(5_000 + rng % 100_000));
-        let finished = child.try_wait().unwrap().is_some();
+        let finished = !kill_after(child, Duration::from_micros(5_000 + next_random(&mut rng) % 100_000));
         if !finished {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
             kills += 1;
         }
-        child.wait().unwrap();
         for (name, bytes) in f.restored() {
             assert!(bytes == f.originals[&name], "after kill {kills}: {name} carries its final name but is partial or wrong");
         }

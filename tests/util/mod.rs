@@ -168,6 +168,27 @@ pub fn run_measuring_rss(dir: &Dir, args: &[&str], env: &[(&str, String)]) -> (O
     (out, kib * 1024)
 }
 
+/// The next number of a xorshift64 sequence: test schedules that repeat.
+pub fn next_random(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// Waits `delay`, then SIGKILLs the child if it is still running, and reaps
+/// it. True when it was killed, false when it had finished by itself.
+pub fn kill_after(mut child: std::process::Child, delay: std::time::Duration) -> bool {
+    std::thread::sleep(delay);
+    let running = child.try_wait().unwrap().is_none();
+    if running {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    }
+    child.wait().unwrap();
+    running
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

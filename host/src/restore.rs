@@ -110,7 +110,12 @@ pub async fn verify(
         for seg in &report.segments {
             let Some(recorded) = listing.iter().find(|o| o.name == seg.name).and_then(|o| o.crc32c) else { continue };
             let key = archive.key_of(&seg.name);
-            match read_back(archive, &key).await {
+            let read = async {
+                let size = archive.stored_size(&key).await?.unwrap_or(0);
+                let crc = archive.checksum(&ObjectPath::from(key.as_str()), &key).await?;
+                Ok::<_, StorageError>((size, crc))
+            };
+            match read.await {
                 Ok((size, crc)) => {
                     if size != seg.size {
                         findings.push(Finding::SizeMismatch { name: seg.name.clone(), listed: seg.size, read: size });
@@ -136,22 +141,6 @@ pub async fn verify(
         bytes: report.segments.iter().map(|s| s.size).sum(),
         findings,
     })
-}
-
-/// Size and CRC32C of an object, read in full as a stream.
-async fn read_back(archive: &Archive, key: &str) -> Result<(u64, u32), StorageError> {
-    let err = |verb| {
-        let url = archive.display_key(key);
-        move |source| StorageError::Store { verb, url, source }
-    };
-    let mut stream = archive.store().get(&ObjectPath::from(key)).await.map_err(err("read"))?.into_stream();
-    let (mut size, mut crc) = (0u64, 0u32);
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(err("read"))?;
-        crc = crc32c::crc32c_append(crc, &chunk);
-        size += chunk.len() as u64;
-    }
-    Ok((size, crc))
 }
 
 /// What a restore did.

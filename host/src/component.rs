@@ -138,7 +138,6 @@ pub struct PlannerRuntime {
     engine: Engine,
     plugin: String,
     limits: Limits,
-    cache: Option<crate::cache::Outcome>,
     epoch: Arc<Epoch>,
 }
 
@@ -236,11 +235,6 @@ impl PlannerRuntime {
         Self::load(bytes, plugin, limits, cache.as_ref())
     }
 
-    /// Whether this runtime came from the compile cache.
-    pub fn cache_outcome(&self) -> Option<crate::cache::Outcome> {
-        self.cache
-    }
-
     /// Compiles (or loads from `cache`) a component under `limits`.
     pub fn load(bytes: &[u8], plugin: &str, limits: Limits, cache: Option<&crate::cache::CompileCache>) -> Result<Self, PlannerError> {
         let load = |cause: wasmtime::Error| PlannerError::Load {
@@ -276,7 +270,7 @@ impl PlannerRuntime {
             .map_err(|cause| refused(format!("{} ({cause:#})", shape())))?;
         let pre = ArchiverPre::new(pre).map_err(|cause| refused(format!("{} ({cause:#})", shape())))?;
         tracing::debug!(plugin, cache = ?outcome, "planner ready");
-        Ok(Self { pre, engine, plugin: plugin.to_owned(), limits, cache: outcome, epoch })
+        Ok(Self { pre, engine, plugin: plugin.to_owned(), limits, epoch })
     }
 
     /// The name errors use for this component.

@@ -152,23 +152,14 @@ impl WalDir {
         }
     }
 
-    /// The path of `name`, once it is known to be a plain entry name.
+    /// The path of `name`, once it is known to be a plain entry name and not
+    /// one of the archiver's own files.
     pub fn entry_path(&self, name: &str) -> Result<PathBuf, StorageError> {
-        let why = if name.is_empty() {
-            Some("empty")
-        } else if name == "." || name == ".." {
-            Some("not an entry name")
-        } else if name.contains('/') || name.contains('\0') {
-            Some("not directly inside the WAL directory")
-        } else if self.hidden.iter().any(|h| h == name) {
-            Some("a file of the archiver's own")
-        } else {
-            None
-        };
-        match why {
-            Some(why) => Err(StorageError::RefusedName { name: name.to_owned(), why }),
-            None => Ok(self.root.join(name)),
+        Self::check_name(name)?;
+        if self.hidden.iter().any(|h| h == name) {
+            return Err(StorageError::RefusedName { name: name.to_owned(), why: "a file of the archiver's own" });
         }
+        Ok(self.root.join(name))
     }
 
     /// Opens a segment for reading: never through a symlink, never a FIFO or device.
@@ -696,10 +687,9 @@ pub fn checksum_file(mut file: File, path: &Path) -> Result<(u64, u32), StorageE
 /// environment is shared with other tools), then the config file's options.
 fn cloud_settings(env_prefix: &str, options: &[(String, String)]) -> Vec<(String, String)> {
     let from_env = std::env::vars().filter(|(k, _)| k.starts_with(env_prefix)).map(|(k, v)| (k.to_ascii_lowercase(), v));
-    let mut out: Vec<(String, String)> = from_env.collect();
-    // Environment keys that no builder knows are dropped below by the caller's
-    // parse only for options; keep the environment tolerant.
-    out.retain(|(k, _)| known_env_key(env_prefix, k));
+    // The environment is shared with other tools: keys this backend does not
+    // know are left alone there, while the config file's are checked.
+    let mut out: Vec<(String, String)> = from_env.filter(|(k, _)| known_env_key(env_prefix, k)).collect();
     out.extend(options.iter().cloned());
     out
 }

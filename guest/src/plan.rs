@@ -203,6 +203,28 @@ pub(crate) fn sort_segments(v: &mut [Segment]) {
     v.sort_unstable_by(by_lsn);
 }
 
+/// True when `sorted`, in [`sort_segments`] order, holds `seg` (same LSNs
+/// and name). A binary search: the planner is called with listings of
+/// 100,000 names, where a linear search per segment would not end in time.
+pub(crate) fn holds(sorted: &[Segment], seg: &Segment) -> bool {
+    let at = sorted.partition_point(|a| by_lsn(a, seg).is_lt());
+    sorted.get(at).is_some_and(|a| a.name == seg.name)
+}
+
+/// The segment a name stands for, to look up with [`holds`]; None when the
+/// name does not parse, and so cannot be any listed segment's.
+pub(crate) fn probe(name: &str) -> Option<Segment> {
+    let n = SegmentName::parse(name).ok()?;
+    Some(Segment { name: name.to_owned(), first_lsn: n.first(), last_lsn: n.last(), size: 0 })
+}
+
+/// The failing segments, sorted, for [`holds`].
+fn failing_segments(state: &State) -> Vec<Segment> {
+    let mut out: Vec<Segment> = state.failing.iter().filter_map(|f| probe(&f.name)).collect();
+    sort_segments(&mut out);
+    out
+}
+
 /// True when the segment lies wholly inside the archived chain
 /// `chain_start..=watermark`.
 fn below_watermark(state: &State, seg: &Segment) -> bool {
@@ -254,16 +276,20 @@ pub fn scan(listing: &[DirEntry], state: &State) -> ScanReport {
         };
     }
 
+    // The state may come from anywhere (a file, another host): sorting a
+    // sorted list costs one pass, and the searches below rely on it.
+    sort_segments(&mut state.archived_above);
+
     // A failing segment that is no longer listed has nothing left to retry.
-    state.failing.retain(|f| valid.iter().any(|s| s.name == f.name));
+    let failing = failing_segments(&state);
+    state.failing.retain(|f| probe(&f.name).is_some_and(|p| holds(&valid, &p)));
 
     // A failed segment stays pending until it is archived, even one whose
     // LSNs other segments cover (an overlap): it is never skipped.
-    let failing = |s: &Segment| state.failing.iter().any(|f| f.name == s.name);
     let pending: Vec<Segment> = valid
         .iter()
-        .filter(|s| !below_watermark(&state, s) || failing(s))
-        .filter(|s| !state.archived_above.iter().any(|a| a.name == s.name))
+        .filter(|s| !below_watermark(&state, s) || holds(&failing, s))
+        .filter(|s| !holds(&state.archived_above, s))
         .cloned()
         .collect();
 
@@ -274,8 +300,9 @@ pub fn scan(listing: &[DirEntry], state: &State) -> ScanReport {
         .filter(|s| !below_watermark(&state, s) && !below_chain(&state, s))
         .cloned()
         .collect();
+    let listed = known.len();
     for a in &state.archived_above {
-        if !known.iter().any(|s| s.name == a.name) {
+        if !holds(&known[..listed], a) {
             known.push(a.clone());
         }
     }
@@ -366,8 +393,8 @@ pub fn record_archived(
     let mut state = state.clone();
     let seg = &task.segment;
     state.failing.retain(|f| f.name != seg.name);
-    let already = below_watermark(&state, seg)
-        || state.archived_above.iter().any(|a| a.name == seg.name);
+    sort_segments(&mut state.archived_above);
+    let already = below_watermark(&state, seg) || holds(&state.archived_above, seg);
     if !already {
         state.segments_archived += 1;
         state.bytes_archived += seg.size;
@@ -415,7 +442,7 @@ pub fn reconcile(state: &State, archive: &[ArchivedObject]) -> State {
         failing: state
             .failing
             .iter()
-            .filter(|f| !verified.iter().any(|v| v.name == f.name))
+            .filter(|f| !probe(&f.name).is_some_and(|p| holds(&verified, &p)))
             .cloned()
             .collect(),
     };
@@ -444,17 +471,19 @@ pub fn retry_delay(config: &Config, attempts: u32, random: u64) -> u64 {
 }
 
 /// Moves the watermark across every archived segment that continues the chain.
+///
+/// `archived_above` is sorted, so the next segment is found by a binary
+/// search and nothing is removed until the end: one pass, where removing
+/// each segment as the chain crosses it would cost a pass per segment.
 fn advance_watermark(state: &mut State) {
+    sort_segments(&mut state.archived_above);
     while let Some(next) = chain_cursor(state) {
-        let Some(i) = state
-            .archived_above
-            .iter()
-            .position(|a| u128::from(a.first_lsn) == next)
-        else {
-            break;
-        };
-        let seg = state.archived_above.remove(i);
-        state.last_archived_lsn = Some(seg.last_lsn);
+        let above = &state.archived_above;
+        let at = above.partition_point(|a| u128::from(a.first_lsn) < next);
+        match above.get(at) {
+            Some(seg) if u128::from(seg.first_lsn) == next => state.last_archived_lsn = Some(seg.last_lsn),
+            _ => break,
+        }
     }
     // Segments now wholly covered (overlapping strays) have nothing left to wait for.
     let w = state.last_archived_lsn;
@@ -487,11 +516,12 @@ pub fn deletable(config: &Config, state: &State, listing: &[DirEntry]) -> Vec<Se
     if !config.delete_after_archive {
         return Vec::new();
     }
+    let failing = failing_segments(state);
     let mut out: Vec<Segment> = listing
         .iter()
         .filter_map(|e| classify(e).ok())
         .filter(|s| below_watermark(state, s))
-        .filter(|s| !state.failing.iter().any(|f| f.name == s.name))
+        .filter(|s| !holds(&failing, s))
         .collect();
     sort_segments(&mut out);
     out
@@ -707,6 +737,27 @@ mod tests {
         assert_eq!(rpo_gap(&state, 1999), 1000);
         let state = scan(&[seg_entry(1, 999), seg_entry(1000, 1999)], &state).state;
         assert_eq!(state.chain_start, Some(1));
+    }
+
+    #[test]
+    fn reads_a_state_whose_out_of_order_segments_are_unsorted() {
+        // A hole at 1..=10, and three segments archived above it.
+        let listing: Vec<DirEntry> = (0..4).map(|i| seg_entry(i * 10 + 1, i * 10 + 10)).collect();
+        let (mut state, tasks) = tasks_for(&listing[1..], &State { chain_start: Some(1), ..State::default() });
+        for t in &tasks {
+            state = record_archived(&state, t, &ok_receipt(t)).unwrap();
+        }
+        assert_eq!(state.archived_above.len(), 3);
+        let mut shuffled = state.clone();
+        shuffled.archived_above.reverse();
+        let sorted_scan = scan(&listing, &state);
+        let shuffled_scan = scan(&listing, &shuffled);
+        assert_eq!(shuffled_scan, sorted_scan);
+        assert_eq!(shuffled_scan.pending.len(), 1, "only the segment in the hole is pending");
+        let hole = plan_batch(&Config::default(), &shuffled_scan.pending);
+        let done = record_archived(&shuffled, &hole[0], &ok_receipt(&hole[0])).unwrap();
+        assert_eq!(done.last_archived_lsn, Some(40));
+        assert!(done.archived_above.is_empty());
     }
 
     #[test]

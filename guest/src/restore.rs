@@ -92,7 +92,7 @@ pub fn verify_plan(archive: &[ArchivedObject], from: Option<Lsn>, until: Option<
     }
     let unverified = archive
         .iter()
-        .filter(|o| o.crc32c.is_none() && segments.iter().any(|s| s.name == o.name))
+        .filter(|o| o.crc32c.is_none() && crate::plan::probe(&o.name).is_some_and(|p| crate::plan::holds(&segments, &p)))
         .map(|o| o.name.clone())
         .collect();
     VerifyReport { segments, gaps, overlaps, not_segments, unverified }
@@ -126,13 +126,16 @@ pub fn restore_plan(archive: &[ArchivedObject], from: Option<Lsn>, until: Lsn) -
     let mut end = start.last_lsn;
     while end < until {
         let next = end + 1;
-        match all.iter().filter(|s| s.first_lsn == next).max_by_key(|s| s.last_lsn) {
+        // `all` is in LSN order: the segments starting at `next` end just
+        // before `after`, and the last of them reaches furthest.
+        let after = all.partition_point(|s| s.first_lsn <= next);
+        match after.checked_sub(1).map(|i| &all[i]).filter(|s| s.first_lsn == next) {
             Some(s) => {
                 end = s.last_lsn;
                 chain.push(s.clone());
             }
             None => {
-                return Err(match all.iter().find(|s| s.first_lsn > next) {
+                return Err(match all.get(after) {
                     Some(after) => RestoreError::Gap(Gap { from: next, to: after.first_lsn - 1 }),
                     None => RestoreError::EndsBefore(end),
                 });

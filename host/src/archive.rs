@@ -140,6 +140,8 @@ impl Archiver {
     /// Uploads up to `n` segments of a batch at once (at least 1).
     pub fn with_concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        // One buffer per upload, and one more so that a read can go on while parts are sent.
+        self.storage.archive.buffers().resize(self.concurrency + 1);
         self
     }
 

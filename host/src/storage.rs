@@ -21,7 +21,13 @@ use url::Url;
 use crate::component::wit;
 
 /// Bytes read from a segment at a time, and the multipart part size.
-const CHUNK: usize = 8 * 1024 * 1024;
+pub const CHUNK: usize = 8 * 1024 * 1024;
+/// Bytes read back at a time from a local or in-memory archive. Smaller than
+/// a chunk: each read allocates, and small blocks are reused by the
+/// allocator where 8 MiB ones are mapped and faulted in again each time.
+const READBACK_RANGE: u64 = 1024 * 1024;
+/// Upload buffers when nobody says how many uploads run at once.
+const DEFAULT_BUFFERS: usize = 5;
 /// Where uploads are staged before they are published under their key.
 pub const STAGING_DIR: &str = "_staging";
 /// Where checksum markers live: `{prefix}/_checksums/{name}.crc32c-{8 hex}-{size}`.
@@ -214,6 +220,86 @@ pub struct Archive {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     url: String,
+    buffers: Arc<BufferPool>,
+    /// Read back in ranges (a local or in-memory store), or in one streamed GET (a remote one).
+    ranged_readback: bool,
+}
+
+/// The upload buffers of one archive, [`CHUNK`] bytes each. An upload waits
+/// for a free buffer before it reads the next chunk, and a buffer comes back
+/// when the store is done with the part it holds: the memory that uploads
+/// hold is the pool's size times [`CHUNK`], however many run at once, and a
+/// buffer is reused instead of being allocated and faulted in for every chunk.
+pub struct BufferPool {
+    permits: Arc<tokio::sync::Semaphore>,
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+    size: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Debug for BufferPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferPool").field("size", &self.size()).finish()
+    }
+}
+
+impl BufferPool {
+    fn new(size: usize) -> Arc<Self> {
+        let size = size.max(2);
+        Arc::new(Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(size)),
+            free: std::sync::Mutex::new(Vec::new()),
+            size: size.into(),
+        })
+    }
+
+    /// How many buffers may exist at once.
+    pub fn size(&self) -> usize {
+        self.size.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Sets how many buffers may exist at once; at least two, so that one
+    /// can be read into while another is sent. Meant for setup: a buffer in
+    /// use when the pool shrinks is dropped when it comes back.
+    pub fn resize(&self, n: usize) {
+        let n = n.max(2);
+        let old = self.size.swap(n, std::sync::atomic::Ordering::SeqCst);
+        if n > old {
+            self.permits.add_permits(n - old);
+        } else {
+            self.permits.forget_permits(old - n);
+        }
+    }
+
+    async fn take(self: &Arc<Self>) -> PooledChunk {
+        let permit = self.permits.clone().acquire_owned().await.expect("the pool's semaphore is never closed");
+        let buf = self.free.lock().expect("pool lock").pop().unwrap_or_else(|| vec![0u8; CHUNK]);
+        PooledChunk { buf, len: 0, pool: self.clone(), _permit: permit }
+    }
+}
+
+/// One buffer of the pool and how much of it holds data; it goes back to
+/// the pool when dropped, which for a sent part is when the store is done.
+struct PooledChunk {
+    buf: Vec<u8>,
+    len: usize,
+    pool: Arc<BufferPool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for PooledChunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for PooledChunk {
+    fn drop(&mut self) {
+        // Back on the free list before the permit is released (fields drop after this).
+        let mut free = self.pool.free.lock().expect("pool lock");
+        if free.len() < self.pool.size() {
+            free.push(std::mem::take(&mut self.buf));
+        }
+    }
 }
 
 impl Archive {
@@ -344,7 +430,14 @@ impl Archive {
             store,
             prefix: prefix.trim_matches('/').to_owned(),
             url: url.trim_end_matches('/').to_owned(),
+            buffers: BufferPool::new(DEFAULT_BUFFERS),
+            ranged_readback: url.starts_with("file:") || url.starts_with("memory:"),
         }
+    }
+
+    /// The upload buffers, to size them to the uploads that run at once.
+    pub fn buffers(&self) -> &BufferPool {
+        &self.buffers
     }
 
     /// The archive's URL, as errors and summaries show it.
@@ -515,7 +608,7 @@ impl Archive {
         let key = location.as_ref();
         let upload = self.store.put_multipart(location).await.map_err(self.store_err("upload to", key))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
-        match stream_into(file, path, &mut writer).await {
+        match stream_into(&self.buffers, file, path, &mut writer).await {
             Ok(done) => {
                 writer.finish().await.map_err(self.store_err("upload to", key))?;
                 Ok(done)
@@ -552,14 +645,38 @@ impl Archive {
         }
     }
 
-    /// CRC32C of a stored object, read back in full, one ranged read of
-    /// [`CHUNK`] bytes at a time: memory stays flat whatever the object's size.
+    /// CRC32C of a stored object, read back in full: from a local or
+    /// in-memory store one ranged read of [`READBACK_RANGE`] bytes at a time,
+    /// from a remote one as one streamed GET (a request per megabyte would
+    /// cost a round trip each). Memory stays flat whatever the object's size.
     pub async fn checksum(&self, location: &ObjectPath, key: &str) -> Result<u32, StorageError> {
+        if !self.ranged_readback {
+            let got = self.store.get(location).await.map_err(self.store_err("read back", key))?;
+            let size = got.meta.size;
+            let mut stream = got.into_stream();
+            let (mut crc, mut read) = (0u32, 0u64);
+            while let Some(bytes) = stream.next().await {
+                let bytes = bytes.map_err(self.store_err("read back", key))?;
+                crc = crc32c::crc32c_append(crc, &bytes);
+                read += bytes.len() as u64;
+            }
+            if read != size {
+                return Err(StorageError::Store {
+                    verb: "read back",
+                    url: self.display_key(key),
+                    source: object_store::Error::Generic {
+                        store: "read back",
+                        source: format!("{read} bytes read of {size}").into(),
+                    },
+                });
+            }
+            return Ok(crc);
+        }
         let size = self.store.head(location).await.map_err(self.store_err("stat", key))?.size;
         let mut crc = 0u32;
         let mut offset = 0u64;
         while offset < size {
-            let end = (offset + CHUNK as u64).min(size);
+            let end = (offset + READBACK_RANGE).min(size);
             let bytes = self
                 .store
                 .get_range(location, offset..end)
@@ -612,57 +729,56 @@ impl Archive {
     }
 }
 
-/// Reads the file in chunks into the multipart writer, checksumming as it goes.
-async fn stream_into(file: File, path: &Path, writer: &mut WriteMultipart) -> Result<(u64, u32), StorageError> {
-    let path = path.to_owned();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Vec<u8>>>(2);
-    // Reading on a blocking thread keeps the next chunk coming while this one uploads.
-    let reader = tokio::task::spawn_blocking(move || {
-        let mut file = file;
-        loop {
-            let mut buf = vec![0u8; CHUNK];
-            let mut filled = 0;
-            let res = loop {
-                match file.read(&mut buf[filled..]) {
-                    Ok(0) => break Ok(()),
-                    Ok(n) => {
-                        filled += n;
-                        if filled == buf.len() {
-                            break Ok(());
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => break Err(e),
-                }
-            };
-            buf.truncate(filled);
-            let done = filled == 0;
-            let msg = res.map(|()| buf);
-            let failed = msg.is_err();
-            if done && !failed {
-                return;
-            }
-            if tx.blocking_send(msg).is_err() || failed {
-                return;
-            }
-        }
-    });
+/// Reads the file into the multipart writer one pooled buffer at a time,
+/// checksumming as it goes. Each buffer is handed to the writer as it is, no
+/// copy, and the next chunk is read while the last one is sent.
+async fn stream_into(pool: &Arc<BufferPool>, file: File, path: &Path, writer: &mut WriteMultipart) -> Result<(u64, u32), StorageError> {
+    let io_err = |source| StorageError::Io { verb: "read", path: path.to_owned(), source };
+    let mut file = Some(file);
     let mut size = 0u64;
     let mut crc = 0u32;
-    while let Some(chunk) = rx.recv().await {
-        let chunk = chunk.map_err(|source| StorageError::Io { verb: "read", path: path.clone(), source })?;
-        crc = crc32c::crc32c_append(crc, &chunk);
-        size += chunk.len() as u64;
+    loop {
+        let mut chunk = pool.take().await;
+        let mut f = file.take().expect("the file is put back after each read");
+        let (f, chunk, filled) = tokio::task::spawn_blocking(move || {
+            let filled = fill(&mut f, &mut chunk.buf);
+            (f, chunk, filled)
+        })
+        .await
+        .map_err(|e| io_err(io::Error::other(e)))?;
+        file = Some(f);
+        let mut chunk = chunk;
+        chunk.len = filled.map_err(io_err)?;
+        if chunk.len == 0 {
+            break;
+        }
+        let last = chunk.len < CHUNK;
+        crc = crc32c::crc32c_append(crc, chunk.as_ref());
+        size += chunk.len as u64;
         writer
             .wait_for_capacity(PARTS_IN_FLIGHT)
             .await
             .map_err(|source| StorageError::Store { verb: "upload", url: path.display().to_string(), source })?;
-        writer.write(&chunk);
+        writer.put(bytes::Bytes::from_owner(chunk));
+        if last {
+            break;
+        }
     }
-    reader
-        .await
-        .map_err(|e| StorageError::Io { verb: "read", path: path.clone(), source: io::Error::other(e) })?;
     Ok((size, crc))
+}
+
+/// Reads until `buf` is full or the file ends; returns how much was read.
+fn fill(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Size and CRC32C of a local file, read in full.

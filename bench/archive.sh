@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of `wal-archiver archive --once` beside the tools an
+# operator would otherwise use, on the same files in the same run:
+#   P1  to file://, beside `cp` + `sync`                   goal >= 0.85 x cp's throughput
+#   P2  to S3 (s3s-fs on 127.0.0.1), beside `rclone copy`   goal >= 1.2 x rclone's throughput
+#   P5  the archiver's peak RSS (GNU time)                  goal <= 64 MiB + concurrency x chunk
+# Each round runs every pair, alternating which goes first; the table gives
+# the medians. Checksums are on (the default) in every archiver run.
+#
+#   bench/archive.sh                      # 64 x 16 MiB segments, 5 rounds
+#   ROUNDS=3 COUNT=16 bench/archive.sh    # a quicker look
+#
+# Installs what it lacks: s3s-fs (cargo), rclone and GNU time (Debian).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS="${ROUNDS:-5}"
+COUNT="${COUNT:-64}"
+SIZE="${SIZE:-16777216}"
+CONCURRENCY="${CONCURRENCY:-4}"
+# The archiver's upload chunk (storage.rs CHUNK), for the P5 budget.
+CHUNK_MIB=8
+
+apt_install() {
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "$@"
+  else
+    echo "bench/archive.sh: needs $* (apt-get install $*)" >&2
+    exit 2
+  fi
+}
+command -v rclone >/dev/null || apt_install rclone
+[ -x /usr/bin/time ] || apt_install time
+command -v s3s-fs >/dev/null || cargo install s3s-fs --version 0.14.1 --features binary
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+
+cargo build --release --quiet -p wal-archiver
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+BIN="$target_dir/release/wal-archiver"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/wal-archiver-bench.XXXXXX")
+s3_pid=
+cleanup() {
+  [ -n "$s3_pid" ] && kill "$s3_pid" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$BIN" generate --dir "$WORK/wal" --count "$COUNT" --size "$SIZE" >/dev/null
+total_bytes=$((COUNT * SIZE))
+
+# s3s-fs keeps each bucket as a directory under its root.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$WORK/s3/bench"
+s3s-fs --host 127.0.0.1 --port "$port" --access-key bench --secret-key benchsecret "$WORK/s3" >"$WORK/s3s-fs.log" 2>&1 &
+s3_pid=$!
+for _ in $(seq 1 100); do
+  curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+  sleep 0.1
+done
+
+# The archiver reads the standard AWS variables; rclone its own. rclone
+# refuses a plain-HTTP endpoint when AWS_CA_BUNDLE is set, so it runs without.
+s3_env=(AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=benchsecret AWS_REGION=us-east-1
+  AWS_ENDPOINT="http://127.0.0.1:$port" AWS_ALLOW_HTTP=true)
+rclone_env=(RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other
+  RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=bench RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=benchsecret
+  RCLONE_CONFIG_BENCH_ENDPOINT="http://127.0.0.1:$port" RCLONE_CONFIG_BENCH_REGION=us-east-1
+  RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true)
+
+results="$WORK/results"
+: >"$results"
+
+# run NAME CMD...: times CMD (wall clock, ns) under GNU time and appends
+# "NAME seconds max-rss-KiB" to the results. Dirty pages of earlier runs are
+# written out first, so that no run pays for another's.
+run() {
+  local name=$1
+  shift
+  sync
+  local t0 t1
+  t0=$(date +%s%N)
+  /usr/bin/time -v -o "$WORK/time.txt" "$@" >"$WORK/out.txt" 2>&1 || {
+    echo "bench/archive.sh: $name failed:" >&2
+    cat "$WORK/out.txt" >&2
+    exit 1
+  }
+  t1=$(date +%s%N)
+  local rss
+  rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK/time.txt")
+  echo "$name $(((t1 - t0) / 1000)) $rss" >>"$results"
+}
+
+# count DIR: the segment files under DIR, to check that each run copied everything.
+check_count() {
+  local n
+  n=$(find "$1" -maxdepth 1 -name 'wal-*.seg' | wc -l)
+  if [ "$n" != "$COUNT" ]; then
+    echo "bench/archive.sh: $1 holds $n segments, not $COUNT" >&2
+    exit 1
+  fi
+}
+
+p1_cp() {
+  rm -rf "$WORK/cp" && mkdir "$WORK/cp"
+  run p1-cp bash -c 'cp "$0"/wal/wal-*.seg "$0"/cp/ && sync' "$WORK"
+  check_count "$WORK/cp"
+}
+p1_archiver() {
+  rm -rf "$WORK/file-archive" "$WORK/state.json"
+  run p1-archiver "$BIN" archive --once --wal-dir "$WORK/wal" --to "file://$WORK/file-archive" \
+    --state "$WORK/state.json" --concurrency "$CONCURRENCY"
+  check_count "$WORK/file-archive"
+}
+p2_rclone() {
+  rm -rf "$WORK/s3/bench/rclone"
+  run p2-rclone env -u AWS_CA_BUNDLE "${rclone_env[@]}" rclone copy "$WORK/wal" bench:bench/rclone \
+    --include 'wal-*.seg' --transfers "$CONCURRENCY" --no-check-dest --s3-no-check-bucket --s3-no-head
+  check_count "$WORK/s3/bench/rclone"
+}
+p2_archiver() {
+  rm -rf "$WORK/s3/bench/archiver" "$WORK/state.json"
+  run p2-archiver env "${s3_env[@]}" "$BIN" archive --once --wal-dir "$WORK/wal" --to s3://bench/archiver \
+    --state "$WORK/state.json" --concurrency "$CONCURRENCY"
+  check_count "$WORK/s3/bench/archiver"
+}
+echo "$COUNT segments of $SIZE bytes ($((total_bytes >> 20)) MiB), $ROUNDS rounds, concurrency $CONCURRENCY, in $WORK"
+for round in $(seq 1 "$ROUNDS"); do
+  if [ $((round % 2)) = 1 ]; then
+    p1_cp; p1_archiver; p2_rclone; p2_archiver
+  else
+    p1_archiver; p1_cp; p2_archiver; p2_rclone
+  fi
+  echo "round $round done"
+done
+
+python3 - "$results" "$total_bytes" "$CONCURRENCY" "$CHUNK_MIB" <<'EOF'
+import statistics, sys
+path, total, concurrency, chunk_mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+runs = {}
+for line in open(path):
+    name, us, rss = line.split()
+    runs.setdefault(name, []).append((int(us) / 1e6, int(rss) / 1024))
+med = {k: statistics.median(s for s, _ in v) for k, v in runs.items()}
+peak = {k: max(r for _, r in v) for k, v in runs.items()}
+mb_s = lambda s: total / s / 1e6
+print()
+print(f"{'run':<14}{'median s':>10}{'MB/s':>9}{'peak RSS MiB':>14}   every run (s)")
+for k in ["p1-cp", "p1-archiver", "p2-rclone", "p2-archiver"]:
+    times = " ".join(f"{s:.2f}" for s, _ in runs[k])
+    print(f"{k:<14}{med[k]:>10.2f}{mb_s(med[k]):>9.0f}{peak[k]:>14.1f}   {times}")
+p1 = med["p1-cp"] / med["p1-archiver"]
+p2 = med["p2-rclone"] / med["p2-archiver"]
+budget = 64 + concurrency * chunk_mib
+p5 = max(peak["p1-archiver"], peak["p2-archiver"])
+verdict = lambda ok: "met" if ok else "NOT met"
+print()
+print(f"P1 archiver/cp+sync throughput: {p1:.2f} (goal >= 0.85: {verdict(p1 >= 0.85)})")
+print(f"P2 archiver/rclone throughput:  {p2:.2f} (goal >= 1.2: {verdict(p2 >= 1.2)})")
+print(f"P5 archiver peak RSS: {p5:.1f} MiB (goal <= {budget} MiB = 64 + {concurrency} x {chunk_mib} MiB: {verdict(p5 <= budget)})")
+EOF

@@ -169,13 +169,13 @@ fn refuses_a_foreign_component_before_anything_runs() {
             (core instance $i (instantiate $m))
             (func $f (result u64) (canon lift (core func $i "f")))
             (instance $p (export "rpo-gap" (func $f)))
-            (export "nodedb:wal-archiver/planner@0.1.0" (instance $p)))"#,
+            (export "nodedb:wal-archiver/planner@0.2.0" (instance $p)))"#,
     );
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("notes.wasm", b"not wasm at all".to_vec(), "a file that is not WebAssembly"),
         ("core.wasm", wat::parse_str("(module)").unwrap(), "a core WebAssembly module, not a component"),
         ("empty.wasm", wat::parse_str("(component)").unwrap(), "a component exporting [] and importing []"),
-        ("v1.wasm", other_version.unwrap(), "exporting [nodedb:wal-archiver/planner@0.1.0]"),
+        ("v2.wasm", other_version.unwrap(), "exporting [nodedb:wal-archiver/planner@0.2.0]"),
     ];
     for (file, bytes, found) in cases {
         let path = dir.path().join(file);
@@ -184,7 +184,7 @@ fn refuses_a_foreign_component_before_anything_runs() {
         assert_exit(&out, 2);
         let err = stderr(&out);
         assert!(err.contains(&format!("cannot use planner component {}", path.display())), "{err}");
-        assert!(err.contains("expected a WebAssembly component of world nodedb:wal-archiver/archiver@0.2.0"), "{err}");
+        assert!(err.contains("expected a WebAssembly component of world nodedb:wal-archiver/archiver@0.3.0"), "{err}");
         assert!(err.contains(found), "{file}: {err}");
         assert!(!err.contains("panicked"), "{err}");
         assert!(dir.archived_names().is_empty(), "{file}: something ran");
@@ -298,22 +298,16 @@ fn plans_the_shared_vectors_as_expected_in_the_native_host() {
     let cases = doc["cases"].as_array().unwrap();
     assert!(!cases.is_empty());
     for c in cases {
-        let listing: Vec<wit::DirEntry> = c["listing"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| wit::DirEntry {
-                name: e["name"].as_str().unwrap().into(),
-                utf8: e["utf8"].as_bool().unwrap(),
-                kind: match e["kind"].as_str().unwrap() {
-                    "file" => wit::EntryKind::File,
-                    "dir" => wit::EntryKind::Dir,
-                    "symlink" => wit::EntryKind::Symlink,
-                    _ => wit::EntryKind::Other,
-                },
-                size: e["size"].as_u64().unwrap(),
-            })
-            .collect();
+        let mut listing = wit::DirListing::default();
+        for e in c["listing"].as_array().unwrap() {
+            let kind = match e["kind"].as_str().unwrap() {
+                "file" => wit::EntryKind::File,
+                "dir" => wit::EntryKind::Dir,
+                "symlink" => wit::EntryKind::Symlink,
+                _ => wit::EntryKind::Other,
+            };
+            listing.push(e["name"].as_str().unwrap(), e["utf8"].as_bool().unwrap(), kind, e["size"].as_u64().unwrap());
+        }
         let mut cfg = config(c["config"]["prefix"].as_str().unwrap());
         cfg.batch_size = c["config"]["batch_size"].as_u64().unwrap() as u32;
         let mut planner = runtime().session(None).unwrap();
@@ -344,7 +338,7 @@ fn runs_in_node_through_jco_with_the_same_plans() {
     std::fs::write(&wasm, EMBEDDED_COMPONENT).unwrap();
     let out = std::process::Command::new(&jco)
         .args(["transpile", "planner.wasm", "--name", "planner", "--out-dir", "gen", "--quiet"])
-        .args(["--map", "nodedb:wal-archiver/storage@0.2.0=../storage.js"])
+        .args(["--map", "nodedb:wal-archiver/storage@0.3.0=../storage.js"])
         .current_dir(&node_dir)
         .output()
         .unwrap();
@@ -369,7 +363,7 @@ fn the_embedded_component_is_small_and_imports_only_storage() {
     let ty = component.component_type();
     let mut imports: Vec<&str> = ty.imports(&engine).map(|(name, _)| name).collect();
     imports.sort();
-    assert_eq!(imports, ["nodedb:wal-archiver/storage@0.2.0", "nodedb:wal-archiver/types@0.2.0"]);
+    assert_eq!(imports, ["nodedb:wal-archiver/storage@0.3.0", "nodedb:wal-archiver/types@0.3.0"]);
     let exports: Vec<&str> = ty.exports(&engine).map(|(name, _)| name).collect();
-    assert_eq!(exports, ["nodedb:wal-archiver/planner@0.2.0"]);
+    assert_eq!(exports, ["nodedb:wal-archiver/planner@0.3.0"]);
 }

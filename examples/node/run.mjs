@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
 
-import { fixture, calls } from './storage.js';
+import { fixture, calls, packListing } from './storage.js';
 
 const [genDir, vectorsPath] = process.argv.slice(2);
 if (!genDir || !vectorsPath) {
@@ -58,7 +58,7 @@ for (const c of cases) {
     retryBaseMs: 1000n,
     retryMaxMs: 60000n,
   };
-  const report = planner.scan(listing, emptyState());
+  const report = planner.scan(packListing(listing), emptyState());
   const tasks = planner.planBatch(config, report.pending);
 
   fixture.listing = listing;

@@ -71,9 +71,8 @@ impl wit_planner::Guest for Component {
         restore::prune_plan(&archive, before_lsn).into_iter().map(Into::into).collect()
     }
 
-    fn scan(listing: Vec<wit::DirEntry>, state: wit::ArchiverState) -> wit_planner::ScanReport {
-        let listing: Vec<plan::DirEntry> = listing.into_iter().map(Into::into).collect();
-        let r = plan::scan(&listing, &state.into());
+    fn scan(listing: wit::DirListing, state: wit::ArchiverState) -> wit_planner::ScanReport {
+        let r = plan::scan(&listing.into(), state.into());
         wit_planner::ScanReport {
             state: r.state.into(),
             pending: r.pending.into_iter().map(Into::into).collect(),
@@ -105,10 +104,9 @@ impl wit_planner::Guest for Component {
     fn deletable(
         config: wit::ArchiverConfig,
         state: wit::ArchiverState,
-        listing: Vec<wit::DirEntry>,
+        listing: wit::DirListing,
     ) -> Vec<wit::Segment> {
-        let listing: Vec<plan::DirEntry> = listing.into_iter().map(Into::into).collect();
-        plan::deletable(&config.into(), &state.into(), &listing)
+        plan::deletable(&config.into(), &state.into(), &listing.into())
             .into_iter()
             .map(Into::into)
             .collect()
@@ -140,10 +138,8 @@ impl wit_planner::Guest for Component {
 struct Imports;
 
 impl Storage for Imports {
-    fn list_wal_dir(&mut self) -> Result<Vec<plan::DirEntry>, StorageError> {
-        wit_storage::list_wal_dir()
-            .map(|l| l.into_iter().map(Into::into).collect())
-            .map_err(Into::into)
+    fn list_wal_dir(&mut self) -> Result<plan::Listing, StorageError> {
+        wit_storage::list_wal_dir().map(Into::into).map_err(Into::into)
     }
 
     fn list_archive(&mut self) -> Result<Vec<plan::ArchivedObject>, StorageError> {
@@ -196,9 +192,15 @@ impl From<EntryKind> for wit::EntryKind {
     }
 }
 
-impl From<wit::DirEntry> for plan::DirEntry {
-    fn from(e: wit::DirEntry) -> Self {
-        Self { name: e.name, utf8: e.utf8, kind: e.kind.into(), size: e.size }
+impl From<wit::DirListing> for plan::Listing {
+    fn from(l: wit::DirListing) -> Self {
+        Self {
+            names: l.names,
+            ends: l.ends,
+            sizes: l.sizes,
+            kinds: l.kinds.into_iter().map(Into::into).collect(),
+            utf8: l.utf8,
+        }
     }
 }
 

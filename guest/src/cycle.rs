@@ -5,7 +5,7 @@
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use crate::plan::{
-    self, ArchivedObject, Config, DirEntry, Gap, Overlap, Segment, SegmentFailure, Skipped, State,
+    self, ArchivedObject, Config, Gap, Listing, Overlap, Segment, SegmentFailure, Skipped, State,
     UploadReceipt,
 };
 
@@ -24,7 +24,7 @@ pub enum StorageError {
 
 /// What the planner needs from its host.
 pub trait Storage {
-    fn list_wal_dir(&mut self) -> Result<Vec<DirEntry>, StorageError>;
+    fn list_wal_dir(&mut self) -> Result<Listing, StorageError>;
     fn list_archive(&mut self) -> Result<Vec<ArchivedObject>, StorageError>;
     fn upload(&mut self, name: &str, key: &str, verify: bool) -> Result<UploadReceipt, StorageError>;
     fn delete_segment(&mut self, name: &str) -> Result<(), StorageError>;
@@ -52,7 +52,7 @@ pub fn run_cycle(
 ) -> Result<CycleReport, StorageError> {
     let state = plan::reconcile(state, &storage.list_archive()?);
     let listing = storage.list_wal_dir()?;
-    let scan = plan::scan(&listing, &state);
+    let scan = plan::scan(&listing, state);
     let mut state = scan.state;
     let mut archived = Vec::new();
     let mut failed = Vec::new();
@@ -118,7 +118,7 @@ pub fn run_cycle(
 mod tests {
     use super::*;
     use crate::name::format_segment_name;
-    use crate::plan::EntryKind;
+    use crate::plan::{DirEntry, EntryKind};
     use std::collections::BTreeMap;
 
     /// An in-process directory and store, to test the cycle's logic alone.
@@ -131,12 +131,13 @@ mod tests {
     }
 
     impl Storage for Dir {
-        fn list_wal_dir(&mut self) -> Result<Vec<DirEntry>, StorageError> {
-            Ok(self
+        fn list_wal_dir(&mut self) -> Result<Listing, StorageError> {
+            let entries: Vec<DirEntry> = self
                 .files
                 .iter()
                 .map(|(n, b)| DirEntry { name: n.clone(), utf8: true, kind: EntryKind::File, size: b.len() as u64 })
-                .collect())
+                .collect();
+            Ok(entries.iter().collect())
         }
         fn list_archive(&mut self) -> Result<Vec<ArchivedObject>, StorageError> {
             Ok(self

@@ -51,6 +51,20 @@ pub struct SegmentName {
 impl SegmentName {
     /// Parses `wal-{16 lowercase hex}-{16 lowercase hex}.seg` with first <= last.
     pub fn parse(name: &str) -> Result<Self, NameError> {
+        // The common case, a valid name, in one pass over fixed positions;
+        // anything else takes the careful path below, which says what is
+        // wrong. A listing of 100,000 names spent most of its planning time
+        // here before (`cargo bench --bench planner`).
+        let b = name.as_bytes();
+        let (first_at, dash_at, suffix_at) = (PREFIX.len(), PREFIX.len() + LSN_DIGITS, NAME_LEN - SUFFIX.len());
+        if b.len() == NAME_LEN
+            && word(&b[..first_at]) == word(PREFIX.as_bytes())
+            && b[dash_at] == b'-'
+            && word(&b[suffix_at..]) == word(SUFFIX.as_bytes())
+            && let (Some(first), Some(last)) = (hex16(&b[first_at..dash_at]), hex16(&b[dash_at + 1..suffix_at]))
+        {
+            return if first <= last { Ok(Self { first, last }) } else { Err(NameError::FirstAfterLast) };
+        }
         let rest = name.strip_prefix(PREFIX).ok_or(NameError::MissingPrefix)?;
         let fields = rest.strip_suffix(SUFFIX).ok_or(NameError::WrongSuffix)?;
         let (first, last) = fields.split_once('-').ok_or(NameError::WrongShape)?;
@@ -88,6 +102,50 @@ pub fn format_segment_name(first: Lsn, last: Lsn) -> Result<String, NameError> {
         return Err(NameError::FirstAfterLast);
     }
     Ok(SegmentName { first, last }.to_string())
+}
+
+/// The length of every valid name: `wal-`, 16 digits, `-`, 16 digits, `.seg`.
+const NAME_LEN: usize = PREFIX.len() + LSN_DIGITS + 1 + LSN_DIGITS + SUFFIX.len();
+
+/// Four bytes as one number, to compare without a call to `memcmp`.
+#[inline(always)]
+fn word(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Eight lowercase hex digits, read as a little-endian word (the first digit
+/// in the lowest byte), as a number: eight bytes at a time, where a byte at
+/// a time cost most of a 100,000-name scan in the component.
+#[inline(always)]
+fn hex8(x: u64) -> Option<u32> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // With every byte below 0x80, these set a byte's high bit where the
+    // byte is >= `lo` or <= `hi`, with no borrow between bytes. A byte at or
+    // above 0x80 can borrow (hence wrapping), and is refused below anyway.
+    let at_least = |lo: u64| (x | HIGH).wrapping_sub(lo * ONES) & HIGH;
+    let at_most = |hi: u64| ((hi | 0x80) * ONES).wrapping_sub(x) & HIGH;
+    let digit = at_least(b'0' as u64) & at_most(b'9' as u64);
+    let letter = at_least(b'a' as u64) & at_most(b'f' as u64);
+    if x & HIGH != 0 || digit | letter != HIGH {
+        return None;
+    }
+    // '0'..'9' are 0x30..0x39 and 'a'..'f' are 0x61..0x66: the low nibble,
+    // plus 9 where bit 6 is set.
+    let v = (x & 0x0f0f_0f0f_0f0f_0f0f) + ((x >> 6) & ONES) * 9;
+    // Pairs of digits into bytes, pairs of bytes into 16 bits, then 32.
+    let v = ((v & 0x000f_000f_000f_000f) << 4) | ((v & 0x0f00_0f00_0f00_0f00) >> 8);
+    let v = ((v & 0x0000_00ff_0000_00ff) << 8) | ((v & 0x00ff_0000_00ff_0000) >> 16);
+    Some((((v & 0xffff) << 16) | ((v >> 32) & 0xffff)) as u32)
+}
+
+/// Sixteen lowercase hex digits as a number.
+#[inline(always)]
+fn hex16(digits: &[u8]) -> Option<u64> {
+    let (hi, lo) = digits.split_at_checked(8)?;
+    let hi = u64::from_le_bytes(hi.try_into().ok()?);
+    let lo = u64::from_le_bytes(lo.try_into().ok()?);
+    Some((u64::from(hex8(hi)?) << 32) | u64::from(hex8(lo)?))
 }
 
 /// One LSN field: exactly 16 characters of `0-9a-f`. `u64::from_str_radix`
@@ -166,6 +224,19 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn reads_sixteen_digits_and_refuses_any_other_byte(
+            n: u64,
+            at in 0..16usize,
+            bad in prop::sample::select(b"/:@`gAFG- \x00\x7f\x80\xb0\xe1\xff".to_vec()),
+        ) {
+            let mut digits = format!("{n:016x}").into_bytes();
+            prop_assert_eq!(hex16(&digits), Some(n));
+            digits[at] = bad;
+            prop_assert_eq!(hex16(&digits), None);
+            prop_assert_eq!(hex16(&digits[..15]), None);
+        }
+
         #[test]
         fn parse_inverts_format(a: u64, b: u64) {
             let (first, last) = (a.min(b), a.max(b));

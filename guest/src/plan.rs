@@ -31,7 +31,8 @@ pub enum EntryKind {
     Other,
 }
 
-/// One entry directly inside the WAL directory.
+/// One entry directly inside the WAL directory, owned: what a [`Listing`]
+/// is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
     /// The name, lossy when `utf8` is false.
@@ -39,6 +40,81 @@ pub struct DirEntry {
     pub utf8: bool,
     pub kind: EntryKind,
     pub size: u64,
+}
+
+/// A listing of the WAL directory, packed as the WIT `dir-listing` is: the
+/// names in one string and each other field in a list of its own. Entry `i`
+/// is named `names[ends[i - 1]..ends[i]]` (from 0 for the first).
+///
+/// One buffer instead of a string per entry is what makes a listing of
+/// 100,000 names cheap to hand to the component: a few copies, where a
+/// string each cost an allocation in the guest per name (measured by
+/// `cargo bench --bench planner`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub names: String,
+    pub ends: Vec<u32>,
+    pub sizes: Vec<u64>,
+    pub kinds: Vec<EntryKind>,
+    pub utf8: Vec<bool>,
+}
+
+/// One entry of a [`Listing`], borrowed from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub name: &'a str,
+    pub utf8: bool,
+    pub kind: EntryKind,
+    pub size: u64,
+}
+
+impl Listing {
+    /// Appends an entry.
+    pub fn push(&mut self, entry: &DirEntry) {
+        self.names.push_str(&entry.name);
+        self.ends.push(u32::try_from(self.names.len()).unwrap_or(u32::MAX));
+        self.sizes.push(entry.size);
+        self.kinds.push(entry.kind);
+        self.utf8.push(entry.utf8);
+    }
+
+    /// How many entries the listing holds.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The entries in order. A listing whose lists disagree (a bad host) is
+    /// read defensively: an entry with a missing field is `Other` and is
+    /// skipped, and a name whose bounds are wrong (past the end, or inside a
+    /// character) is taken as not UTF-8.
+    pub fn entries(&self) -> impl Iterator<Item = Entry<'_>> {
+        let mut start = 0usize;
+        self.ends.iter().enumerate().map(move |(i, &end)| {
+            let end = end as usize;
+            let name = self.names.get(start..end);
+            start = end.max(start);
+            Entry {
+                name: name.unwrap_or(""),
+                utf8: name.is_some() && self.utf8.get(i).copied().unwrap_or(false),
+                kind: self.kinds.get(i).copied().unwrap_or(EntryKind::Other),
+                size: self.sizes.get(i).copied().unwrap_or(0),
+            }
+        })
+    }
+}
+
+impl<'a> FromIterator<&'a DirEntry> for Listing {
+    fn from_iter<I: IntoIterator<Item = &'a DirEntry>>(iter: I) -> Self {
+        let mut listing = Listing::default();
+        for e in iter {
+            listing.push(e);
+        }
+        listing
+    }
 }
 
 /// Why a directory entry is not archived.
@@ -176,31 +252,64 @@ pub struct ScanReport {
     pub overlaps: Vec<Overlap>,
 }
 
-/// Classifies one listing entry: a segment, or the reason it is not one.
-pub fn classify(entry: &DirEntry) -> Result<Segment, SkipReason> {
+/// Classifies one listing entry: a segment's name, or the reason it is not one.
+pub fn classify(entry: &Entry<'_>) -> Result<SegmentName, SkipReason> {
     if entry.kind != EntryKind::File {
         return Err(SkipReason::NotAFile(entry.kind));
     }
     if !entry.utf8 {
         return Err(SkipReason::NotUtf8);
     }
-    let parsed = SegmentName::parse(&entry.name).map_err(SkipReason::BadName)?;
-    Ok(Segment {
-        name: entry.name.clone(),
-        first_lsn: parsed.first(),
-        last_lsn: parsed.last(),
-        size: entry.size,
-    })
+    SegmentName::parse(entry.name).map_err(SkipReason::BadName)
 }
 
+/// A segment's sort key with its name borrowed, and one more number: its
+/// size when it comes from a listing, its position while [`sort_segments`]
+/// sorts. The planner copies only the names it returns; and with one key
+/// type there is one instantiation of the standard sort, which costs the
+/// component kilobytes each. Fields in this order sort as segments do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Listed<'a> {
+    first_lsn: Lsn,
+    last_lsn: Lsn,
+    name: &'a str,
+    extra: u64,
+}
+
+impl<'a> Listed<'a> {
+    fn of(seg: &'a Segment) -> Self {
+        Self { first_lsn: seg.first_lsn, last_lsn: seg.last_lsn, name: &seg.name, extra: seg.size }
+    }
+
+    /// What identifies a segment: its LSNs and name, in sort order.
+    fn key(&self) -> (Lsn, Lsn, &'a str) {
+        (self.first_lsn, self.last_lsn, self.name)
+    }
+
+    fn to_segment(self) -> Segment {
+        Segment { name: self.name.to_owned(), first_lsn: self.first_lsn, last_lsn: self.last_lsn, size: self.extra }
+    }
+}
+
+/// The order of segments: LSNs, then name, then the extra number. Not
+/// inlined: the sort and the searches call it rather than each carrying a
+/// copy, which keeps the component under its size budget.
+#[inline(never)]
+fn listed_order(a: &Listed<'_>, b: &Listed<'_>) -> core::cmp::Ordering {
+    (a.first_lsn, a.last_lsn, a.name, a.extra).cmp(&(b.first_lsn, b.last_lsn, b.name, b.extra))
+}
+
+/// True when `sorted` holds a segment with these LSNs and name.
+fn holds_listed(sorted: &[Listed<'_>], first: Lsn, last: Lsn, name: &str) -> bool {
+    let probe = Listed { first_lsn: first, last_lsn: last, name, extra: 0 };
+    // Sizes are at least 0: every entry with these LSNs and name sorts at or after the probe.
+    let at = sorted.partition_point(|a| listed_order(a, &probe).is_lt());
+    sorted.get(at).is_some_and(|a| (a.first_lsn, a.last_lsn, a.name) == (first, last, name))
+}
+
+#[inline(never)]
 fn by_lsn(a: &Segment, b: &Segment) -> core::cmp::Ordering {
     (a.first_lsn, a.last_lsn, &a.name).cmp(&(b.first_lsn, b.last_lsn, &b.name))
-}
-
-/// Every sort in the planner goes through here: each instantiation of the
-/// standard sort adds kilobytes to the component.
-pub(crate) fn sort_segments(v: &mut [Segment]) {
-    v.sort_unstable_by(by_lsn);
 }
 
 /// True when `sorted`, in [`sort_segments`] order, holds `seg` (same LSNs
@@ -209,6 +318,20 @@ pub(crate) fn sort_segments(v: &mut [Segment]) {
 pub(crate) fn holds(sorted: &[Segment], seg: &Segment) -> bool {
     let at = sorted.partition_point(|a| by_lsn(a, seg).is_lt());
     sorted.get(at).is_some_and(|a| a.name == seg.name)
+}
+
+/// Sorts segments by LSNs, then name. Every sort in the planner sorts
+/// [`Listed`] keys: segments are sorted through them, by position.
+pub(crate) fn sort_segments(v: &mut Vec<Segment>) {
+    if v.is_sorted_by(|a, b| by_lsn(a, b).is_le()) {
+        return;
+    }
+    let mut keys: Vec<Listed<'_>> =
+        v.iter().enumerate().map(|(i, s)| Listed { extra: i as u64, ..Listed::of(s) }).collect();
+    keys.sort_unstable_by(listed_order);
+    let order: Vec<usize> = keys.iter().map(|k| k.extra as usize).collect();
+    let mut slots: Vec<Option<Segment>> = core::mem::take(v).into_iter().map(Some).collect();
+    v.extend(order.into_iter().filter_map(|i| slots[i].take()));
 }
 
 /// The segment a name stands for, to look up with [`holds`]; None when the
@@ -228,16 +351,20 @@ fn failing_segments(state: &State) -> Vec<Segment> {
 /// True when the segment lies wholly inside the archived chain
 /// `chain_start..=watermark`.
 fn below_watermark(state: &State, seg: &Segment) -> bool {
+    lsns_below_watermark(state, seg.first_lsn, seg.last_lsn)
+}
+
+fn lsns_below_watermark(state: &State, first: Lsn, last: Lsn) -> bool {
     match (state.chain_start, state.last_archived_lsn) {
-        (Some(start), Some(w)) => start <= seg.first_lsn && seg.last_lsn <= w,
+        (Some(start), Some(w)) => start <= first && last <= w,
         _ => false,
     }
 }
 
 /// True when the segment ends before the chain starts: it is not archived,
 /// and it can only join the chain at its front.
-fn below_chain(state: &State, seg: &Segment) -> bool {
-    state.last_archived_lsn.is_some() && state.chain_start.is_some_and(|start| seg.last_lsn < start)
+fn below_chain(state: &State, last: Lsn) -> bool {
+    state.last_archived_lsn.is_some() && state.chain_start.is_some_and(|start| last < start)
 }
 
 /// The first LSN the next segment of the chain must start at, as u128 so that
@@ -252,23 +379,27 @@ fn chain_cursor(state: &State) -> Option<u128> {
 /// Classifies a listing into pending segments, skipped entries, gaps and overlaps.
 ///
 /// Until the watermark exists, the chain starts at the lowest segment seen so far.
-pub fn scan(listing: &[DirEntry], state: &State) -> ScanReport {
-    let mut state = state.clone();
+pub fn scan(listing: &Listing, state: State) -> ScanReport {
+    let mut state = state;
     let mut skipped = Vec::new();
-    let mut valid = Vec::new();
-    for entry in listing {
-        match classify(entry) {
-            Ok(seg) => valid.push(seg),
-            Err(reason) => skipped.push(Skipped { name: entry.name.clone(), reason }),
+    let mut valid: Vec<Listed<'_>> = Vec::with_capacity(listing.len());
+    for entry in listing.entries() {
+        match classify(&entry) {
+            Ok(n) => valid.push(Listed { first_lsn: n.first(), last_lsn: n.last(), name: entry.name, extra: entry.size }),
+            Err(reason) => skipped.push(Skipped { name: entry.name.to_owned(), reason }),
         }
     }
-    sort_segments(&mut valid);
+    valid.sort_unstable_by(listed_order);
+    // The state may come from anywhere (a file, another host): sorting a
+    // sorted list costs one pass, and the searches below rely on it.
+    sort_segments(&mut state.archived_above);
 
     if state.last_archived_lsn.is_none() {
         let lowest = valid
-            .iter()
-            .chain(&state.archived_above)
+            .first()
             .map(|s| s.first_lsn)
+            .into_iter()
+            .chain(state.archived_above.first().map(|s| s.first_lsn))
             .min();
         state.chain_start = match (state.chain_start, lowest) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -276,42 +407,61 @@ pub fn scan(listing: &[DirEntry], state: &State) -> ScanReport {
         };
     }
 
-    // The state may come from anywhere (a file, another host): sorting a
-    // sorted list costs one pass, and the searches below rely on it.
-    sort_segments(&mut state.archived_above);
-
     // A failing segment that is no longer listed has nothing left to retry.
     let failing = failing_segments(&state);
-    state.failing.retain(|f| probe(&f.name).is_some_and(|p| holds(&valid, &p)));
+    state
+        .failing
+        .retain(|f| probe(&f.name).is_some_and(|p| holds_listed(&valid, p.first_lsn, p.last_lsn, &p.name)));
 
     // A failed segment stays pending until it is archived, even one whose
     // LSNs other segments cover (an overlap): it is never skipped.
+    let is_failing = |s: &Listed<'_>| {
+        let at = failing.partition_point(|f| (f.first_lsn, f.last_lsn, f.name.as_str()) < (s.first_lsn, s.last_lsn, s.name));
+        failing.get(at).is_some_and(|f| f.name == s.name)
+    };
+    // `valid` and `archived_above` are both in order: one walk over each
+    // (a merge) finds what is in both, where a search per segment cost a
+    // scan over 100,000 segments tens of milliseconds.
+    let archived_above: Vec<Listed<'_>> = state.archived_above.iter().map(Listed::of).collect();
+    let mut above = archived_above.iter().peekable();
     let pending: Vec<Segment> = valid
         .iter()
-        .filter(|s| !below_watermark(&state, s) || holds(&failing, s))
-        .filter(|s| !holds(&state.archived_above, s))
-        .cloned()
+        .filter(|s| !lsns_below_watermark(&state, s.first_lsn, s.last_lsn) || is_failing(s))
+        .filter(|s| {
+            while above.next_if(|a| a.key() < s.key()).is_some() {}
+            !above.peek().is_some_and(|a| a.key() == s.key())
+        })
+        .map(|s| s.to_segment())
         .collect();
 
     // Gaps and overlaps are judged over everything known above the watermark:
-    // what is listed and what was archived out of order.
-    let mut known: Vec<Segment> = valid
+    // what is listed and what was archived out of order, merged in order.
+    let mut listed = valid
         .iter()
-        .filter(|s| !below_watermark(&state, s) && !below_chain(&state, s))
-        .cloned()
-        .collect();
-    let listed = known.len();
-    for a in &state.archived_above {
-        if !holds(&known[..listed], a) {
-            known.push(a.clone());
-        }
+        .filter(|s| !lsns_below_watermark(&state, s.first_lsn, s.last_lsn) && !below_chain(&state, s.last_lsn))
+        .peekable();
+    let mut above = archived_above.iter().peekable();
+    let mut known: Vec<Listed<'_>> = Vec::new();
+    loop {
+        let next = match (listed.peek(), above.peek()) {
+            (Some(l), Some(a)) if a.key() < l.key() => above.next(),
+            (Some(l), Some(a)) => {
+                if a.key() == l.key() {
+                    above.next();
+                }
+                listed.next()
+            }
+            (Some(_), None) => listed.next(),
+            (None, _) => above.next(),
+        };
+        let Some(seg) = next else { break };
+        known.push(*seg);
     }
-    sort_segments(&mut known);
 
     let mut gaps = Vec::new();
     let mut overlaps = Vec::new();
     let mut cursor = chain_cursor(&state);
-    let mut cursor_owner = String::new();
+    let mut cursor_owner = "";
     for seg in &known {
         let first = u128::from(seg.first_lsn);
         let end = u128::from(seg.last_lsn) + 1;
@@ -321,8 +471,8 @@ pub fn scan(listing: &[DirEntry], state: &State) -> ScanReport {
                 gaps.push(Gap { from: c as Lsn, to: seg.first_lsn - 1 });
             } else if first < c {
                 overlaps.push(Overlap {
-                    first: cursor_owner.clone(),
-                    second: seg.name.clone(),
+                    first: cursor_owner.to_owned(),
+                    second: seg.name.to_owned(),
                     from: seg.first_lsn,
                     to: (c - 1).min(u128::from(seg.last_lsn)) as Lsn,
                 });
@@ -330,10 +480,9 @@ pub fn scan(listing: &[DirEntry], state: &State) -> ScanReport {
         }
         if cursor.is_none_or(|c| end > c) {
             cursor = Some(end);
-            cursor_owner = seg.name.clone();
+            cursor_owner = seg.name;
         }
     }
-
     ScanReport { state, pending, skipped, gaps, overlaps }
 }
 
@@ -512,15 +661,18 @@ pub fn record_failed(state: &State, task: &ArchiveTask, reason: &str) -> State {
 
 /// Local segments that may be deleted: valid, regular files wholly at or below
 /// the watermark, and only when deletion is configured.
-pub fn deletable(config: &Config, state: &State, listing: &[DirEntry]) -> Vec<Segment> {
+pub fn deletable(config: &Config, state: &State, listing: &Listing) -> Vec<Segment> {
     if !config.delete_after_archive {
         return Vec::new();
     }
     let failing = failing_segments(state);
     let mut out: Vec<Segment> = listing
-        .iter()
-        .filter_map(|e| classify(e).ok())
-        .filter(|s| below_watermark(state, s))
+        .entries()
+        .filter_map(|e| {
+            let n = classify(&e).ok()?;
+            lsns_below_watermark(state, n.first(), n.last())
+                .then(|| Segment { name: e.name.to_owned(), first_lsn: n.first(), last_lsn: n.last(), size: e.size })
+        })
         .filter(|s| !holds(&failing, s))
         .collect();
     sort_segments(&mut out);
@@ -543,6 +695,15 @@ mod tests {
     use super::*;
     use crate::name::format_segment_name;
     use proptest::prelude::*;
+
+    // The tests write listings as lists of entries; the planner takes them packed.
+    fn scan(listing: &[DirEntry], state: &State) -> ScanReport {
+        super::scan(&listing.iter().collect(), state.clone())
+    }
+
+    fn deletable(config: &Config, state: &State, listing: &[DirEntry]) -> Vec<Segment> {
+        super::deletable(config, state, &listing.iter().collect())
+    }
 
     fn file(name: &str, size: u64) -> DirEntry {
         DirEntry { name: name.into(), utf8: true, kind: EntryKind::File, size }
@@ -758,6 +919,42 @@ mod tests {
         let done = record_archived(&shuffled, &hole[0], &ok_receipt(&hole[0])).unwrap();
         assert_eq!(done.last_archived_lsn, Some(40));
         assert!(done.archived_above.is_empty());
+    }
+
+    #[test]
+    fn a_packed_listing_gives_back_the_entries_it_was_built_from() {
+        let entries = vec![
+            seg_entry(1, 10),
+            DirEntry { name: "ünïcode \u{fffd}".into(), utf8: false, kind: EntryKind::File, size: 7 },
+            DirEntry { name: String::new(), utf8: true, kind: EntryKind::Other, size: 0 },
+            DirEntry { name: "sub".into(), utf8: true, kind: EntryKind::Dir, size: 4096 },
+        ];
+        let listing: Listing = entries.iter().collect();
+        assert_eq!(listing.len(), 4);
+        let back: Vec<DirEntry> = listing
+            .entries()
+            .map(|e| DirEntry { name: e.name.into(), utf8: e.utf8, kind: e.kind, size: e.size })
+            .collect();
+        assert_eq!(back, entries);
+    }
+
+    #[test]
+    fn skips_what_it_cannot_read_in_a_listing_whose_lists_disagree() {
+        let name = format_segment_name(1, 10).unwrap();
+        let names = format!("{name}é");
+        let listing = Listing {
+            names,
+            // The second name ends inside `é`; the third past the buffer; the
+            // fourth has no size, kind or flag.
+            ends: [name.len(), name.len() + 1, name.len() + 50, name.len() + 2].map(|e| e as u32).to_vec(),
+            sizes: vec![5, 1, 1],
+            kinds: vec![EntryKind::File, EntryKind::File, EntryKind::File],
+            utf8: vec![true, true, true],
+        };
+        let report = super::scan(&listing, State::default());
+        assert_eq!(report.pending.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), [name.as_str()]);
+        let reasons: Vec<SkipReason> = report.skipped.iter().map(|s| s.reason).collect();
+        assert_eq!(reasons, [SkipReason::NotUtf8, SkipReason::NotUtf8, SkipReason::NotAFile(EntryKind::Other)]);
     }
 
     #[test]

@@ -71,21 +71,22 @@ fn wit_segment(s: &plan::Segment) -> wit::Segment {
 
 /// The planner's inputs for one case, in both type systems.
 struct Case {
-    listing: Vec<plan::DirEntry>,
+    listing: plan::Listing,
     state: plan::State,
-    wit_listing: Vec<wit::DirEntry>,
+    wit_listing: wit::DirListing,
     wit_state: wit::ArchiverState,
 }
 
 impl Case {
     fn new(n: usize, state: plan::State) -> Self {
-        let listing: Vec<plan::DirEntry> = (0..n)
+        let entries: Vec<plan::DirEntry> = (0..n)
             .map(|i| plan::DirEntry { name: name(i), utf8: true, kind: plan::EntryKind::File, size: SEGMENT_BYTES })
             .collect();
-        let wit_listing = listing
-            .iter()
-            .map(|e| wit::DirEntry { name: e.name.clone(), utf8: true, kind: wit::EntryKind::File, size: e.size })
-            .collect();
+        let listing: plan::Listing = entries.iter().collect();
+        let mut wit_listing = wit::DirListing::default();
+        for e in &entries {
+            wit_listing.push(&e.name, true, wit::EntryKind::File, e.size);
+        }
         let wit_state = wit::ArchiverState {
             last_archived_lsn: state.last_archived_lsn,
             chain_start: state.chain_start,
@@ -152,6 +153,17 @@ fn archive(n: usize) -> (Vec<plan::ArchivedObject>, Vec<wit::ArchivedObject>) {
     (native, wit)
 }
 
+fn config() -> wit::ArchiverConfig {
+    wit::ArchiverConfig {
+        prefix: String::new(),
+        batch_size: 16,
+        verify_checksums: true,
+        delete_after_archive: true,
+        retry_base_ms: 1000,
+        retry_max_ms: 60_000,
+    }
+}
+
 const SIZES: [usize; 2] = [10_000, 100_000];
 const P3_GOAL_RATIO: f64 = 1.2;
 const P3_GOAL_100K: Duration = Duration::from_millis(20);
@@ -180,23 +192,32 @@ fn main() {
     let mut planner = runtime.session(None).unwrap();
 
     let mut rows: Vec<(String, usize)> = Vec::new();
+    let mut crossings = Vec::new();
     for &n in &SIZES {
         for (case, input) in [("steady", Case::steady(n)), ("backlog", Case::backlog(n)), ("hole", Case::hole(n))] {
             // Both sides must agree before either is timed.
-            let native = plan::scan(&input.listing, &input.state);
+            let native = plan::scan(&input.listing, input.state.clone());
             let wasm = planner.scan(&input.wit_listing, &input.wit_state).unwrap();
             assert_eq!(native.pending.len(), wasm.pending.len(), "{case}/{n}: pending");
             assert_eq!(native.state.last_archived_lsn, wasm.state.last_archived_lsn, "{case}/{n}: watermark");
 
             let group = format!("scan-{case}");
             samples.run(&mut c, &group, "native", n, || {
-                black_box(plan::scan(black_box(&input.listing), black_box(&input.state)));
+                black_box(plan::scan(black_box(&input.listing), black_box(input.state.clone())));
             });
             samples.run(&mut c, &group, "component", n, || {
                 black_box(planner.scan(black_box(&input.wit_listing), black_box(&input.wit_state)).unwrap());
             });
             rows.push((group, n));
         }
+        // The crossing alone: `deletable` with deletion off returns at once,
+        // so this is lowering the listing and the state, and nothing else.
+        let input = Case::steady(n);
+        let off = wit::ArchiverConfig { delete_after_archive: false, ..config() };
+        samples.run(&mut c, "crossing", "component", n, || {
+            black_box(planner.deletable(&off, &input.wit_state, black_box(&input.wit_listing)).unwrap());
+        });
+        crossings.push(n);
         let (native, wit) = archive(n);
         let empty = Case::backlog(0);
         samples.run(&mut c, "reconcile", "native", n, || {
@@ -219,14 +240,7 @@ fn main() {
     samples.run(&mut c, "instantiate", "session", 1, || {
         black_box(runtime.session(None).unwrap());
     });
-    let config = wit::ArchiverConfig {
-        prefix: String::new(),
-        batch_size: 16,
-        verify_checksums: true,
-        delete_after_archive: false,
-        retry_base_ms: 1000,
-        retry_max_ms: 60_000,
-    };
+    let config = config();
     samples.run(&mut c, "instantiate", "call", 1, || {
         black_box(planner.retry_delay(&config, 3, 7).unwrap());
     });
@@ -250,6 +264,15 @@ fn main() {
         "goal: component <= {P3_GOAL_RATIO} x native and <= {P3_GOAL_100K:?} at 100k: {}",
         if p3_met { "met" } else { "NOT met" }
     );
+    for n in &crossings {
+        let crossing = get(format!("crossing/component/{n}"));
+        let scan = get(format!("scan-steady/component/{n}"));
+        println!(
+            "the crossing alone (listing and state lowered, nothing planned), N = {n}: {} ({:.0} % of scan-steady)",
+            ms(crossing),
+            100.0 * crossing / scan
+        );
+    }
 
     let cached = get("start/cached/1".into());
     let compiling = get("start/compiling/1".into());

@@ -268,9 +268,9 @@ impl Archiver {
         }
         let listing = self.storage.wal.list()?;
         let files: HashSet<&str> = listing
-            .iter()
+            .entries()
             .filter(|e| e.utf8 && e.kind == wit::EntryKind::File)
-            .map(|e| e.name.as_str())
+            .map(|e| e.name)
             .collect();
         let scan = planner.scan(&listing, state)?;
         if scan.pending.len() > listing.len() || scan.skipped.len() > listing.len() {
@@ -389,7 +389,7 @@ impl Archiver {
         &self,
         planner: &mut crate::component::Planner,
         state: &wit::ArchiverState,
-        listing: &[wit::DirEntry],
+        listing: &wit::DirListing,
         files: &HashSet<&str>,
     ) -> Result<(Vec<String>, Vec<wit::SegmentFailure>), ArchiveError> {
         let mut deleted = Vec::new();
@@ -435,9 +435,9 @@ impl Archiver {
         let state = planner.reconcile(state, &archived_objects)?;
         let scan = planner.scan(&listing, &state)?;
         let current = listing
-            .iter()
+            .entries()
             .filter(|e| e.utf8 && e.kind == wit::EntryKind::File)
-            .filter_map(|e| planner.parse_segment_name(&e.name).ok()?.ok())
+            .filter_map(|e| planner.parse_segment_name(e.name).ok()?.ok())
             .map(|n| n.last_lsn)
             .max()
             .or(scan.state.last_archived_lsn)

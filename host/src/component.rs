@@ -43,9 +43,9 @@ pub enum PlannerError {
 }
 
 /// What a planner plugin must be, as refusals say it.
-pub const EXPECTED: &str = "a WebAssembly component of world nodedb:wal-archiver/archiver@0.2.0, \
-    exporting nodedb:wal-archiver/planner@0.2.0 and importing nothing but \
-    nodedb:wal-archiver/storage@0.2.0, nodedb:wal-archiver/types@0.2.0 and WASI 0.2";
+pub const EXPECTED: &str = "a WebAssembly component of world nodedb:wal-archiver/archiver@0.3.0, \
+    exporting nodedb:wal-archiver/planner@0.3.0 and importing nothing but \
+    nodedb:wal-archiver/storage@0.3.0, nodedb:wal-archiver/types@0.3.0 and WASI 0.2";
 
 /// How far a planner may go. Each limit fails the call that breaches it, and
 /// only that call: the host carries on and retries on the next cycle.
@@ -103,7 +103,7 @@ impl WasiView for HostCtx {
 impl wit::Host for HostCtx {}
 
 impl nodedb::wal_archiver::storage::Host for HostCtx {
-    fn list_wal_dir(&mut self) -> Result<Vec<wit::DirEntry>, wit::StorageError> {
+    fn list_wal_dir(&mut self) -> Result<wit::DirListing, wit::StorageError> {
         self.storage()?.list_wal_dir()
     }
 
@@ -179,6 +179,12 @@ pub fn engine(limits: &Limits) -> Result<(Engine, Arc<Epoch>), PlannerError> {
         .epoch_interruption(true)
         .max_wasm_stack(limits.stack)
         .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    // For `perf`: `WAL_ARCHIVER_PROFILER=perfmap` names the planner's
+    // functions in /tmp/perf-PID.map. It needs a build with wasmtime's
+    // `profiling` feature (`--features wasmtime/profiling`).
+    if std::env::var_os("WAL_ARCHIVER_PROFILER").is_some_and(|v| v == "perfmap") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let engine = Engine::new(&config).map_err(|cause| PlannerError::Load {
         plugin: "(engine)".into(),
         cause: format!("{cause:#}"),
@@ -408,7 +414,7 @@ impl Planner {
         call!(self, "retry-delay", call_retry_delay(config, attempts, random))
     }
 
-    pub fn scan(&mut self, listing: &[wit::DirEntry], state: &wit::ArchiverState) -> Result<ScanReport, PlannerError> {
+    pub fn scan(&mut self, listing: &wit::DirListing, state: &wit::ArchiverState) -> Result<ScanReport, PlannerError> {
         call!(self, "scan", call_scan(listing, state))
     }
 
@@ -433,7 +439,7 @@ impl Planner {
         &mut self,
         config: &wit::ArchiverConfig,
         state: &wit::ArchiverState,
-        listing: &[wit::DirEntry],
+        listing: &wit::DirListing,
     ) -> Result<Vec<wit::Segment>, PlannerError> {
         call!(self, "deletable", call_deletable(config, state, listing))
     }

@@ -105,9 +105,9 @@ impl WalDir {
     }
 
     /// Lists the entries directly inside, without following symlinks.
-    pub fn list(&self) -> Result<Vec<wit::DirEntry>, StorageError> {
+    pub fn list(&self) -> Result<wit::DirListing, StorageError> {
         let wal_err = |source| StorageError::WalDir { path: self.root.clone(), source };
-        let mut out = Vec::new();
+        let mut out = wit::DirListing::default();
         for entry in std::fs::read_dir(&self.root).map_err(wal_err)? {
             let entry = entry.map_err(wal_err)?;
             let name = entry.file_name();
@@ -135,7 +135,7 @@ impl WalDir {
                 Err(raw) => (raw.to_string_lossy().into_owned(), false),
             };
             let size = if ft.is_file() { meta.len() } else { 0 };
-            out.push(wit::DirEntry { name, utf8, kind, size });
+            out.push(&name, utf8, kind, size);
         }
         Ok(out)
     }
@@ -211,6 +211,53 @@ impl WalDir {
         File::open(&self.root)
             .and_then(|d| d.sync_all())
             .map_err(|source| StorageError::Io { verb: "sync", path: self.root.clone(), source })
+    }
+}
+
+impl Default for wit::DirListing {
+    fn default() -> Self {
+        Self { names: String::new(), ends: Vec::new(), sizes: Vec::new(), kinds: Vec::new(), utf8: Vec::new() }
+    }
+}
+
+/// One entry of a [`wit::DirListing`], borrowed from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedEntry<'a> {
+    pub name: &'a str,
+    pub utf8: bool,
+    pub kind: wit::EntryKind,
+    pub size: u64,
+}
+
+impl wit::DirListing {
+    /// Appends an entry: its name to the names, and each field to its list.
+    pub fn push(&mut self, name: &str, utf8: bool, kind: wit::EntryKind, size: u64) {
+        self.names.push_str(name);
+        self.ends.push(u32::try_from(self.names.len()).expect("a WAL directory listing under 4 GiB of names"));
+        self.sizes.push(size);
+        self.kinds.push(kind);
+        self.utf8.push(utf8);
+    }
+
+    /// How many entries it holds.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The entries, in order. Only a listing built by [`push`](Self::push)
+    /// is read here, so every name lies on character boundaries.
+    pub fn entries(&self) -> impl Iterator<Item = ListedEntry<'_>> {
+        let mut start = 0;
+        (0..self.len()).map(move |i| {
+            let end = self.ends[i] as usize;
+            let name = &self.names[start..end];
+            start = end;
+            ListedEntry { name, utf8: self.utf8[i], kind: self.kinds[i], size: self.sizes[i] }
+        })
     }
 }
 
@@ -541,8 +588,9 @@ impl Archive {
         }
     }
 
-    /// Lists the segment objects directly under the prefix, each with the
-    /// CRC32C its marker records (none when there is no marker, or markers disagree).
+    /// Lists the segment objects directly under the prefix, in name order,
+    /// each with the CRC32C its marker records (none when there is no marker,
+    /// or markers disagree).
     pub async fn list(&self) -> Result<Vec<wit::ArchivedObject>, StorageError> {
         let prefix = if self.prefix.is_empty() { None } else { Some(ObjectPath::from(self.prefix.as_str())) };
         let depth = prefix.as_ref().map_or(0, |p| p.parts().count());
@@ -846,7 +894,7 @@ pub struct Storage {
 }
 
 impl Storage {
-    pub fn list_wal_dir(&self) -> Result<Vec<wit::DirEntry>, wit::StorageError> {
+    pub fn list_wal_dir(&self) -> Result<wit::DirListing, wit::StorageError> {
         self.wal.list().map_err(Into::into)
     }
 

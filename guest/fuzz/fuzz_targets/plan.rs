@@ -54,12 +54,13 @@ fn entry(e: &Entry) -> DirEntry {
 }
 
 fuzz_target!(|input: Input| {
-    let listing: Vec<DirEntry> = input.entries.iter().take(256).map(entry).collect();
+    let entries: Vec<DirEntry> = input.entries.iter().take(256).map(entry).collect();
+    let listing: plan::Listing = entries.iter().collect();
     let config = Config { batch_size: u32::from(input.batch_size), ..Config::default() };
     let mut state = State::default();
     let mut archived: Vec<ArchivedObject> = Vec::new();
     for step in input.steps.iter().take(128) {
-        let report = plan::scan(&listing, &state);
+        let report = plan::scan(&listing, state.clone());
         for s in &report.pending {
             assert!(SegmentName::parse(&s.name).is_ok());
         }
@@ -103,7 +104,7 @@ fuzz_target!(|input: Input| {
             _ => {}
         }
         // A failing segment is never skipped: it is pending on the next scan.
-        let next = plan::scan(&listing, &state);
+        let next = plan::scan(&listing, state.clone());
         for f in &next.state.failing {
             assert!(next.pending.iter().any(|p| p.name == f.name), "failing {} is not pending", f.name);
         }

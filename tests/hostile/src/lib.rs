@@ -14,8 +14,14 @@ struct Hostile;
 
 export!(Hostile);
 
-fn names(listing: &[DirEntry]) -> impl Iterator<Item = &str> {
-    listing.iter().map(|e| e.name.as_str())
+/// The names of a packed listing (this planner trusts its host's lists).
+fn names(listing: &DirListing) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    listing.ends.iter().map(move |&end| {
+        let name = listing.names.get(start..end as usize).unwrap_or("");
+        start = end as usize;
+        name
+    })
 }
 
 fn segment(name: &str) -> Segment {
@@ -39,7 +45,7 @@ impl Guest for Hostile {
         1
     }
 
-    fn scan(listing: Vec<DirEntry>, state: ArchiverState) -> ScanReport {
+    fn scan(listing: DirListing, state: ArchiverState) -> ScanReport {
         let mut pending = Vec::new();
         for name in names(&listing) {
             match name {
@@ -96,7 +102,7 @@ impl Guest for Hostile {
         state
     }
 
-    fn deletable(_config: ArchiverConfig, _state: ArchiverState, _listing: Vec<DirEntry>) -> Vec<Segment> {
+    fn deletable(_config: ArchiverConfig, _state: ArchiverState, _listing: DirListing) -> Vec<Segment> {
         Vec::new()
     }
 

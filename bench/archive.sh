@@ -4,6 +4,7 @@
 #   P1  to file://, beside `cp` + `sync`                   goal >= 0.85 x cp's throughput
 #   P2  to S3 (s3s-fs on 127.0.0.1), beside `rclone copy`   goal >= 1.2 x rclone's throughput
 #   P5  the archiver's peak RSS (GNU time)                  goal <= 64 MiB + concurrency x chunk
+#   P6  the watcher at rest (CPU ticks from /proc) and the time to archive a new segment
 # Each round runs every pair, alternating which goes first; the table gives
 # the medians. Checksums are on (the default) in every archiver run.
 #
@@ -134,9 +135,59 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "round $round done"
 done
 
-python3 - "$results" "$total_bytes" "$CONCURRENCY" "$CHUNK_MIB" <<'EOF'
+# P6: the watcher at rest, and how soon it picks up a new segment.
+python3 - "$BIN" "$WORK" "${IDLE_SECONDS:-10}" >"$WORK/p6.txt" <<'P6'
+import os, signal, statistics, subprocess, sys, time
+bin, work, idle = sys.argv[1], sys.argv[2], int(sys.argv[3])
+wal, stage, archive = f"{work}/watch", f"{work}/stage", f"{work}/watch-archive"
+seg = 1 << 20
+def generate(into, start, count):
+    subprocess.run([bin, "generate", "--dir", into, "--count", str(count), "--size", str(seg),
+                    "--start-lsn", str(start)], check=True, stdout=subprocess.DEVNULL)
+def markers():
+    try:
+        return os.listdir(f"{archive}/_checksums")
+    except FileNotFoundError:
+        return []
+def wait_for(count, limit=30):
+    end = time.monotonic() + limit
+    while len(markers()) < count:
+        if time.monotonic() > end:
+            sys.exit(f"the watcher archived {len(markers())} of {count} segments in {limit} s")
+        time.sleep(0.001)
+generate(wal, 1, 2)
+watcher = subprocess.Popen([bin, "archive", "--wal-dir", wal, "--to", f"file://{archive}",
+                            "--state", f"{work}/watch-state.json"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+try:
+    wait_for(2)
+    time.sleep(2)
+    def ticks():
+        fields = open(f"/proc/{watcher.pid}/stat").read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    before = ticks()
+    time.sleep(idle)
+    used = ticks() - before
+    hz = os.sysconf("SC_CLK_TCK")
+    latencies = []
+    for k in range(5):
+        os.makedirs(stage, exist_ok=True)
+        generate(stage, (2 + k) * seg + 1, 1)
+        name = os.listdir(stage)[0]
+        t0 = time.monotonic()
+        os.rename(f"{stage}/{name}", f"{wal}/{name}")
+        wait_for(3 + k)
+        latencies.append((time.monotonic() - t0) * 1000)
+        time.sleep(0.5)
+finally:
+    watcher.send_signal(signal.SIGTERM)
+    watcher.wait()
+print(f"{used} {idle} {hz} {statistics.median(latencies):.1f} " + " ".join(f"{l:.1f}" for l in latencies))
+P6
+
+python3 - "$results" "$total_bytes" "$CONCURRENCY" "$CHUNK_MIB" "$WORK/p6.txt" <<'EOF'
 import statistics, sys
 path, total, concurrency, chunk_mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+used, idle, hz, pickup, *pickups = open(sys.argv[5]).read().split()
 runs = {}
 for line in open(path):
     name, us, rss = line.split()
@@ -158,4 +209,8 @@ print()
 print(f"P1 archiver/cp+sync throughput: {p1:.2f} (goal >= 0.85: {verdict(p1 >= 0.85)})")
 print(f"P2 archiver/rclone throughput:  {p2:.2f} (goal >= 1.2: {verdict(p2 >= 1.2)})")
 print(f"P5 archiver peak RSS: {p5:.1f} MiB (goal <= {budget} MiB = 64 + {concurrency} x {chunk_mib} MiB: {verdict(p5 <= budget)})")
+cpu = 100 * int(used) / (int(hz) * int(idle))
+print(f"P6 watcher at rest: {used} CPU ticks in {idle} s ({cpu:.2f} % of a core); "
+      f"new segment archived after {pickup} ms, median of {' '.join(pickups)} "
+      f"(goal about 0 % and <= 100 ms: {verdict(cpu < 0.5 and float(pickup) <= 100)})")
 EOF

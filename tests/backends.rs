@@ -150,6 +150,53 @@ fn conformance_s3() {
     conformance(Backend::S3);
 }
 
+/// A published upload carries no checksum marker until its batch is
+/// finished: nothing counts as verified before the batch is durable.
+fn marks_a_batch_only_when_it_is_finished(backend: Backend) {
+    let dir = Dir::new();
+    let rt = tokio_rt();
+    let archive = open(&backend, &dir);
+    let storage = dir.storage(archive.clone(), &rt);
+    let paths = dir.chain(2, 3_000);
+    let names: Vec<String> = paths.iter().map(|p| p.file_name().unwrap().to_str().unwrap().to_owned()).collect();
+    let mut published: Vec<_> = names
+        .iter()
+        .map(|n| rt.block_on(storage.publish_segment(n, &archive.key_of(n), true)))
+        .collect();
+    // A third upload that is refused travels through the batch as it is.
+    published.push(rt.block_on(storage.publish_segment(&names[0], "elsewhere/key", true)));
+    let listed = rt.block_on(archive.list()).unwrap();
+    assert_eq!(listed.iter().map(|o| (o.name.as_str(), o.crc32c)).collect::<Vec<_>>(), [(names[0].as_str(), None), (names[1].as_str(), None)]);
+
+    let receipts = rt.block_on(archive.finish_batch(published, 2));
+    assert_eq!(receipts.len(), 3);
+    for (r, p) in receipts.iter().zip(&paths) {
+        let r = r.as_ref().unwrap();
+        assert_eq!((r.read_size, r.stored_size), (3_000, 3_000));
+        assert_eq!(r.stored_crc32c, Some(crc32c::crc32c(&std::fs::read(p).unwrap())));
+    }
+    assert!(receipts[2].as_ref().unwrap_err().to_string().contains("refused key \"elsewhere/key\""), "{:?}", receipts[2]);
+    let listed = rt.block_on(archive.list()).unwrap();
+    for (o, r) in listed.iter().zip(&receipts) {
+        assert_eq!(o.crc32c, r.as_ref().unwrap().stored_crc32c, "{}", o.name);
+    }
+}
+
+#[test]
+fn marks_a_batch_only_when_it_is_finished_memory() {
+    marks_a_batch_only_when_it_is_finished(Backend::Memory);
+}
+
+#[test]
+fn marks_a_batch_only_when_it_is_finished_file() {
+    marks_a_batch_only_when_it_is_finished(Backend::File);
+}
+
+#[test]
+fn marks_a_batch_only_when_it_is_finished_s3() {
+    marks_a_batch_only_when_it_is_finished(Backend::S3);
+}
+
 #[test]
 fn archives_to_s3_with_only_the_standard_environment() {
     let _one_at_a_time = S3::exclusive();

@@ -318,18 +318,19 @@ impl Archiver {
                 remaining.remove(at);
             }
             // Up to `concurrency` uploads at once; they finish in any order,
-            // and the planner records them in the order they finish.
+            // and the planner records them in the order they finish, once
+            // the whole batch is durable.
             let uploads = self.storage.runtime.block_on(async {
                 let storage = &self.storage;
-                futures::stream::iter(tasks.iter())
+                let published: Vec<_> = futures::stream::iter(tasks.iter())
                     .take_while(|_| std::future::ready(!stop.load(Ordering::SeqCst)))
-                    .map(|task| async move {
-                        let receipt = storage.upload_segment_async(&task.segment.name, &task.key, task.verify).await;
-                        (task, receipt)
-                    })
+                    .map(|task| async move { (task, storage.publish_segment(&task.segment.name, &task.key, task.verify).await) })
                     .buffer_unordered(self.concurrency)
-                    .collect::<Vec<_>>()
-                    .await
+                    .collect()
+                    .await;
+                let (done, published): (Vec<_>, Vec<_>) = published.into_iter().unzip();
+                let receipts = storage.archive.finish_batch(published, self.concurrency).await;
+                done.into_iter().zip(receipts).collect::<Vec<_>>()
             });
             for (task, receipt) in uploads {
                 let seg = &task.segment;

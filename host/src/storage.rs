@@ -270,6 +270,18 @@ pub struct Archive {
     buffers: Arc<BufferPool>,
     /// Read back in ranges (a local or in-memory store), or in one streamed GET (a remote one).
     ranged_readback: bool,
+    /// The directory of a `file://` archive, which this archive syncs itself.
+    local_root: Option<PathBuf>,
+}
+
+/// An upload published under its key, or refused with the reason in its
+/// receipt, whose checksum marker is not written yet: see [`Archive::finish_batch`].
+#[derive(Debug)]
+pub struct Published {
+    pub receipt: wit::UploadReceipt,
+    /// The marker to write once the object is durable: set when the object
+    /// under the key holds exactly the bytes that were read.
+    marker: Option<(String, u32, u64)>,
 }
 
 /// The upload buffers of one archive, [`CHUNK`] bytes each. An upload waits
@@ -397,10 +409,16 @@ impl Archive {
                     .to_file_path()
                     .map_err(|()| bad("not an absolute local path".into()))?;
                 std::fs::create_dir_all(&dir).map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
-                let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-                    .map_err(|e| bad(e.to_string()))?
-                    .with_fsync(true);
-                return Ok(Self::new(Arc::new(fs), "", url));
+                // The archive's own directory must outlive a crash as much as what goes in it.
+                for d in dir.ancestors().take(2) {
+                    sync_dir_blocking(d).map_err(|e| bad(format!("cannot sync {}: {e}", d.display())))?;
+                }
+                // This archive syncs what it writes itself, fewer times than
+                // object_store's `with_fsync` would: see `finish_batch`.
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?;
+                let mut archive = Self::new(Arc::new(fs), "", url);
+                archive.local_root = Some(dir);
+                return Ok(archive);
             }
             ObjectStoreScheme::Memory => {
                 local_only("memory")?;
@@ -479,6 +497,7 @@ impl Archive {
             url: url.trim_end_matches('/').to_owned(),
             buffers: BufferPool::new(DEFAULT_BUFFERS),
             ranged_readback: url.starts_with("file:") || url.starts_with("memory:"),
+            local_root: None,
         }
     }
 
@@ -521,17 +540,26 @@ impl Archive {
         move |source| StorageError::Store { verb, url, source }
     }
 
-    /// Streams `file` to `key` and reports what was read and what is stored.
+    /// Streams `file` to `key` and reports what was read and what is stored:
+    /// [`Archive::publish`], then [`Archive::finish_batch`] for this one upload.
+    pub async fn upload(&self, file: File, path: &Path, key: &str, verify: bool) -> Result<wit::UploadReceipt, StorageError> {
+        let published = self.publish(file, path, key, verify).await;
+        self.finish_batch(vec![published], 1).await.pop().expect("one upload in, one receipt out")
+    }
+
+    /// Streams `file` to `key`, publishes it, and reports what was read and
+    /// what is stored; the checksum marker is left to [`Archive::finish_batch`].
     ///
     /// The bytes go to a staging object, which is checked (size, and with
     /// `verify` its CRC32C read back) before it is published with a
     /// create-only copy: an archived object is never overwritten, and a torn
-    /// or truncated upload never carries a segment's key. If the key already
-    /// holds an object, identical content counts as archived (a retry after a
-    /// lost acknowledgement); different content is an error and the object is
-    /// left alone. Last, a checksum marker records the object's CRC32C, so that
-    /// one listing tells what is archived and verified.
-    pub async fn upload(&self, file: File, path: &Path, key: &str, verify: bool) -> Result<wit::UploadReceipt, StorageError> {
+    /// or truncated upload never carries a segment's key. In a local archive
+    /// the staged bytes are synced before they are published, so an object
+    /// under a key is whole even after a crash. If the key already holds an
+    /// object, identical content counts as archived (a retry after a lost
+    /// acknowledgement); different content is an error and the object is
+    /// left alone.
+    pub async fn publish(&self, file: File, path: &Path, key: &str, verify: bool) -> Result<Published, StorageError> {
         let location = self.location(key)?;
         let staging_key = self.staging_key(key);
         let staging = self.location(&staging_key)?;
@@ -540,18 +568,22 @@ impl Archive {
             let staged_size = self.store.head(&staging).await.map_err(self.store_err("stat", &staging_key))?.size;
             if staged_size != read_size {
                 // A store that acknowledged fewer bytes than were sent: never publish it.
-                return Ok(wit::UploadReceipt { read_size, read_crc32c, stored_size: staged_size, stored_crc32c: None });
+                let receipt = wit::UploadReceipt { read_size, read_crc32c, stored_size: staged_size, stored_crc32c: None };
+                return Ok(Published { receipt, marker: None });
             }
             let staged_crc = if verify { Some(self.checksum(&staging, &staging_key).await?) } else { None };
             if staged_crc.is_some_and(|c| c != read_crc32c) {
-                return Ok(wit::UploadReceipt { read_size, read_crc32c, stored_size: staged_size, stored_crc32c: staged_crc });
+                let receipt = wit::UploadReceipt { read_size, read_crc32c, stored_size: staged_size, stored_crc32c: staged_crc };
+                return Ok(Published { receipt, marker: None });
             }
-            self.publish(&staging, &location, key, read_size, read_crc32c).await?;
+            if let Some(root) = &self.local_root {
+                let staged = root.join(&staging_key);
+                sync_file(&staged).await.map_err(|source| StorageError::Io { verb: "sync", path: staged, source })?;
+            }
+            self.copy_create_only(&staging, &location, key, read_size, read_crc32c).await?;
             let stored_size = self.store.head(&location).await.map_err(self.store_err("stat", key))?.size;
-            if stored_size == read_size {
-                self.put_marker(key, read_crc32c, read_size).await?;
-            }
-            Ok(wit::UploadReceipt { read_size, read_crc32c, stored_size, stored_crc32c: staged_crc })
+            let marker = (stored_size == read_size).then(|| (key.to_owned(), read_crc32c, read_size));
+            Ok(Published { receipt: wit::UploadReceipt { read_size, read_crc32c, stored_size, stored_crc32c: staged_crc }, marker })
         }
         .await;
         // The staging object is garbage whatever happened.
@@ -559,6 +591,74 @@ impl Archive {
             tracing::warn!("cannot remove staging object {staging}: {e}");
         }
         published
+    }
+
+    /// Makes a batch of published uploads durable, then writes their
+    /// checksum markers, so that a marker never names an object a crash can
+    /// still take away. In a local archive that is one sync of the segments'
+    /// directory for the whole batch (each object's bytes were synced before
+    /// it was published), the markers, and one sync of the markers'
+    /// directory: two directory syncs a batch where a sync per write cost
+    /// five a segment. The caller must not count an upload as archived
+    /// before this returns its receipt. An upload whose sync or marker
+    /// fails is an error; a retry finds the identical object and goes on.
+    pub async fn finish_batch(&self, published: Vec<Result<Published, StorageError>>, concurrency: usize) -> Vec<Result<wit::UploadReceipt, StorageError>> {
+        let sync_failed = |dir: &Path, e: &io::Error| StorageError::Io {
+            verb: "sync",
+            path: dir.to_owned(),
+            source: io::Error::new(e.kind(), e.to_string()),
+        };
+        let mut published = published;
+        if let Some(segments_dir) = self.local_dir("")
+            && published.iter().any(|p| p.as_ref().is_ok_and(|p| p.marker.is_some()))
+            && let Err(e) = sync_dir(&segments_dir).await
+        {
+            for p in &mut published {
+                if p.as_ref().is_ok_and(|p| p.marker.is_some()) {
+                    *p = Err(sync_failed(&segments_dir, &e));
+                }
+            }
+        }
+        let marked: Vec<(bool, Result<wit::UploadReceipt, StorageError>)> = futures::stream::iter(published)
+            .map(|p| async move {
+                match p {
+                    Ok(Published { receipt, marker: Some((key, crc, size)) }) => {
+                        (true, self.put_marker(&key, crc, size).await.map(|()| receipt))
+                    }
+                    Ok(Published { receipt, marker: None }) => (false, Ok(receipt)),
+                    Err(e) => (false, Err(e)),
+                }
+            })
+            .buffered(concurrency.max(1))
+            .collect()
+            .await;
+        // The markers' directory, and the archive's, which holds its entry.
+        let mut marker_sync: Option<(PathBuf, io::Error)> = None;
+        if marked.iter().any(|(m, r)| *m && r.is_ok()) {
+            for dir in [self.local_dir(CHECKSUM_DIR), self.local_dir("")].into_iter().flatten() {
+                if let Err(e) = sync_dir(&dir).await {
+                    marker_sync = Some((dir, e));
+                    break;
+                }
+            }
+        }
+        marked
+            .into_iter()
+            .map(|(was_marked, r)| match (&marker_sync, was_marked, r) {
+                (Some((dir, e)), true, Ok(_)) => Err(sync_failed(dir, e)),
+                (_, _, r) => r,
+            })
+            .collect()
+    }
+
+    /// The local directory that holds keys under `sub` (relative to the prefix), for a `file://` archive.
+    fn local_dir(&self, sub: &str) -> Option<PathBuf> {
+        let root = self.local_root.as_ref()?;
+        let mut dir = root.join(&self.prefix);
+        if !sub.is_empty() {
+            dir.push(sub);
+        }
+        Some(dir)
     }
 
     /// The marker key that records `crc` for the segment at `key`.
@@ -670,7 +770,7 @@ impl Archive {
     }
 
     /// Publishes the staging object under `location` unless something is there.
-    async fn publish(&self, staging: &ObjectPath, location: &ObjectPath, key: &str, size: u64, crc: u32) -> Result<(), StorageError> {
+    async fn copy_create_only(&self, staging: &ObjectPath, location: &ObjectPath, key: &str, size: u64, crc: u32) -> Result<(), StorageError> {
         match self.store.copy_if_not_exists(staging, location).await {
             Ok(()) => Ok(()),
             Err(object_store::Error::AlreadyExists { .. }) => {
@@ -815,6 +915,22 @@ async fn stream_into(pool: &Arc<BufferPool>, file: File, path: &Path, writer: &m
     Ok((size, crc))
 }
 
+/// Syncs a directory, so that the entries made in it outlive a crash.
+fn sync_dir_blocking(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+async fn sync_dir(dir: &Path) -> io::Result<()> {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || sync_dir_blocking(&dir)).await.map_err(io::Error::other)?
+}
+
+/// Syncs a file's bytes to disk.
+async fn sync_file(path: &Path) -> io::Result<()> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || File::open(&path)?.sync_data()).await.map_err(io::Error::other)?
+}
+
 /// Reads until `buf` is full or the file ends; returns how much was read.
 fn fill(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
@@ -913,13 +1029,20 @@ impl Storage {
 
     /// [`Storage::upload_segment`], for running several at once.
     pub async fn upload_segment_async(&self, name: &str, key: &str, verify: bool) -> Result<wit::UploadReceipt, StorageError> {
+        let published = self.publish_segment(name, key, verify).await;
+        self.archive.finish_batch(vec![published], 1).await.pop().expect("one upload in, one receipt out")
+    }
+
+    /// Publishes one segment after checking that `key` is its key in this
+    /// archive; [`Archive::finish_batch`] makes it count.
+    pub async fn publish_segment(&self, name: &str, key: &str, verify: bool) -> Result<Published, StorageError> {
         let path = self.wal.entry_path(name)?;
         let expected = self.archive.key_of(name);
         if key != expected {
             return Err(StorageError::RefusedKey { key: key.to_owned(), expected });
         }
         let file = self.wal.open_segment(name)?;
-        self.archive.upload(file, &path, key, verify).await
+        self.archive.publish(file, &path, key, verify).await
     }
 
     pub fn list_archive(&self) -> Result<Vec<wit::ArchivedObject>, wit::StorageError> {

@@ -570,38 +570,42 @@ pub fn record_archived(
 /// unless the state knows of a lower start that is still waiting for its
 /// first segment.
 pub fn reconcile(state: &State, archive: &[ArchivedObject]) -> State {
-    let mut verified: Vec<Segment> = archive
+    // Names stay borrowed from the listing: only segments left above the
+    // watermark are copied out, not every object of a large archive.
+    let mut verified: Vec<Listed<'_>> = archive
         .iter()
         .filter(|o| o.crc32c.is_some())
         .filter_map(|o| {
             let n = SegmentName::parse(&o.name).ok()?;
-            Some(Segment { name: o.name.clone(), first_lsn: n.first(), last_lsn: n.last(), size: o.size })
+            Some(Listed { first_lsn: n.first(), last_lsn: n.last(), name: &o.name, extra: o.size })
         })
         .collect();
-    sort_segments(&mut verified);
+    verified.sort_unstable_by(listed_order);
     verified.dedup_by(|a, b| a.name == b.name);
 
-    let mut out = State {
-        last_archived_lsn: None,
-        chain_start: verified.first().map(|s| s.first_lsn),
+    let lowest = verified.first().map(|s| s.first_lsn);
+    let waiting_below =
+        state.last_archived_lsn.is_none() && state.chain_start.is_some_and(|c| lowest.is_none_or(|v| c < v));
+    let chain_start = if waiting_below { state.chain_start } else { lowest };
+    let watermark = watermark_over(&verified, chain_start, None);
+    State {
+        last_archived_lsn: watermark,
+        chain_start,
         segments_archived: verified.len() as u64,
-        bytes_archived: verified.iter().map(|s| s.size).sum(),
+        bytes_archived: verified.iter().map(|s| s.extra).sum(),
         failures: state.failures,
-        archived_above: verified.clone(),
+        archived_above: verified
+            .iter()
+            .filter(|a| watermark.is_none_or(|w| a.last_lsn > w))
+            .map(|a| a.to_segment())
+            .collect(),
         failing: state
             .failing
             .iter()
-            .filter(|f| !probe(&f.name).is_some_and(|p| holds(&verified, &p)))
+            .filter(|f| !probe(&f.name).is_some_and(|p| holds_listed(&verified, p.first_lsn, p.last_lsn, &p.name)))
             .cloned()
             .collect(),
-    };
-    let waiting_below = state.last_archived_lsn.is_none()
-        && state.chain_start.is_some_and(|c| out.chain_start.is_none_or(|v| c < v));
-    if waiting_below {
-        out.chain_start = state.chain_start;
     }
-    advance_watermark(&mut out);
-    out
 }
 
 /// How long to wait before retrying a segment that has failed `attempts`
@@ -619,26 +623,39 @@ pub fn retry_delay(config: &Config, attempts: u32, random: u64) -> u64 {
     half + random % (exp - half + 1)
 }
 
-/// Moves the watermark across every archived segment that continues the chain.
-///
-/// `archived_above` is sorted, so the next segment is found by a binary
-/// search and nothing is removed until the end: one pass, where removing
-/// each segment as the chain crosses it would cost a pass per segment.
+/// Moves the watermark across every archived segment that continues the
+/// chain ([`watermark_over`]), then drops the segments it covers; removing
+/// each one as the chain crossed it would cost a pass per segment.
 fn advance_watermark(state: &mut State) {
     sort_segments(&mut state.archived_above);
-    while let Some(next) = chain_cursor(state) {
-        let above = &state.archived_above;
-        let at = above.partition_point(|a| u128::from(a.first_lsn) < next);
-        match above.get(at) {
-            Some(seg) if u128::from(seg.first_lsn) == next => state.last_archived_lsn = Some(seg.last_lsn),
-            _ => break,
-        }
-    }
+    let above: Vec<Listed<'_>> = state.archived_above.iter().map(Listed::of).collect();
+    let w = watermark_over(&above, state.chain_start, state.last_archived_lsn);
+    state.last_archived_lsn = w;
     // Segments now wholly covered (overlapping strays) have nothing left to wait for.
-    let w = state.last_archived_lsn;
     state
         .archived_above
         .retain(|a| w.is_none_or(|w| a.last_lsn > w));
+}
+
+/// The watermark reached from `last` (or, without one, from the chain's
+/// start) across `sorted` segments that continue the chain one after another.
+/// The next segment is found by a binary search, so the walk costs a search
+/// per segment crossed, not a pass.
+fn watermark_over(sorted: &[Listed<'_>], chain_start: Option<Lsn>, last: Option<Lsn>) -> Option<Lsn> {
+    let mut w = last;
+    loop {
+        // As u128, so that a watermark of `u64::MAX` has a successor.
+        let next = match (w, chain_start) {
+            (Some(w), _) => u128::from(w) + 1,
+            (None, Some(start)) => u128::from(start),
+            (None, None) => return None,
+        };
+        let at = sorted.partition_point(|a| u128::from(a.first_lsn) < next);
+        match sorted.get(at) {
+            Some(seg) if u128::from(seg.first_lsn) == next => w = Some(seg.last_lsn),
+            _ => return w,
+        }
+    }
 }
 
 /// Records a failed attempt. The segment stays pending and holds the watermark.

@@ -173,7 +173,10 @@ pub fn engine(limits: &Limits) -> Result<(Engine, Arc<Epoch>), PlannerError> {
         .total_core_instances(256)
         .total_memories(128)
         .total_tables(128)
-        .max_memory_size(limits.memory);
+        .max_memory_size(limits.memory)
+        // Stacks for async fibers, which planner calls never use: the default
+        // 1,000 (each with a guard page to set up) were half of a host start.
+        .total_stacks(1);
     let mut config = wasmtime::Config::new();
     config
         .epoch_interruption(true)
@@ -263,7 +266,10 @@ impl PlannerRuntime {
             })
         })?;
         let mut linker = Linker::<HostCtx>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(load)?;
+        // WASI only for a planner that imports it (the embedded one does not).
+        if component.component_type().imports(&engine).any(|(name, _)| name.starts_with("wasi:")) {
+            wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(load)?;
+        }
         Archiver::add_to_linker::<HostCtx, HasSelf<HostCtx>>(&mut linker, |ctx| ctx).map_err(load)?;
         let shape = || {
             let ty = component.component_type();

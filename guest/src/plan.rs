@@ -639,10 +639,11 @@ fn advance_watermark(state: &mut State) {
 
 /// The watermark reached from `last` (or, without one, from the chain's
 /// start) across `sorted` segments that continue the chain one after another.
-/// The next segment is found by a binary search, so the walk costs a search
-/// per segment crossed, not a pass.
+/// Each next segment starts later than the last, so one forward walk over
+/// `sorted` finds them all.
 fn watermark_over(sorted: &[Listed<'_>], chain_start: Option<Lsn>, last: Option<Lsn>) -> Option<Lsn> {
     let mut w = last;
+    let mut at = 0;
     loop {
         // As u128, so that a watermark of `u64::MAX` has a successor.
         let next = match (w, chain_start) {
@@ -650,7 +651,9 @@ fn watermark_over(sorted: &[Listed<'_>], chain_start: Option<Lsn>, last: Option<
             (None, Some(start)) => u128::from(start),
             (None, None) => return None,
         };
-        let at = sorted.partition_point(|a| u128::from(a.first_lsn) < next);
+        while sorted.get(at).is_some_and(|a| u128::from(a.first_lsn) < next) {
+            at += 1;
+        }
         match sorted.get(at) {
             Some(seg) if u128::from(seg.first_lsn) == next => w = Some(seg.last_lsn),
             _ => return w,

@@ -370,17 +370,21 @@ fn below_chain(state: &State, last: Lsn) -> bool {
 /// The first LSN the next segment of the chain must start at, as u128 so that
 /// a watermark of `u64::MAX` has a successor.
 fn chain_cursor(state: &State) -> Option<u128> {
-    match state.last_archived_lsn {
+    next_in_chain(state.chain_start, state.last_archived_lsn)
+}
+
+/// [`chain_cursor`] for a chain start and watermark given apart.
+fn next_in_chain(chain_start: Option<Lsn>, watermark: Option<Lsn>) -> Option<u128> {
+    match watermark {
         Some(w) => Some(u128::from(w) + 1),
-        None => state.chain_start.map(u128::from),
+        None => chain_start.map(u128::from),
     }
 }
 
 /// Classifies a listing into pending segments, skipped entries, gaps and overlaps.
 ///
 /// Until the watermark exists, the chain starts at the lowest segment seen so far.
-pub fn scan(listing: &Listing, state: State) -> ScanReport {
-    let mut state = state;
+pub fn scan(listing: &Listing, mut state: State) -> ScanReport {
     let mut skipped = Vec::new();
     let mut valid: Vec<Listed<'_>> = Vec::with_capacity(listing.len());
     for entry in listing.entries() {
@@ -409,16 +413,12 @@ pub fn scan(listing: &Listing, state: State) -> ScanReport {
 
     // A failing segment that is no longer listed has nothing left to retry.
     let failing = failing_segments(&state);
-    state
-        .failing
-        .retain(|f| probe(&f.name).is_some_and(|p| holds_listed(&valid, p.first_lsn, p.last_lsn, &p.name)));
+    let failing: Vec<Listed<'_>> = failing.iter().map(Listed::of).collect();
+    state.failing.retain(|f| probe(&f.name).is_some_and(|p| holds_listed(&valid, p.first_lsn, p.last_lsn, &p.name)));
 
     // A failed segment stays pending until it is archived, even one whose
     // LSNs other segments cover (an overlap): it is never skipped.
-    let is_failing = |s: &Listed<'_>| {
-        let at = failing.partition_point(|f| (f.first_lsn, f.last_lsn, f.name.as_str()) < (s.first_lsn, s.last_lsn, s.name));
-        failing.get(at).is_some_and(|f| f.name == s.name)
-    };
+    let is_failing = |s: &Listed<'_>| holds_listed(&failing, s.first_lsn, s.last_lsn, s.name);
     // `valid` and `archived_above` are both in order: one walk over each
     // (a merge) finds what is in both, where a search per segment cost a
     // scan over 100,000 segments tens of milliseconds.
@@ -645,12 +645,7 @@ fn watermark_over(sorted: &[Listed<'_>], chain_start: Option<Lsn>, last: Option<
     let mut w = last;
     let mut at = 0;
     loop {
-        // As u128, so that a watermark of `u64::MAX` has a successor.
-        let next = match (w, chain_start) {
-            (Some(w), _) => u128::from(w) + 1,
-            (None, Some(start)) => u128::from(start),
-            (None, None) => return None,
-        };
+        let Some(next) = next_in_chain(chain_start, w) else { return w };
         while sorted.get(at).is_some_and(|a| u128::from(a.first_lsn) < next) {
             at += 1;
         }

@@ -5,6 +5,7 @@ mod util;
 
 mod backends;
 mod durability;
+mod edges;
 mod plugin;
 mod restore;
 
@@ -16,9 +17,11 @@ use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use wal_archiver::archive::Archiver;
+use wal_archiver::bindings::nodedb::wal_archiver::storage::Host;
 use wal_archiver::component::wit;
+use wal_archiver::imports::Imports;
 use wal_archiver::state::{empty_state, StateStore};
-use wal_archiver::storage::Archive;
+use wal_archiver::store::Archive;
 
 use util::{assert_exit, config, runtime, segment_name, stderr, stdout, tokio_rt, Dir};
 
@@ -112,7 +115,7 @@ fn retries_a_failed_segment_and_holds_the_watermark_at_it() {
     assert!(text.contains("archived 4 segments"), "{text}");
     assert!(text.contains("last archived LSN: 0x0000000000000064 (100)"), "{text}");
     assert!(text.contains(&format!("  {} (attempt 1): cannot ", segment_name(101, 200))), "{text}");
-    assert!(text.contains("is directory"), "{text}");
+    assert!(text.contains("Is a directory"), "{text}");
     // Only the segment below the watermark was deleted.
     assert!(!paths[0].exists());
     for p in &paths[1..] {
@@ -131,7 +134,7 @@ fn retries_a_failed_segment_and_holds_the_watermark_at_it() {
     assert_eq!(doc["pending"][0]["name"], segment_name(101, 200));
     assert_eq!(doc["failing"][0]["attempts"], 1);
     assert_eq!(doc["rpo_gap"], 400);
-    for key in ["segments_archived", "bytes_archived", "skipped", "gaps"] {
+    for key in ["segments_archived", "bytes_archived", "skipped", "breaks", "conflicts", "to_confirm"] {
         assert!(doc.get(key).is_some(), "status --json lacks {key}");
     }
 
@@ -207,21 +210,25 @@ fn refuses_names_outside_the_wal_directory_and_keys_outside_the_prefix() {
     std::os::unix::fs::symlink("/etc/passwd", dir.wal().join(segment_name(101, 200))).unwrap();
     let rt = tokio_rt();
     let storage = dir.storage(Archive::open(&dir.archive_url()).unwrap(), &rt);
+    // Through the storage imports, as a planner sees them.
+    let mut imports = Imports::new(Some(Arc::new(storage)));
     for name in ["../outside", "/etc/passwd", "..", ".", "", "a/b"] {
-        let err = storage.upload(name, name, false).unwrap_err();
+        let err = imports.upload(name.into(), name.into(), 7, false).unwrap_err();
         assert!(matches!(err, wit::StorageError::Refused(_)), "{name:?}: {err:?}");
-        let err = storage.delete_segment(name).unwrap_err();
+        let err = imports.check_archived(name.into(), name.into(), 7).unwrap_err();
+        assert!(matches!(err, wit::StorageError::Refused(_)), "{name:?}: {err:?}");
+        let err = imports.delete_segment(name.into(), name.into()).unwrap_err();
         assert!(matches!(err, wit::StorageError::Refused(_)), "{name:?}: {err:?}");
     }
     let link = segment_name(101, 200);
-    let err = storage.upload(&link, &link, false).unwrap_err();
+    let err = imports.upload(link.clone(), link.clone(), 0, false).unwrap_err();
     assert!(matches!(err, wit::StorageError::NotAFile(_)), "{err:?}");
     let good = segment_name(1, 100);
-    let err = storage.upload(&good, &format!("../{good}"), false).unwrap_err();
+    let err = imports.upload(good.clone(), format!("../{good}"), 10, false).unwrap_err();
     assert!(matches!(err, wit::StorageError::Refused(_)), "{err:?}");
     // A segment that is not archived yet is never deleted, whatever is asked.
-    let err = storage.delete_segment(&good).unwrap_err();
-    assert!(matches!(err, wit::StorageError::Io(ref m) if m.contains("no verified copy")), "{err:?}");
+    let err = imports.delete_segment(good.clone(), good.clone()).unwrap_err();
+    assert!(matches!(err, wit::StorageError::NotFound(ref m) if m.contains("holds no object")), "{err:?}");
     assert!(dir.wal().join(&good).exists());
     assert!(dir.archived_names().is_empty());
 }
@@ -233,14 +240,14 @@ fn reports_gaps_and_overlaps_with_their_ranges() {
     dir.segment(201, 300, 10);
     dir.segment(250, 400, 10);
     let out = dir.archive_once(&[]);
-    // Overlapping segments are an error; everything is still uploaded.
+    // Overlapping segments that cannot be chained are an error; everything is still uploaded.
     assert_exit(&out, 1);
     let text = stdout(&out);
     assert!(text.contains("gap: LSNs 0x0000000000000065 (101) to 0x00000000000000c8 (200) are missing"), "{text}");
     assert!(text.contains(&format!(
-        "overlap: {} and {} both claim LSNs 0x00000000000000fa (250) to 0x000000000000012c (300)",
-        segment_name(201, 300),
-        segment_name(250, 400)
+        "overlap: LSNs 0x000000000000012d (301) to 0x0000000000000190 (400) are held only by {}, which cannot be chained after {}",
+        segment_name(250, 400),
+        segment_name(201, 300)
     )), "{text}");
     assert!(text.contains("last archived LSN: 0x0000000000000064 (100)"), "{text}");
     assert_eq!(dir.archived_names().len(), 3);

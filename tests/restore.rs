@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use object_store::path::Path as ObjectPath;
-use object_store::ObjectStoreExt;
-use wal_archiver::storage::{Archive, DEFAULT_REQUEST_RETRIES};
+use wal_archiver::store::{Archive, DEFAULT_REQUEST_RETRIES};
 
 use crate::util::s3::S3;
 use crate::util::{assert_exit, content, kill_after, next_random, segment_name, stderr, stdout, tokio_rt, Dir};
@@ -86,14 +84,16 @@ impl Fixture {
     /// Replaces an archived object's bytes (same size), as bit rot would.
     fn corrupt(&self, name: &str) {
         let archive = self.archive();
-        let key = ObjectPath::from(archive.key_of(name));
+        let key = archive.key_of(name);
         let len = self.originals[name].len();
-        tokio_rt().block_on(archive.store().put(&key, content(999, len).into())).unwrap();
+        let rt = tokio_rt();
+        rt.block_on(archive.delete(&key)).unwrap();
+        rt.block_on(archive.put_create(&key, content(999, len).into())).unwrap();
     }
 
     fn delete(&self, name: &str) {
         let archive = self.archive();
-        tokio_rt().block_on(archive.store().delete(&ObjectPath::from(archive.key_of(name)))).unwrap();
+        tokio_rt().block_on(archive.delete(&archive.key_of(name))).unwrap();
     }
 
     /// The segment files in the restore directory (hidden temporaries left out).

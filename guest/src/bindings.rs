@@ -1,5 +1,6 @@
 //! The thin layer between the WIT world `nodedb:wal-archiver/archiver` and the
-//! planner: conversions in both directions, and nothing else.
+//! planner: conversions in both directions, and nothing else. The packed
+//! lists have the same fields on both sides, so most conversions move them.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -8,10 +9,12 @@ wit_bindgen::generate!({ path: "../wit", world: "archiver" });
 use exports::nodedb::wal_archiver::planner as wit_planner;
 use nodedb::wal_archiver::{storage as wit_storage, types as wit};
 
-use crate::cycle::{self, Storage, StorageError};
+use crate::chain::Break;
+use crate::cycle::{self, Storage};
 use crate::name::{self, NameError, SegmentName};
-use crate::plan::{self, EntryKind, SkipReason, VerifyError};
-use crate::restore::{self, RestoreError};
+use crate::packed::{ArchiveListing, ArchivedList, EntryKind, FailureList, Listing, SegmentList};
+use crate::plan::{self, Conflict, SkipReason, StorageError};
+use crate::restore::{self, PruneError, RangeError, RestoreError};
 
 struct Component;
 
@@ -28,108 +31,96 @@ impl wit_planner::Guest for Component {
         name::format_segment_name(first_lsn, last_lsn).map_err(Into::into)
     }
 
-    fn reconcile(state: wit::ArchiverState, archive: Vec<wit::ArchivedObject>) -> wit::ArchiverState {
-        let archive: Vec<plan::ArchivedObject> = archive.into_iter().map(Into::into).collect();
-        plan::reconcile(&state.into(), &archive).into()
-    }
-
     fn retry_delay(config: wit::ArchiverConfig, attempts: u32, random: u64) -> u64 {
         plan::retry_delay(&config.into(), attempts, random)
     }
 
-    fn verify_plan(archive: Vec<wit::ArchivedObject>, from_lsn: Option<u64>, until_lsn: Option<u64>) -> wit::VerifyReport {
-        let archive: Vec<plan::ArchivedObject> = archive.into_iter().map(Into::into).collect();
-        let r = restore::verify_plan(&archive, from_lsn, until_lsn);
-        wit::VerifyReport {
-            segments: r.segments.into_iter().map(Into::into).collect(),
-            gaps: r.gaps.into_iter().map(Into::into).collect(),
-            overlaps: r.overlaps.into_iter().map(Into::into).collect(),
-            not_segments: r.not_segments,
-            unverified: r.unverified,
-        }
-    }
-
-    fn restore_plan(
-        archive: Vec<wit::ArchivedObject>,
-        from_lsn: Option<u64>,
-        until_lsn: u64,
-    ) -> Result<Vec<wit::Segment>, wit::RestoreError> {
-        let archive: Vec<plan::ArchivedObject> = archive.into_iter().map(Into::into).collect();
-        restore::restore_plan(&archive, from_lsn, until_lsn)
-            .map(|chain| chain.into_iter().map(Into::into).collect())
-            .map_err(|e| match e {
-                RestoreError::Empty => wit::RestoreError::Empty,
-                RestoreError::StartsAfter(l) => wit::RestoreError::StartsAfter(l),
-                RestoreError::Gap(g) => wit::RestoreError::Gap(g.into()),
-                RestoreError::EndsBefore(l) => wit::RestoreError::EndsBefore(l),
-                RestoreError::EmptyRange => wit::RestoreError::EmptyRange,
-            })
-    }
-
-    fn prune_plan(archive: Vec<wit::ArchivedObject>, before_lsn: u64) -> Vec<wit::Segment> {
-        let archive: Vec<plan::ArchivedObject> = archive.into_iter().map(Into::into).collect();
-        restore::prune_plan(&archive, before_lsn).into_iter().map(Into::into).collect()
-    }
-
-    fn scan(listing: wit::DirListing, state: wit::ArchiverState) -> wit_planner::ScanReport {
-        let r = plan::scan(&listing.into(), state.into());
+    fn scan(state: wit::ArchiverState, listing: wit::DirListing, archive: Option<wit::ArchiveListing>) -> wit_planner::ScanReport {
+        let archive: Option<ArchiveListing> = archive.map(Into::into);
+        let r = plan::scan(state.into(), &listing.into(), archive.as_ref());
         wit_planner::ScanReport {
             state: r.state.into(),
-            pending: r.pending.into_iter().map(Into::into).collect(),
+            pending: r.pending.into(),
+            to_confirm: r.to_confirm.into(),
+            pruned: r.pruned,
             skipped: r.skipped.into_iter().map(Into::into).collect(),
-            gaps: r.gaps.into_iter().map(Into::into).collect(),
-            overlaps: r.overlaps.into_iter().map(Into::into).collect(),
+            strays: r.strays.into_iter().map(Into::into).collect(),
+            unverified: r.unverified,
+            breaks: r.breaks.into_iter().map(Into::into).collect(),
+            off_chain: r.off_chain,
+            conflicts: r.conflicts.into_iter().map(Into::into).collect(),
+            record_chain_start: r.record_chain_start,
         }
     }
 
-    fn plan_batch(config: wit::ArchiverConfig, pending: Vec<wit::Segment>) -> Vec<wit::ArchiveTask> {
-        let pending: Vec<plan::Segment> = pending.into_iter().map(Into::into).collect();
-        plan::plan_batch(&config.into(), &pending).into_iter().map(Into::into).collect()
+    fn plan_batches(config: wit::ArchiverConfig, pending: wit::SegmentList) -> Vec<u32> {
+        plan::plan_batches(&config.into(), &pending.into())
     }
 
-    fn record_archived(
-        state: wit::ArchiverState,
-        task: wit::ArchiveTask,
-        receipt: wit::UploadReceipt,
-    ) -> Result<wit::ArchiverState, wit::VerifyError> {
-        plan::record_archived(&state.into(), &task.into(), &receipt.into())
-            .map(Into::into)
-            .map_err(Into::into)
+    fn record_uploads(config: wit::ArchiverConfig, state: wit::ArchiverState, outcomes: Vec<wit::UploadOutcome>) -> wit_planner::RecordReport {
+        let outcomes: Vec<plan::UploadOutcome> = outcomes.into_iter().map(Into::into).collect();
+        let r = plan::record_uploads(&config.into(), &state.into(), &outcomes);
+        wit_planner::RecordReport {
+            state: r.state.into(),
+            archived: r.archived,
+            failed: r.failed.into_iter().map(Into::into).collect(),
+            conflicts: r.conflicts.into_iter().map(Into::into).collect(),
+            refused: r.refused,
+            record_chain_start: r.record_chain_start,
+        }
     }
 
-    fn record_failed(state: wit::ArchiverState, task: wit::ArchiveTask, reason: String) -> wit::ArchiverState {
-        plan::record_failed(&state.into(), &task.into(), &reason).into()
+    fn deletable(config: wit::ArchiverConfig, state: wit::ArchiverState, listing: wit::DirListing) -> wit::SegmentList {
+        plan::deletable(&config.into(), &state.into(), &listing.into()).into()
     }
 
-    fn deletable(
-        config: wit::ArchiverConfig,
-        state: wit::ArchiverState,
-        listing: wit::DirListing,
-    ) -> Vec<wit::Segment> {
-        plan::deletable(&config.into(), &state.into(), &listing.into())
-            .into_iter()
-            .map(Into::into)
-            .collect()
+    fn verify_plan(
+        archive: wit::ArchiveListing,
+        from_lsn: Option<u64>,
+        until_lsn: Option<u64>,
+    ) -> Result<wit_planner::VerifyReport, wit_planner::RangeError> {
+        let r = restore::verify_plan(&archive.into(), from_lsn, until_lsn)?;
+        Ok(wit_planner::VerifyReport {
+            from_lsn: r.from,
+            until_lsn: r.until,
+            segments: r.segments.into(),
+            breaks: r.breaks.into_iter().map(Into::into).collect(),
+            off_chain: r.off_chain,
+            strays: r.strays.into_iter().map(Into::into).collect(),
+            unverified: r.unverified,
+        })
+    }
+
+    fn restore_plan(archive: wit::ArchiveListing, from_lsn: Option<u64>, until_lsn: u64) -> Result<wit::SegmentList, wit_planner::RestoreError> {
+        restore::restore_plan(&archive.into(), from_lsn, until_lsn).map(Into::into).map_err(|e| match e {
+            RestoreError::Range(r) => wit_planner::RestoreError::Range(r.into()),
+            RestoreError::Broken(b) => wit_planner::RestoreError::Broken(b.into()),
+        })
+    }
+
+    fn prune_plan(archive: wit::ArchiveListing, before_lsn: u64) -> Result<wit_planner::PruneOrder, wit_planner::PruneError> {
+        match restore::prune_plan(&archive.into(), before_lsn) {
+            Ok(p) => Ok(wit_planner::PruneOrder { segments: p.segments.into(), pruned_below: p.pruned_below, chain_start: p.chain_start }),
+            Err(PruneError::NoChain) => Err(wit_planner::PruneError::NoChain),
+            Err(PruneError::AboveWatermark(w)) => Err(wit_planner::PruneError::AboveWatermark(w)),
+        }
     }
 
     fn rpo_gap(state: wit::ArchiverState, current: u64) -> u64 {
         plan::rpo_gap(&state.into(), current)
     }
 
-    fn run_cycle(
-        config: wit::ArchiverConfig,
-        state: wit::ArchiverState,
-    ) -> Result<wit_planner::CycleReport, wit::StorageError> {
+    fn run_cycle(config: wit::ArchiverConfig, state: wit::ArchiverState) -> Result<wit_planner::CycleReport, wit::StorageError> {
         let r = cycle::run_cycle(&config.into(), &state.into(), &mut Imports).map_err(wit::StorageError::from)?;
         Ok(wit_planner::CycleReport {
             state: r.state.into(),
-            archived: r.archived.into_iter().map(Into::into).collect(),
+            archived: r.archived,
             failed: r.failed.into_iter().map(Into::into).collect(),
+            conflicts: r.conflicts.into_iter().map(Into::into).collect(),
             deleted: r.deleted,
             not_deleted: r.not_deleted.into_iter().map(Into::into).collect(),
             skipped: r.skipped.into_iter().map(Into::into).collect(),
-            gaps: r.gaps.into_iter().map(Into::into).collect(),
-            overlaps: r.overlaps.into_iter().map(Into::into).collect(),
+            breaks: r.breaks.into_iter().map(Into::into).collect(),
         })
     }
 }
@@ -138,22 +129,28 @@ impl wit_planner::Guest for Component {
 struct Imports;
 
 impl Storage for Imports {
-    fn list_wal_dir(&mut self) -> Result<plan::Listing, StorageError> {
+    fn list_wal_dir(&mut self) -> Result<Listing, StorageError> {
         wit_storage::list_wal_dir().map(Into::into).map_err(Into::into)
     }
 
-    fn list_archive(&mut self) -> Result<Vec<plan::ArchivedObject>, StorageError> {
-        wit_storage::list_archive()
-            .map(|l| l.into_iter().map(Into::into).collect())
-            .map_err(Into::into)
+    fn list_archive(&mut self) -> Result<ArchiveListing, StorageError> {
+        wit_storage::list_archive().map(Into::into).map_err(Into::into)
     }
 
-    fn upload(&mut self, name: &str, key: &str, verify: bool) -> Result<plan::UploadReceipt, StorageError> {
-        wit_storage::upload(name, key, verify).map(Into::into).map_err(Into::into)
+    fn upload(&mut self, name: &str, key: &str, size: u64, verify: bool) -> Result<plan::UploadReceipt, StorageError> {
+        wit_storage::upload(name, key, size, verify).map(Into::into).map_err(Into::into)
     }
 
-    fn delete_segment(&mut self, name: &str) -> Result<(), StorageError> {
-        wit_storage::delete_segment(name).map_err(Into::into)
+    fn check_archived(&mut self, name: &str, key: &str, size: u64) -> Result<plan::UploadReceipt, StorageError> {
+        wit_storage::check_archived(name, key, size).map(Into::into).map_err(Into::into)
+    }
+
+    fn delete_segment(&mut self, name: &str, key: &str) -> Result<(), StorageError> {
+        wit_storage::delete_segment(name, key).map_err(Into::into)
+    }
+
+    fn record_chain_start(&mut self, start: u64) -> Result<(), StorageError> {
+        wit_storage::record_chain_start(start).map_err(Into::into)
     }
 }
 
@@ -192,27 +189,61 @@ impl From<EntryKind> for wit::EntryKind {
     }
 }
 
-impl From<wit::DirListing> for plan::Listing {
+impl From<wit::DirListing> for Listing {
     fn from(l: wit::DirListing) -> Self {
+        Self { names: l.names, ends: l.ends, sizes: l.sizes, kinds: l.kinds.into_iter().map(Into::into).collect(), utf8: l.utf8 }
+    }
+}
+
+impl From<wit::ArchiveListing> for ArchiveListing {
+    fn from(l: wit::ArchiveListing) -> Self {
         Self {
             names: l.names,
             ends: l.ends,
             sizes: l.sizes,
             kinds: l.kinds.into_iter().map(Into::into).collect(),
             utf8: l.utf8,
+            crc32cs: l.crc32cs,
+            recorded: l.recorded,
+            chain_start: l.chain_start,
+            pruned_below: l.pruned_below,
         }
     }
 }
 
-impl From<wit::Segment> for plan::Segment {
-    fn from(s: wit::Segment) -> Self {
-        Self { name: s.name, first_lsn: s.first_lsn, last_lsn: s.last_lsn, size: s.size }
+impl From<wit::SegmentList> for SegmentList {
+    fn from(l: wit::SegmentList) -> Self {
+        Self { names: l.names, ends: l.ends, sizes: l.sizes }
     }
 }
 
-impl From<plan::Segment> for wit::Segment {
-    fn from(s: plan::Segment) -> Self {
-        Self { name: s.name, first_lsn: s.first_lsn, last_lsn: s.last_lsn, size: s.size }
+impl From<SegmentList> for wit::SegmentList {
+    fn from(l: SegmentList) -> Self {
+        Self { names: l.names, ends: l.ends, sizes: l.sizes }
+    }
+}
+
+impl From<wit::ArchivedList> for ArchivedList {
+    fn from(l: wit::ArchivedList) -> Self {
+        Self { names: l.names, ends: l.ends, sizes: l.sizes, crc32cs: l.crc32cs }
+    }
+}
+
+impl From<ArchivedList> for wit::ArchivedList {
+    fn from(l: ArchivedList) -> Self {
+        Self { names: l.names, ends: l.ends, sizes: l.sizes, crc32cs: l.crc32cs }
+    }
+}
+
+impl From<wit::FailureList> for FailureList {
+    fn from(l: wit::FailureList) -> Self {
+        Self { names: l.names, ends: l.ends, attempts: l.attempts, reasons: l.reasons, reason_ends: l.reason_ends }
+    }
+}
+
+impl From<FailureList> for wit::FailureList {
+    fn from(l: FailureList) -> Self {
+        Self { names: l.names, ends: l.ends, attempts: l.attempts, reasons: l.reasons, reason_ends: l.reason_ends }
     }
 }
 
@@ -222,32 +253,20 @@ impl From<plan::Skipped> for wit::SkippedEntry {
             SkipReason::NotAFile(k) => wit::SkipReason::NotAFile(k.into()),
             SkipReason::NotUtf8 => wit::SkipReason::NotUtf8,
             SkipReason::BadName(e) => wit::SkipReason::BadName(e.into()),
+            SkipReason::ListedTwice => wit::SkipReason::ListedTwice,
         };
         Self { name: s.name, reason }
     }
 }
 
-impl From<plan::Gap> for wit::Gap {
-    fn from(g: plan::Gap) -> Self {
-        Self { from_lsn: g.from, to_lsn: g.to }
-    }
-}
-
-impl From<plan::Overlap> for wit::Overlap {
-    fn from(o: plan::Overlap) -> Self {
-        Self { first: o.first, second: o.second, from_lsn: o.from, to_lsn: o.to }
-    }
-}
-
-impl From<wit::ArchiveTask> for plan::ArchiveTask {
-    fn from(t: wit::ArchiveTask) -> Self {
-        Self { segment: t.segment.into(), key: t.key, verify: t.verify }
-    }
-}
-
-impl From<plan::ArchiveTask> for wit::ArchiveTask {
-    fn from(t: plan::ArchiveTask) -> Self {
-        Self { segment: t.segment.into(), key: t.key, verify: t.verify }
+impl From<Break> for wit::ChainBreak {
+    fn from(b: Break) -> Self {
+        match b {
+            Break::Gap { from, to } => Self::Gap(wit::LsnRange { from_lsn: from, to_lsn: to }),
+            Break::Overlap { from, to, held_by, after } => {
+                Self::Overlap(wit::Overlap { from_lsn: from, to_lsn: to, held_by, after })
+            }
+        }
     }
 }
 
@@ -256,23 +275,12 @@ impl From<wit::ArchiverConfig> for plan::Config {
         Self {
             prefix: c.prefix,
             batch_size: c.batch_size,
+            batch_bytes: c.batch_bytes,
             verify_checksums: c.verify_checksums,
             delete_after_archive: c.delete_after_archive,
             retry_base_ms: c.retry_base_ms,
             retry_max_ms: c.retry_max_ms,
         }
-    }
-}
-
-impl From<wit::ArchivedObject> for plan::ArchivedObject {
-    fn from(o: wit::ArchivedObject) -> Self {
-        Self { name: o.name, size: o.size, crc32c: o.crc32c }
-    }
-}
-
-impl From<wit::SegmentFailure> for plan::SegmentFailure {
-    fn from(f: wit::SegmentFailure) -> Self {
-        Self { name: f.name, attempts: f.attempts, last_reason: f.last_reason }
     }
 }
 
@@ -282,16 +290,42 @@ impl From<plan::SegmentFailure> for wit::SegmentFailure {
     }
 }
 
+impl From<wit::SegmentConflict> for Conflict {
+    fn from(c: wit::SegmentConflict) -> Self {
+        Self {
+            name: c.name,
+            local_size: c.local_size,
+            local_crc32c: c.local_crc32c,
+            archived_size: c.archived_size,
+            archived_crc32c: c.archived_crc32c,
+        }
+    }
+}
+
+impl From<Conflict> for wit::SegmentConflict {
+    fn from(c: Conflict) -> Self {
+        Self {
+            name: c.name,
+            local_size: c.local_size,
+            local_crc32c: c.local_crc32c,
+            archived_size: c.archived_size,
+            archived_crc32c: c.archived_crc32c,
+        }
+    }
+}
+
 impl From<wit::ArchiverState> for plan::State {
     fn from(s: wit::ArchiverState) -> Self {
         Self {
-            last_archived_lsn: s.last_archived_lsn,
             chain_start: s.chain_start,
+            last_archived_lsn: s.last_archived_lsn,
+            pruned_below: s.pruned_below,
             segments_archived: s.segments_archived,
             bytes_archived: s.bytes_archived,
             failures: s.failures,
-            archived_above: s.archived_above.into_iter().map(Into::into).collect(),
-            failing: s.failing.into_iter().map(Into::into).collect(),
+            archived: s.archived.into(),
+            failing: s.failing.into(),
+            conflicts: s.conflicts.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -299,13 +333,15 @@ impl From<wit::ArchiverState> for plan::State {
 impl From<plan::State> for wit::ArchiverState {
     fn from(s: plan::State) -> Self {
         Self {
-            last_archived_lsn: s.last_archived_lsn,
             chain_start: s.chain_start,
+            last_archived_lsn: s.last_archived_lsn,
+            pruned_below: s.pruned_below,
             segments_archived: s.segments_archived,
             bytes_archived: s.bytes_archived,
             failures: s.failures,
-            archived_above: s.archived_above.into_iter().map(Into::into).collect(),
-            failing: s.failing.into_iter().map(Into::into).collect(),
+            archived: s.archived.into(),
+            failing: s.failing.into(),
+            conflicts: s.conflicts.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -317,17 +353,23 @@ impl From<wit::UploadReceipt> for plan::UploadReceipt {
             read_crc32c: r.read_crc32c,
             stored_size: r.stored_size,
             stored_crc32c: r.stored_crc32c,
+            existed: r.existed,
         }
     }
 }
 
-impl From<VerifyError> for wit::VerifyError {
-    fn from(e: VerifyError) -> Self {
+impl From<wit::UploadOutcome> for plan::UploadOutcome {
+    fn from(o: wit::UploadOutcome) -> Self {
+        Self { name: o.name, size: o.size, result: o.receipt.map(Into::into).map_err(Into::into) }
+    }
+}
+
+impl From<RangeError> for wit_planner::RangeError {
+    fn from(e: RangeError) -> Self {
         match e {
-            VerifyError::SizeChanged(a, b) => Self::SizeChanged((a, b)),
-            VerifyError::StoredSizeMismatch(a, b) => Self::StoredSizeMismatch((a, b)),
-            VerifyError::ChecksumMismatch(a, b) => Self::ChecksumMismatch((a, b)),
-            VerifyError::NotVerified => Self::NotVerified,
+            RangeError::Empty => Self::Empty,
+            RangeError::EmptyRange => Self::EmptyRange,
+            RangeError::BeyondEnd(l) => Self::BeyondEnd(l),
         }
     }
 }
@@ -338,6 +380,8 @@ impl From<wit::StorageError> for StorageError {
             wit::StorageError::Refused(m) => Self::Refused(m),
             wit::StorageError::NotFound(m) => Self::NotFound(m),
             wit::StorageError::NotAFile(m) => Self::NotAFile(m),
+            wit::StorageError::Changed(m) => Self::Changed(m),
+            wit::StorageError::Conflict(c) => Self::Conflict(c.into()),
             wit::StorageError::Io(m) => Self::Io(m),
         }
     }
@@ -349,6 +393,8 @@ impl From<StorageError> for wit::StorageError {
             StorageError::Refused(m) => Self::Refused(m),
             StorageError::NotFound(m) => Self::NotFound(m),
             StorageError::NotAFile(m) => Self::NotAFile(m),
+            StorageError::Changed(m) => Self::Changed(m),
+            StorageError::Conflict(c) => Self::Conflict(c.into()),
             StorageError::Io(m) => Self::Io(m),
         }
     }

@@ -8,7 +8,9 @@
 //! # Layout
 //!
 //! - [`name`]: strict `wal-{first:016x}-{last:016x}.seg` names, parsed and formatted.
-//! - [`plan`]: scanning listings, batching, the gap-free watermark, deletion.
+//! - [`packed`]: the packed lists that cross the component boundary.
+//! - [`chain`]: the one chain model: reach, breaks, shortest chains.
+//! - [`plan`]: scanning listings, batching, recording, the watermark, deletion.
 //! - [`cycle`]: one whole cycle driven through a [`cycle::Storage`].
 //! - [`restore`]: verify, restore and prune plans over an archive listing.
 //! - `bindings` (wasm only): the thin layer between the WIT world and the above.
@@ -19,8 +21,10 @@
 // which is most of the size of a small component.
 extern crate alloc;
 
+pub mod chain;
 pub mod cycle;
 pub mod name;
+pub mod packed;
 pub mod plan;
 pub mod restore;
 

@@ -1,222 +1,329 @@
-//! The restore side: what an archive listing holds, the chain to bring back
-//! for a point-in-time recovery, and what may be pruned. Pure functions over
-//! a listing of the archive; the host reads, downloads and deletes.
+//! The restore side: what an archive holds over a range, the chain to bring
+//! back for a point-in-time recovery, and what may be pruned. Pure functions
+//! over a listing of the archive, on the chain model of [`crate::chain`];
+//! the host reads, downloads and deletes.
 
+use alloc::borrow::ToOwned;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::name::SegmentName;
-use crate::plan::{ArchivedObject, Gap, Overlap, Segment};
+use crate::chain::{self, Break, Start};
+use crate::packed::{sort_segs, ArchiveListing, Seg, SegmentList};
+use crate::plan::{classify, Skipped};
 use crate::Lsn;
 
 /// What a listing of the archive holds over a range of LSNs.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VerifyReport {
-    /// Segments that hold LSNs in the range, in LSN order.
-    pub segments: Vec<Segment>,
-    /// LSNs in the range that no segment holds.
-    pub gaps: Vec<Gap>,
-    /// LSNs that two segments claim.
-    pub overlaps: Vec<Overlap>,
-    /// Objects whose name is not a segment name.
-    pub not_segments: Vec<String>,
-    /// Segments without a recorded checksum: never verified when archived.
+    pub from: Lsn,
+    pub until: Lsn,
+    /// Verified segments holding LSNs in the range, in LSN order.
+    pub segments: SegmentList,
+    pub breaks: Vec<Break>,
+    pub off_chain: Vec<String>,
+    pub strays: Vec<Skipped>,
     pub unverified: Vec<String>,
 }
 
-/// Why there is no chain to restore.
+/// Why a range cannot be looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RestoreError {
-    #[error("the archive holds no segment")]
+pub enum RangeError {
+    #[error("the archive holds no verified segment")]
     Empty,
-    #[error("the archive starts at LSN {0}, after the first LSN asked for")]
-    StartsAfter(Lsn),
-    #[error("LSNs {} to {} are missing from the archive", .0.from, .0.to)]
-    Gap(Gap),
-    #[error("the archive ends at LSN {0}, before the LSN asked for")]
-    EndsBefore(Lsn),
     #[error("the first LSN asked for is above the last")]
     EmptyRange,
+    #[error("the first LSN asked for is above the archive's last LSN {0}")]
+    BeyondEnd(Lsn),
 }
 
-fn segments_of(archive: &[ArchivedObject]) -> (Vec<Segment>, Vec<String>) {
-    let mut segments = Vec::new();
-    let mut not_segments = Vec::new();
-    for o in archive {
-        match SegmentName::parse(&o.name) {
-            Ok(n) => segments.push(Segment { name: o.name.clone(), first_lsn: n.first(), last_lsn: n.last(), size: o.size }),
-            Err(_) => not_segments.push(o.name.clone()),
-        }
-    }
-    crate::plan::sort_segments(&mut segments);
-    segments.dedup_by(|a, b| a.name == b.name);
-    (segments, not_segments)
+/// Why there is no chain to restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreError {
+    Range(RangeError),
+    Broken(Break),
 }
 
-/// Reports what the archive holds between `from` and `until` (inclusive;
-/// by default from its first LSN to its last): gaps and overlaps with their
-/// ranges, objects that are not segments, and segments never verified.
-pub fn verify_plan(archive: &[ArchivedObject], from: Option<Lsn>, until: Option<Lsn>) -> VerifyReport {
-    let (all, not_segments) = segments_of(archive);
-    let Some(first) = all.first() else {
-        return VerifyReport { not_segments, ..VerifyReport::default() };
-    };
-    let lo = from.unwrap_or(first.first_lsn);
-    let hi = until.unwrap_or_else(|| all.iter().map(|s| s.last_lsn).max().unwrap_or(lo));
-    let segments: Vec<Segment> = all.into_iter().filter(|s| s.last_lsn >= lo && s.first_lsn <= hi).collect();
-    let mut gaps = Vec::new();
-    let mut overlaps = Vec::new();
-    // The next LSN that must be held, as u128 so that u64::MAX has a successor.
-    let mut cursor = u128::from(lo);
-    let mut owner = String::new();
-    for s in &segments {
-        let first = u128::from(s.first_lsn);
-        if first > cursor {
-            gaps.push(Gap { from: cursor as Lsn, to: s.first_lsn - 1 });
-        } else if first < cursor && !owner.is_empty() {
-            overlaps.push(Overlap {
-                first: owner.clone(),
-                second: s.name.clone(),
-                from: s.first_lsn.max(lo),
-                to: (cursor - 1).min(u128::from(s.last_lsn)) as Lsn,
-            });
-        }
-        let end = u128::from(s.last_lsn) + 1;
-        if end > cursor {
-            cursor = end;
-            owner = s.name.clone();
+/// What to prune, and what to record first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrunePlan {
+    pub segments: SegmentList,
+    pub pruned_below: Lsn,
+    pub chain_start: Lsn,
+}
+
+/// Why a prune is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PruneError {
+    #[error("the archive holds no chain from its start, so nothing is safe to prune")]
+    NoChain,
+    #[error("the bound is above the archive's watermark {0}")]
+    AboveWatermark(Lsn),
+}
+
+/// The archive's segments: verified ones (sorted, each name once), every
+/// segment object (for pruning), strays and unverified names.
+struct Archive<'a> {
+    verified: Vec<Seg<'a>>,
+    all: Vec<Seg<'a>>,
+    strays: Vec<Skipped>,
+    unverified: Vec<Seg<'a>>,
+}
+
+fn read(listing: &ArchiveListing) -> Archive<'_> {
+    let mut a = Archive { verified: Vec::new(), all: Vec::new(), strays: Vec::new(), unverified: Vec::new() };
+    for o in listing.entries() {
+        match classify(&o.entry) {
+            Err(reason) => a.strays.push(Skipped { name: o.entry.name.to_owned(), reason }),
+            Ok(n) => {
+                let seg = Seg { first: n.first(), last: n.last(), name: o.entry.name, size: o.entry.size, crc: o.crc32c.unwrap_or(0) };
+                a.all.push(seg);
+                match o.crc32c {
+                    Some(_) => a.verified.push(seg),
+                    None => a.unverified.push(seg),
+                }
+            }
         }
     }
-    if cursor <= u128::from(hi) {
-        gaps.push(Gap { from: cursor as Lsn, to: hi });
+    sort_segs(&mut a.verified);
+    sort_segs(&mut a.all);
+    sort_segs(&mut a.unverified);
+    a
+}
+
+/// The range `from..=until` over the verified segments: by default from the
+/// recorded chain start (or the first LSN) to the last LSN.
+fn range(listing: &ArchiveListing, verified: &[Seg<'_>], from: Option<Lsn>, until: Option<Lsn>) -> Result<(Lsn, Lsn), RangeError> {
+    let first = verified.first().ok_or(RangeError::Empty)?.first;
+    let last = verified.iter().map(|s| s.last).max().unwrap_or(first);
+    let lo = from.or(listing.chain_start).unwrap_or(first);
+    if until.is_some_and(|u| lo > u) {
+        return Err(RangeError::EmptyRange);
     }
-    let unverified = archive
+    if lo > last {
+        return Err(RangeError::BeyondEnd(last));
+    }
+    Ok((lo, until.unwrap_or(last)))
+}
+
+fn pack<'a>(segs: impl Iterator<Item = Seg<'a>>) -> SegmentList {
+    let mut out = SegmentList::default();
+    for s in segs {
+        out.push(s.name, s.size);
+    }
+    out
+}
+
+/// What the archive holds over `from..=until`: breaks, off-chain segments,
+/// strays and unverified segments.
+pub fn verify_plan(listing: &ArchiveListing, from: Option<Lsn>, until: Option<Lsn>) -> Result<VerifyReport, RangeError> {
+    let a = read(listing);
+    let (lo, hi) = range(listing, &a.verified, from, until)?;
+    let w = chain::walk(&a.verified, Start::Holding(lo), hi);
+    let in_range = |s: &Seg<'_>| s.last >= lo && s.first <= hi;
+    Ok(VerifyReport {
+        from: lo,
+        until: hi,
+        segments: pack(a.verified.iter().copied().filter(in_range)),
+        breaks: w.breaks,
+        off_chain: a
+            .verified
+            .iter()
+            .zip(&w.used)
+            .filter(|(s, used)| !**used && in_range(s))
+            .map(|(s, _)| s.name.to_owned())
+            .collect(),
+        strays: a.strays,
+        unverified: a.unverified.iter().filter(|s| in_range(s)).map(|s| s.name.to_owned()).collect(),
+    })
+}
+
+/// A shortest chain of verified segments over `from..=until`, or the first
+/// break over that range, as [`verify_plan`] reports it.
+pub fn restore_plan(listing: &ArchiveListing, from: Option<Lsn>, until: Lsn) -> Result<SegmentList, RestoreError> {
+    let a = read(listing);
+    let (lo, hi) = range(listing, &a.verified, from, Some(until)).map_err(RestoreError::Range)?;
+    match chain::shortest(&a.verified, Start::Holding(lo), hi) {
+        Some(chain) => Ok(pack(chain.into_iter().map(|i| a.verified[i]))),
+        None => {
+            let w = chain::walk(&a.verified, Start::Holding(lo), hi);
+            // No chain reaches `hi`, so the walk found a break before it.
+            Err(RestoreError::Broken(w.breaks.into_iter().next().unwrap_or(Break::Gap { from: lo, to: hi })))
+        }
+    }
+}
+
+/// Segments lying wholly below `before`, oldest first; refused above the
+/// archive's watermark, so that the segment holding it always stays.
+pub fn prune_plan(listing: &ArchiveListing, before: Lsn) -> Result<PrunePlan, PruneError> {
+    let a = read(listing);
+    let start = listing.chain_start.or(a.verified.first().map(|s| s.first)).ok_or(PruneError::NoChain)?;
+    let reach = chain::reach(&a.verified, Start::At(start));
+    if reach <= u128::from(start) {
+        return Err(PruneError::NoChain);
+    }
+    let watermark = (reach - 1) as Lsn;
+    if before > watermark {
+        return Err(PruneError::AboveWatermark(watermark));
+    }
+    // The chain from the start to the watermark goes on from the segment of
+    // it that holds the bound: that is the new chain start.
+    let path = chain::shortest(&a.verified, Start::At(start), watermark).unwrap_or_default();
+    let new_start = path
         .iter()
-        .filter(|o| o.crc32c.is_none() && crate::plan::probe(&o.name).is_some_and(|p| crate::plan::holds(&segments, &p)))
-        .map(|o| o.name.clone())
-        .collect();
-    VerifyReport { segments, gaps, overlaps, not_segments, unverified }
-}
-
-/// The minimal contiguous chain that covers `from` (by default the archive's
-/// first LSN) up to `until`, in LSN order: each next segment starts right
-/// after the previous one ends, and among those, the one reaching furthest.
-pub fn restore_plan(archive: &[ArchivedObject], from: Option<Lsn>, until: Lsn) -> Result<Vec<Segment>, RestoreError> {
-    let (all, _) = segments_of(archive);
-    let first = all.first().ok_or(RestoreError::Empty)?;
-    let lo = from.unwrap_or(first.first_lsn);
-    if lo > until {
-        return Err(RestoreError::EmptyRange);
-    }
-    // The segment holding `lo`, reaching furthest.
-    let start = all
-        .iter()
-        .filter(|s| s.first_lsn <= lo && lo <= s.last_lsn)
-        .max_by_key(|s| s.last_lsn)
-        .ok_or_else(|| {
-            if lo < first.first_lsn {
-                return RestoreError::StartsAfter(first.first_lsn);
-            }
-            match all.iter().find(|s| s.first_lsn > lo) {
-                Some(next) => RestoreError::Gap(Gap { from: lo, to: next.first_lsn - 1 }),
-                None => RestoreError::EndsBefore(all.iter().map(|s| s.last_lsn).max().unwrap_or(0)),
-            }
-        })?;
-    let mut chain = alloc::vec![start.clone()];
-    let mut end = start.last_lsn;
-    while end < until {
-        let next = end + 1;
-        // `all` is in LSN order: the segments starting at `next` end just
-        // before `after`, and the last of them reaches furthest.
-        let after = all.partition_point(|s| s.first_lsn <= next);
-        match after.checked_sub(1).map(|i| &all[i]).filter(|s| s.first_lsn == next) {
-            Some(s) => {
-                end = s.last_lsn;
-                chain.push(s.clone());
-            }
-            None => {
-                return Err(match all.get(after) {
-                    Some(after) => RestoreError::Gap(Gap { from: next, to: after.first_lsn - 1 }),
-                    None => RestoreError::EndsBefore(end),
-                });
-            }
-        }
-    }
-    Ok(chain)
-}
-
-/// Segments lying wholly below `before`, oldest first, so that deleting them
-/// in order never leaves a hole under a surviving segment.
-pub fn prune_plan(archive: &[ArchivedObject], before: Lsn) -> Vec<Segment> {
-    let (all, _) = segments_of(archive);
-    all.into_iter().filter(|s| s.last_lsn < before).collect()
+        .map(|&i| a.verified[i])
+        .find(|s| s.first <= before && before <= s.last)
+        .map_or(start, |s| s.first.max(start));
+    Ok(PrunePlan {
+        segments: pack(a.all.iter().copied().filter(|s| s.last < before)),
+        pruned_below: before,
+        chain_start: new_start,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::name::format_segment_name;
+    use crate::packed::{DirEntry, EntryKind, Listing};
+    use crate::plan::{scan, SkipReason, State};
+    use alloc::vec;
 
-    fn obj(first: Lsn, last: Lsn) -> ArchivedObject {
-        ArchivedObject { name: format_segment_name(first, last).unwrap(), size: 10, crc32c: Some(1) }
+    fn name(first: Lsn, last: Lsn) -> String {
+        format_segment_name(first, last).unwrap()
     }
 
-    fn names(v: &[Segment]) -> Vec<(Lsn, Lsn)> {
-        v.iter().map(|s| (s.first_lsn, s.last_lsn)).collect()
+    fn entry(name: &str) -> DirEntry {
+        DirEntry { name: name.into(), utf8: true, kind: EntryKind::File, size: 10 }
     }
 
-    #[test]
-    fn restores_the_minimal_chain_that_covers_the_target() {
-        let archive = [obj(21, 30), obj(1, 10), obj(11, 20), obj(31, 40)];
-        assert_eq!(names(&restore_plan(&archive, None, 25).unwrap()), vec![(1, 10), (11, 20), (21, 30)]);
-        assert_eq!(names(&restore_plan(&archive, None, 20).unwrap()), vec![(1, 10), (11, 20)]);
-        assert_eq!(names(&restore_plan(&archive, Some(15), 31).unwrap()), vec![(11, 20), (21, 30), (31, 40)]);
-        assert_eq!(names(&restore_plan(&archive, None, 1).unwrap()), vec![(1, 10)]);
+    fn archive(spans: &[(Lsn, Lsn)]) -> ArchiveListing {
+        let mut a = ArchiveListing::default();
+        for &(f, l) in spans {
+            a.push(&entry(&name(f, l)), Some(1));
+        }
+        a
     }
 
-    #[test]
-    fn refuses_a_chain_with_a_gap_naming_the_missing_range() {
-        let archive = [obj(1, 10), obj(21, 30)];
-        assert_eq!(restore_plan(&archive, None, 25), Err(RestoreError::Gap(Gap { from: 11, to: 20 })));
-        assert_eq!(names(&restore_plan(&archive, None, 10).unwrap()), vec![(1, 10)]);
-        assert_eq!(restore_plan(&archive, None, 31), Err(RestoreError::Gap(Gap { from: 11, to: 20 })));
-        assert_eq!(restore_plan(&archive[..1], None, 31), Err(RestoreError::EndsBefore(10)));
-        assert_eq!(restore_plan(&[], None, 1), Err(RestoreError::Empty));
-        assert_eq!(restore_plan(&archive, Some(0), 5), Err(RestoreError::StartsAfter(1)));
-        assert_eq!(restore_plan(&archive, Some(15), 25), Err(RestoreError::Gap(Gap { from: 15, to: 20 })));
+    fn spans(list: &SegmentList) -> Vec<(Lsn, Lsn)> {
+        list.iter().map(|(n, _)| Seg::parse(n, 0, 0).map(|s| (s.first, s.last)).unwrap()).collect()
     }
 
     #[test]
-    fn reports_gaps_overlaps_strays_and_unverified_objects() {
-        let mut archive = vec![obj(1, 10), obj(21, 30), obj(25, 40), obj(41, 50)];
-        archive.push(ArchivedObject { name: "notes.txt".into(), size: 1, crc32c: None });
-        archive.push(ArchivedObject { name: format_segment_name(51, 60).unwrap(), size: 1, crc32c: None });
-        let r = verify_plan(&archive, None, None);
-        assert_eq!(r.gaps, vec![Gap { from: 11, to: 20 }]);
-        assert_eq!(r.overlaps.len(), 1);
-        assert_eq!((r.overlaps[0].from, r.overlaps[0].to), (25, 30));
-        assert_eq!(r.not_segments, vec!["notes.txt".to_string()]);
-        assert_eq!(r.unverified, vec![format_segment_name(51, 60).unwrap()]);
-        // Over a range that avoids the problems, it is clean.
-        let r = verify_plan(&archive, Some(41), Some(60));
-        assert!(r.gaps.is_empty() && r.overlaps.is_empty());
-        // A range past the end is a gap.
-        let r = verify_plan(&archive[..1], Some(1), Some(15));
-        assert_eq!(r.gaps, vec![Gap { from: 11, to: 15 }]);
+    fn restores_the_shortest_chain_that_covers_the_target() {
+        let a = archive(&[(21, 30), (1, 10), (11, 20), (31, 40)]);
+        assert_eq!(spans(&restore_plan(&a, None, 25).unwrap()), [(1, 10), (11, 20), (21, 30)]);
+        assert_eq!(spans(&restore_plan(&a, Some(15), 31).unwrap()), [(11, 20), (21, 30), (31, 40)]);
+        assert_eq!(spans(&restore_plan(&a, None, 1).unwrap()), [(1, 10)]);
+        let a = archive(&[(1, 10), (1, 5), (6, 30)]);
+        assert_eq!(spans(&restore_plan(&a, None, 30).unwrap()), [(1, 5), (6, 30)]);
     }
 
     #[test]
-    fn prunes_only_segments_wholly_below_the_bound_oldest_first() {
-        let archive = [obj(21, 30), obj(1, 10), obj(11, 20)];
-        assert_eq!(names(&prune_plan(&archive, 21)), vec![(1, 10), (11, 20)]);
-        assert_eq!(names(&prune_plan(&archive, 20)), vec![(1, 10)]);
-        assert!(prune_plan(&archive, 1).is_empty());
+    fn refuses_a_restore_with_the_break_verify_reports() {
+        let a = archive(&[(1, 10), (21, 30)]);
+        let gap = Break::Gap { from: 11, to: 20 };
+        assert_eq!(restore_plan(&a, None, 25), Err(RestoreError::Broken(gap.clone())));
+        assert_eq!(verify_plan(&a, None, Some(25)).unwrap().breaks, [gap]);
+        assert_eq!(restore_plan(&a, None, 40), Err(RestoreError::Broken(Break::Gap { from: 11, to: 20 })));
+        assert_eq!(restore_plan(&a, Some(21), 40), Err(RestoreError::Broken(Break::Gap { from: 31, to: 40 })));
+        assert_eq!(restore_plan(&a, Some(0), 5), Err(RestoreError::Broken(Break::Gap { from: 0, to: 0 })));
+        assert_eq!(restore_plan(&ArchiveListing::default(), None, 1), Err(RestoreError::Range(RangeError::Empty)));
+        assert_eq!(restore_plan(&a, Some(9), 5), Err(RestoreError::Range(RangeError::EmptyRange)));
+        assert_eq!(restore_plan(&a, Some(31), 40), Err(RestoreError::Range(RangeError::BeyondEnd(30))));
+    }
+
+    /// Issue 12: with `[1-10, 5-15, 16-20, ...]`, restore said "LSNs 11 to
+    /// 15 are missing" though `5-15` holds them, and verify found no break.
+    #[test]
+    fn reports_one_overlap_the_same_way_in_scan_verify_and_restore() {
+        let set = [(1, 10), (5, 15), (16, 20), (21, 30), (31, 40), (41, 50)];
+        let a = archive(&set);
+        let overlap = Break::Overlap { from: 11, to: 15, held_by: name(5, 15), after: name(1, 10) };
+        assert_eq!(restore_plan(&a, None, 50), Err(RestoreError::Broken(overlap.clone())));
+        let report = verify_plan(&a, None, None).unwrap();
+        assert_eq!(report.breaks, [overlap.clone()]);
+        assert_eq!(report.off_chain, [name(5, 15)]);
+        // The archiver's own scan of the same segments, all of them local.
+        let entries: Vec<DirEntry> = set.iter().map(|&(f, l)| entry(&name(f, l))).collect();
+        let listing: Listing = entries.iter().collect();
+        let s = scan(State::default(), &listing, None);
+        assert_eq!(s.breaks, [overlap]);
+        // From past the overlap, there is a chain.
+        assert_eq!(restore_plan(&a, Some(16), 50).map(|c| c.len()), Ok(4));
+    }
+
+    #[test]
+    fn reports_strays_and_unverified_objects_and_never_uses_them() {
+        let mut a = archive(&[(1, 10), (21, 30)]);
+        a.push(&entry("notes.txt"), None);
+        a.push(&DirEntry { name: "wal-\u{fffd}.seg".into(), utf8: false, kind: EntryKind::File, size: 1 }, None);
+        a.push(&DirEntry { name: name(41, 50), utf8: true, kind: EntryKind::Symlink, size: 0 }, Some(1));
+        a.push(&entry(&name(11, 20)), None);
+        let r = verify_plan(&a, None, None).unwrap();
+        assert_eq!(r.unverified, [name(11, 20)]);
+        assert_eq!(r.breaks, [Break::Gap { from: 11, to: 20 }]);
+        let reasons: Vec<(&str, SkipReason)> = r.strays.iter().map(|s| (s.name.as_str(), s.reason)).collect();
+        assert_eq!(reasons[0].0, "notes.txt");
+        assert_eq!(reasons[1].1, SkipReason::NotUtf8);
+        assert_eq!(reasons[2].1, SkipReason::NotAFile(EntryKind::Symlink));
+        assert!(restore_plan(&a, None, 30).is_err());
+    }
+
+    #[test]
+    fn refuses_an_empty_archive_and_an_empty_range() {
+        assert_eq!(verify_plan(&ArchiveListing::default(), None, None), Err(RangeError::Empty));
+        let a = archive(&[(1, 10)]);
+        assert_eq!(verify_plan(&a, Some(11), None), Err(RangeError::BeyondEnd(10)));
+        assert_eq!(verify_plan(&a, Some(8), Some(5)), Err(RangeError::EmptyRange));
+        let r = verify_plan(&a, Some(5), Some(15)).unwrap();
+        assert_eq!((r.from, r.until), (5, 15));
+        assert_eq!(r.breaks, [Break::Gap { from: 11, to: 15 }]);
+    }
+
+    #[test]
+    fn starts_from_the_recorded_chain_start_by_default() {
+        let mut a = archive(&[(1, 5), (11, 20), (21, 30)]);
+        a.chain_start = Some(11);
+        let r = verify_plan(&a, None, None).unwrap();
+        assert_eq!((r.from, r.until), (11, 30));
+        assert!(r.breaks.is_empty());
+        assert_eq!(spans(&restore_plan(&a, None, 30).unwrap()), [(11, 20), (21, 30)]);
+    }
+
+    #[test]
+    fn prunes_below_the_bound_only_up_to_the_watermark_and_moves_the_chain_start() {
+        let a = archive(&[(1, 10), (11, 20), (21, 30), (41, 50)]);
+        let p = prune_plan(&a, 15).unwrap();
+        assert_eq!(spans(&p.segments), [(1, 10)]);
+        assert_eq!((p.pruned_below, p.chain_start), (15, 11));
+        let p = prune_plan(&a, 30).unwrap();
+        assert_eq!(spans(&p.segments), [(1, 10), (11, 20)], "the segment holding the watermark stays");
+        assert_eq!(p.chain_start, 21);
+        assert_eq!(prune_plan(&a, 31), Err(PruneError::AboveWatermark(30)));
+        assert_eq!(prune_plan(&a, u64::MAX), Err(PruneError::AboveWatermark(30)));
+        assert_eq!(prune_plan(&ArchiveListing::default(), 5), Err(PruneError::NoChain));
+        let p = prune_plan(&a, 1).unwrap();
+        assert!(p.segments.is_empty());
+        // A recorded start where nothing starts: no chain, nothing pruned.
+        let mut b = a.clone();
+        b.chain_start = Some(5);
+        assert_eq!(prune_plan(&b, 3), Err(PruneError::NoChain));
     }
 
     #[test]
     fn handles_u64_max() {
-        let archive = [obj(u64::MAX - 9, u64::MAX - 1), obj(u64::MAX, u64::MAX)];
-        assert_eq!(restore_plan(&archive, None, u64::MAX).unwrap().len(), 2);
-        assert!(verify_plan(&archive, None, None).gaps.is_empty());
+        let a = archive(&[(u64::MAX - 9, u64::MAX - 1), (u64::MAX, u64::MAX)]);
+        assert_eq!(restore_plan(&a, None, u64::MAX).unwrap().len(), 2);
+        assert!(verify_plan(&a, None, None).unwrap().breaks.is_empty());
+        assert_eq!(prune_plan(&a, u64::MAX).unwrap().segments.len(), 1);
+    }
+
+    #[test]
+    fn keeps_one_of_each_name_in_an_archive_listing() {
+        let a = archive(&[(1, 10), (1, 10), (11, 20)]);
+        let r = verify_plan(&a, None, None).unwrap();
+        assert_eq!(r.segments.len(), 2);
+        assert!(r.breaks.is_empty() && r.off_chain.is_empty());
+        let _ = vec![0];
     }
 }

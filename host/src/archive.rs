@@ -1,6 +1,7 @@
-//! The archive loop. The planner decides what to upload, what counts as
-//! archived and what may be deleted; this module lists, uploads, deletes and
-//! saves the state, and checks every decision against what it listed.
+//! The archive loop. The planner decides what to upload, what to compare,
+//! what counts as archived and what may be deleted; this module lists,
+//! uploads, compares, deletes and saves the state, and checks every
+//! decision against what it listed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,9 +11,16 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tracing::{info, warn};
 
-use crate::component::{wit, CycleReport, PlannerError, PlannerRuntime};
+use crate::bindings::wit;
+use crate::component::{CycleReport, Planner, PlannerError, PlannerRuntime, ScanReport};
+use crate::lsn::format_lsn;
 use crate::state::{StateError, StateStore};
 use crate::storage::{Storage, StorageError};
+
+/// How long recorded outcomes may wait before the planner records them and
+/// the state is saved: often enough to show progress, seldom enough that a
+/// backlog of small segments is not a call per batch.
+const CHECKPOINT: Duration = Duration::from_secs(1);
 
 /// Why a run could not go on. A segment that fails to upload is not an
 /// error here: it is recorded, reported and retried.
@@ -28,41 +36,77 @@ pub enum ArchiveError {
     BadPlan { plugin: String, why: String },
 }
 
+/// A segment counted as archived in a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archived {
+    pub name: String,
+    pub size: u64,
+    /// Already in the archive with the same bytes: compared, not sent.
+    pub existed: bool,
+}
+
 /// What one run did and found.
 #[derive(Debug, Clone)]
 pub struct Summary {
     pub state: wit::ArchiverState,
-    pub archived: Vec<wit::Segment>,
+    pub archived: Vec<Archived>,
     pub failed: Vec<wit::SegmentFailure>,
+    pub conflicts: Vec<wit::SegmentConflict>,
     pub deleted: Vec<String>,
     pub not_deleted: Vec<wit::SegmentFailure>,
     pub skipped: Vec<wit::SkippedEntry>,
-    pub gaps: Vec<wit::Gap>,
-    pub overlaps: Vec<wit::Overlap>,
+    pub breaks: Vec<wit::ChainBreak>,
+    pub off_chain: Vec<String>,
+    pub pruned: Vec<String>,
+    pub strays: Vec<wit::SkippedEntry>,
 }
 
 impl Summary {
-    /// True when nothing failed and no segments overlap.
+    /// True when nothing failed, nothing is in conflict, and no overlap
+    /// stops the chain (a gap is the database's to fill).
     pub fn is_clean(&self) -> bool {
-        self.failed.is_empty() && self.not_deleted.is_empty() && self.overlaps.is_empty()
+        self.failed.is_empty()
+            && self.not_deleted.is_empty()
+            && self.conflicts.is_empty()
+            && !self.breaks.iter().any(|b| matches!(b, wit::ChainBreak::Overlap(_)))
     }
 
+    /// Bytes sent in this run (compared segments were not sent).
     pub fn bytes_archived(&self) -> u64 {
-        self.archived.iter().map(|s| s.size).sum()
+        self.archived.iter().filter(|a| !a.existed).map(|a| a.size).sum()
+    }
+
+    fn from_scan(state: wit::ArchiverState, scan: &ScanReport) -> Self {
+        Self {
+            state,
+            archived: Vec::new(),
+            failed: Vec::new(),
+            conflicts: scan.conflicts.clone(),
+            deleted: Vec::new(),
+            not_deleted: Vec::new(),
+            skipped: scan.skipped.clone(),
+            breaks: scan.breaks.clone(),
+            off_chain: scan.off_chain.clone(),
+            pruned: scan.pruned.clone(),
+            strays: scan.strays.clone(),
+        }
     }
 }
 
 impl From<CycleReport> for Summary {
     fn from(r: CycleReport) -> Self {
         Self {
+            archived: r.archived.into_iter().map(|name| Archived { name, size: 0, existed: false }).collect(),
             state: r.state,
-            archived: r.archived,
             failed: r.failed,
+            conflicts: r.conflicts,
             deleted: r.deleted,
             not_deleted: r.not_deleted,
             skipped: r.skipped,
-            gaps: r.gaps,
-            overlaps: r.overlaps,
+            breaks: r.breaks,
+            off_chain: Vec::new(),
+            pruned: Vec::new(),
+            strays: Vec::new(),
         }
     }
 }
@@ -84,24 +128,18 @@ pub struct Archiver {
     retries: Mutex<HashMap<String, Retry>>,
     rng: Mutex<u64>,
     concurrency: usize,
-    progress: Option<Box<dyn Fn(&wit::Segment) + Send + Sync>>,
+    progress: Option<Box<dyn Fn(&Archived) + Send + Sync>>,
     /// How long the archive's listing stays good between cycles; zero: every cycle.
     reconcile_every: Duration,
     /// When the last reconciliation happened, if its cycle went cleanly.
     reconciled: Mutex<Option<Instant>>,
-    last_saved: Mutex<Option<wit::ArchiverState>>,
+    /// What was saved last, and when.
+    last_saved: Mutex<(Option<wit::ArchiverState>, Option<Instant>)>,
 }
 
 impl Archiver {
-    pub fn new(
-        runtime: Arc<PlannerRuntime>,
-        storage: Storage,
-        config: wit::ArchiverConfig,
-        state_store: Option<StateStore>,
-    ) -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
+    pub fn new(runtime: Arc<PlannerRuntime>, storage: Storage, config: wit::ArchiverConfig, state_store: Option<StateStore>) -> Self {
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id()).rotate_left(32);
         Self {
             runtime,
@@ -114,7 +152,7 @@ impl Archiver {
             progress: None,
             reconcile_every: Duration::ZERO,
             reconciled: Mutex::new(None),
-            last_saved: Mutex::new(None),
+            last_saved: Mutex::new((None, None)),
         }
     }
 
@@ -131,8 +169,8 @@ impl Archiver {
         !self.retries().is_empty()
     }
 
-    /// Calls `f` with each segment as soon as it is archived.
-    pub fn with_progress(mut self, f: impl Fn(&wit::Segment) + Send + Sync + 'static) -> Self {
+    /// Calls `f` with each segment as soon as it counts as archived.
+    pub fn with_progress(mut self, f: impl Fn(&Archived) + Send + Sync + 'static) -> Self {
         self.progress = Some(Box::new(f));
         self
     }
@@ -141,7 +179,9 @@ impl Archiver {
     pub fn with_concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
         // One buffer per upload, and one more so that a read can go on while parts are sent.
-        self.storage.archive.buffers().resize(self.concurrency + 1);
+        if let Some(pool) = self.storage.archive.buffers() {
+            pool.resize(self.concurrency + 1);
+        }
         self
     }
 
@@ -171,45 +211,39 @@ impl Archiver {
     /// One that belongs to another archive is refused, as a likely mistake in `--to`.
     pub fn load_state(&self) -> Result<wit::ArchiverState, ArchiveError> {
         match self.state_store.as_ref().map(StateStore::load) {
-            None => Ok(crate::state::empty_state()),
+            None => Ok(crate::bindings::empty_state()),
             Some(Ok(state)) => Ok(state),
             Some(Err(e @ (StateError::Corrupt { .. } | StateError::Version { .. }))) => {
                 warn!("{e}; rebuilding the state from the archive");
-                Ok(crate::state::empty_state())
+                Ok(crate::bindings::empty_state())
             }
             Some(Err(e)) => Err(e.into()),
         }
     }
 
-    /// Saves the state, unless it is what was saved last.
-    fn save(&self, state: &wit::ArchiverState) -> Result<(), ArchiveError> {
+    /// Saves the state, unless it is what was saved last, or (without
+    /// `force`) it was saved less than a checkpoint ago: the state is a cache
+    /// of the archive, and a large one is not rewritten for every batch.
+    fn save(&self, state: &wit::ArchiverState, force: bool) -> Result<(), ArchiveError> {
         if let Some(s) = &self.state_store {
             let mut last = self.last_saved.lock().expect("state lock");
-            if last.as_ref() != Some(state) {
+            let recent = last.1.is_some_and(|at| at.elapsed() < CHECKPOINT);
+            if last.0.as_ref() != Some(state) && (force || !recent) {
                 s.save(state)?;
-                *last = Some(state.clone());
+                *last = (Some(state.clone()), Some(Instant::now()));
             }
         }
         Ok(())
     }
 
     fn bad_plan(&self, why: String) -> ArchiveError {
-        ArchiveError::BadPlan { plugin: self.runtime_plugin(), why }
-    }
-
-    fn runtime_plugin(&self) -> String {
-        self.runtime.plugin().to_owned()
+        ArchiveError::BadPlan { plugin: self.runtime.plugin().to_owned(), why }
     }
 
     /// Runs passes until every pending segment is archived, or has failed
     /// `max_attempts` times in this process, or `stop` is set; between passes
     /// it waits for the planner's backoff. This is `archive --once`.
-    pub fn run_until_done(
-        &self,
-        state: &mut wit::ArchiverState,
-        stop: &AtomicBool,
-        max_attempts: u32,
-    ) -> Result<Summary, ArchiveError> {
+    pub fn run_until_done(&self, state: &mut wit::ArchiverState, stop: &AtomicBool, max_attempts: u32) -> Result<Summary, ArchiveError> {
         let mut total = self.pass_with_retries(state, stop, max_attempts)?;
         let mut tried: HashSet<String> = total.failed.iter().map(|f| f.name.clone()).collect();
         loop {
@@ -226,12 +260,15 @@ impl Archiver {
             total.archived.extend(pass.archived);
             total.deleted.extend(pass.deleted);
             total.not_deleted = pass.not_deleted;
+            total.conflicts = pass.conflicts;
             total.skipped = pass.skipped;
-            total.gaps = pass.gaps;
-            total.overlaps = pass.overlaps;
+            total.breaks = pass.breaks;
+            total.off_chain = pass.off_chain;
+            total.pruned = pass.pruned;
+            total.strays = pass.strays;
         }
         // What failed in this run and is failing still, with its last reason.
-        total.failed = state.failing.iter().filter(|f| tried.contains(&f.name)).cloned().collect();
+        total.failed = state.failing.iter().filter(|f| tried.contains(&f.name)).collect();
         total.state = state.clone();
         Ok(total)
     }
@@ -256,75 +293,82 @@ impl Archiver {
 
     /// One pass over everything pending and due, in batches; each segment is
     /// tried once, and a failed one is not tried again before its backoff
-    /// ends. Starts by reconciling the state with a listing of the archive.
-    /// Stops between uploads once `stop` is set. The state is saved after
-    /// every batch.
+    /// ends. Starts by listing the archive, unless it was listed a moment
+    /// ago. Stops between uploads once `stop` is set.
     pub fn run_once(&self, state: &mut wit::ArchiverState, stop: &AtomicBool) -> Result<Summary, ArchiveError> {
         let mut planner = self.runtime.session(None)?;
         let fresh = self.reconciled.lock().expect("reconcile lock").is_some_and(|at| at.elapsed() < self.reconcile_every);
-        if !fresh {
-            let archived_objects = self.storage.archive_listing()?;
-            *state = planner.reconcile(state, &archived_objects)?;
-        }
+        let rt = &self.storage.runtime;
+        let archive = if fresh { None } else { Some(rt.block_on(self.storage.archive.list())?) };
         let listing = self.storage.wal.list()?;
-        let files: HashSet<&str> = listing
-            .entries()
-            .filter(|e| e.utf8 && e.kind == wit::EntryKind::File)
-            .map(|e| e.name)
-            .collect();
-        let scan = planner.scan(&listing, state)?;
-        if scan.pending.len() > listing.len() || scan.skipped.len() > listing.len() {
-            return Err(self.bad_plan(format!(
-                "scan returned {} pending and {} skipped entries for a listing of {}",
-                scan.pending.len(),
-                scan.skipped.len(),
-                listing.len()
-            )));
-        }
-        for seg in &scan.pending {
-            if !files.contains(seg.name.as_str()) {
-                return Err(self.bad_plan(format!("pending segment {:?} is not a file in the listing", seg.name)));
+        let files: HashMap<&str, u64> =
+            listing.entries().filter(|e| e.utf8 && e.kind == wit::EntryKind::File).map(|e| (e.name, e.size)).collect();
+        let scan = planner.scan(state, &listing, archive.as_ref().map(|a| a.to_wit()).as_ref())?;
+        for (name, size) in scan.pending.iter().chain(scan.to_confirm.iter()) {
+            if !files.contains_key(name) {
+                return Err(self.bad_plan(format!("segment {name:?} ({size} bytes) is not a file in the listing")));
             }
         }
-        *state = scan.state;
-        self.save(state)?;
+        if scan.pending.len() + scan.to_confirm.len() > listing.len() {
+            return Err(self.bad_plan(format!("{} segments to upload or compare for a listing of {}", scan.pending.len() + scan.to_confirm.len(), listing.len())));
+        }
+        *state = scan.state.clone();
+        self.save(state, false)?;
+        let mut summary = Summary::from_scan(state.clone(), &scan);
+        let mut chain_recorded = self.record_chain_start(scan.record_chain_start);
 
-        let mut archived = Vec::new();
-        let mut failed = Vec::new();
+        // Segments the archive holds whose local bytes were never compared with it.
+        let mut outcomes: Vec<wit::UploadOutcome> = Vec::new();
+        let confirms: Vec<(&str, u64)> = scan.to_confirm.iter().collect();
+        let compared: Vec<wit::UploadOutcome> = rt.block_on(
+            futures::stream::iter(confirms)
+                .map(|(name, size)| async move {
+                    let key = self.storage.archive.key_of(name);
+                    let receipt = self.storage.check_archived(name, &key, size).await.map_err(wit::StorageError::from);
+                    wit::UploadOutcome { name: name.to_owned(), size, receipt }
+                })
+                .buffer_unordered(self.concurrency)
+                .collect(),
+        );
+        outcomes.extend(compared);
+
+        // Pending segments, less those still waiting for their backoff.
         let now = Instant::now();
-        let mut remaining: Vec<wit::Segment> = {
+        let due = {
             let mut retries = self.retries();
-            // A segment that is no longer pending (archived by another
-            // archiver, or gone) has nothing left to retry.
-            retries.retain(|name, _| scan.pending.iter().any(|s| s.name == *name));
-            scan.pending
-                .into_iter()
-                .filter(|s| retries.get(&s.name).is_none_or(|r| r.due <= now))
-                .collect()
+            let pending: HashSet<&str> = scan.pending.iter().map(|(n, _)| n).collect();
+            // A segment no longer pending (archived by another archiver, or gone) has nothing left to retry.
+            retries.retain(|name, _| pending.contains(name.as_str()));
+            let mut due = wit::SegmentList::default();
+            for (name, size) in scan.pending.iter() {
+                if retries.get(name).is_none_or(|r| r.due <= now) {
+                    due.push(name, size);
+                }
+            }
+            due
         };
-        while !remaining.is_empty() && !stop.load(Ordering::SeqCst) {
-            let tasks = planner.plan_batch(&self.config, &remaining)?;
-            if tasks.is_empty() {
-                return Err(self.bad_plan(format!("no task planned for {} pending segments", remaining.len())));
+        let ends = planner.plan_batches(&self.config, &due)?;
+        self.check_batches(&ends, due.len())?;
+        let mut last_record = Instant::now();
+        let mut start = 0usize;
+        for (b, &end) in ends.iter().enumerate() {
+            if stop.load(Ordering::SeqCst) {
+                break;
             }
-            let most = (self.config.batch_size.max(1) as usize).min(remaining.len());
-            if tasks.len() > most {
-                return Err(self.bad_plan(format!("a batch of {} tasks, where at most {most} were possible", tasks.len())));
-            }
-            for task in &tasks {
-                let Some(at) = remaining.iter().position(|s| *s == task.segment) else {
-                    return Err(self.bad_plan(format!("task for {:?}, which is not pending", task.segment.name)));
-                };
-                remaining.remove(at);
-            }
+            let batch = due.slice(start, end as usize);
+            start = end as usize;
             // Up to `concurrency` uploads at once; they finish in any order,
-            // and the planner records them in the order they finish, once
-            // the whole batch is durable.
-            let uploads = self.storage.runtime.block_on(async {
+            // and count once the whole batch is durable.
+            let uploaded = rt.block_on(async {
                 let storage = &self.storage;
-                let published: Vec<_> = futures::stream::iter(tasks.iter())
+                let tasks: Vec<(String, u64)> = batch.iter().map(|(n, s)| (n.to_owned(), s)).collect();
+                let published: Vec<_> = futures::stream::iter(tasks)
                     .take_while(|_| std::future::ready(!stop.load(Ordering::SeqCst)))
-                    .map(|task| async move { (task, storage.publish_segment(&task.segment.name, &task.key, task.verify).await) })
+                    .map(|(name, size)| async move {
+                        let key = storage.archive.key_of(&name);
+                        let published = storage.publish_segment(&name, &key, size, self.config.verify_checksums).await;
+                        ((name, size), published)
+                    })
                     .buffer_unordered(self.concurrency)
                     .collect()
                     .await;
@@ -332,87 +376,170 @@ impl Archiver {
                 let receipts = storage.archive.finish_batch(published, self.concurrency).await;
                 done.into_iter().zip(receipts).collect::<Vec<_>>()
             });
-            for (task, receipt) in uploads {
-                let seg = &task.segment;
-                let outcome = match receipt {
-                    Ok(receipt) => planner.record_archived(state, task, receipt)?.map_err(|e| describe_verify_error(&e)),
-                    Err(e) => Err(e.to_string()),
-                };
-                match outcome {
-                    Ok(next) => {
-                        *state = next;
-                        self.retries().remove(&seg.name);
-                        info!(segment = %seg.name, bytes = seg.size, to = %self.storage.archive.display_key(&task.key), "archived");
-                        if let Some(progress) = &self.progress {
-                            progress(seg);
-                        }
-                        archived.push(seg.clone());
-                    }
-                    Err(reason) => {
-                        *state = planner.record_failed(state, task, &reason)?;
-                        let attempts = state.failing.iter().find(|f| f.name == seg.name).map_or(1, |f| f.attempts);
-                        let delay = Duration::from_millis(planner.retry_delay(&self.config, attempts, self.random())?);
-                        let mut retries = self.retries();
-                        let entry = retries.entry(seg.name.clone()).or_insert(Retry { due: Instant::now(), attempts: 0 });
-                        entry.attempts += 1;
-                        entry.due = Instant::now() + delay;
-                        warn!(segment = %seg.name, attempts, retry_in = ?delay, "cannot archive segment: {reason}");
-                        failed.push(wit::SegmentFailure { name: seg.name.clone(), attempts, last_reason: reason });
-                    }
-                }
+            for ((name, size), receipt) in uploaded {
+                outcomes.push(wit::UploadOutcome { name, size, receipt: receipt.map_err(wit::StorageError::from) });
             }
-            self.save(state)?;
+            let last = b + 1 == ends.len();
+            if last || last_record.elapsed() >= CHECKPOINT {
+                self.record(&mut planner, state, std::mem::take(&mut outcomes), &mut summary, &mut chain_recorded)?;
+                last_record = Instant::now();
+            }
         }
+        if !outcomes.is_empty() {
+            self.record(&mut planner, state, std::mem::take(&mut outcomes), &mut summary, &mut chain_recorded)?;
+        }
+        self.save(state, true)?;
 
-        let (deleted, not_deleted) = self.delete_archived(&mut planner, state, &listing, &files)?;
+        if chain_recorded {
+            let (deleted, not_deleted) = self.delete_archived(&mut planner, state, &listing, &files)?;
+            summary.deleted = deleted;
+            summary.not_deleted = not_deleted;
+        }
         // A clean cycle keeps the listing good for a while; any failure asks for a new one.
         {
             let mut reconciled = self.reconciled.lock().expect("reconcile lock");
-            if !(failed.is_empty() && not_deleted.is_empty()) {
+            if !(summary.failed.is_empty() && summary.not_deleted.is_empty() && summary.conflicts.is_empty()) {
                 *reconciled = None;
             } else if !fresh {
                 *reconciled = Some(Instant::now());
             }
         }
-        Ok(Summary {
-            state: state.clone(),
-            archived,
-            failed,
-            deleted,
-            not_deleted,
-            skipped: scan.skipped,
-            gaps: scan.gaps,
-            overlaps: scan.overlaps,
-        })
+        summary.state = state.clone();
+        Ok(summary)
+    }
+
+    /// Checks the planner's batch ends: in order, each batch non-empty, no
+    /// batch larger than the configured size, the last one at the end.
+    fn check_batches(&self, ends: &[u32], len: usize) -> Result<(), ArchiveError> {
+        let most = self.config.batch_size.max(1) as usize;
+        let mut start = 0usize;
+        for &end in ends {
+            let end = end as usize;
+            if end <= start || end > len || end - start > most {
+                return Err(self.bad_plan(format!("batch ends {ends:?} for {len} pending segments in batches of at most {most}")));
+            }
+            start = end;
+        }
+        if start != len {
+            return Err(self.bad_plan(format!("batch ends {ends:?} leave segments of {len} unplanned")));
+        }
+        Ok(())
+    }
+
+    /// Writes the chain start the planner asks for; false when it could not
+    /// be written (then nothing is deleted in this pass).
+    fn record_chain_start(&self, start: Option<u64>) -> bool {
+        let Some(start) = start else { return true };
+        match self.storage.runtime.block_on(self.storage.record_chain_start(start)) {
+            Ok(()) => {
+                info!(chain_start = %format_lsn(start), "recorded the chain start in the archive");
+                true
+            }
+            Err(e) => {
+                warn!("{e}; nothing is deleted until it is recorded");
+                false
+            }
+        }
+    }
+
+    /// Hands outcomes to the planner, and acts on what it made of them:
+    /// progress, logs, backoff, the chain start.
+    fn record(
+        &self,
+        planner: &mut Planner,
+        state: &mut wit::ArchiverState,
+        outcomes: Vec<wit::UploadOutcome>,
+        summary: &mut Summary,
+        chain_recorded: &mut bool,
+    ) -> Result<(), ArchiveError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let report = planner.record_uploads(&self.config, state, &outcomes)?;
+        *state = report.state;
+        let by_name: HashMap<&str, &wit::UploadOutcome> = outcomes.iter().map(|o| (o.name.as_str(), o)).collect();
+        for name in &report.archived {
+            let Some(o) = by_name.get(name.as_str()) else {
+                return Err(self.bad_plan(format!("{name:?} counted as archived, but it was not uploaded")));
+            };
+            let existed = matches!(&o.receipt, Ok(r) if r.existed);
+            self.retries().remove(name);
+            info!(segment = %name, bytes = o.size, to = %self.storage.archive.display_key(&self.storage.archive.key_of(name)), existed, "archived");
+            let a = Archived { name: name.clone(), size: o.size, existed };
+            if let Some(progress) = &self.progress {
+                progress(&a);
+            }
+            summary.archived.push(a);
+        }
+        for f in report.failed {
+            let delay = Duration::from_millis(planner.retry_delay(&self.config, f.attempts, self.random())?);
+            let mut retries = self.retries();
+            let entry = retries.entry(f.name.clone()).or_insert(Retry { due: Instant::now(), attempts: 0 });
+            entry.attempts += 1;
+            entry.due = Instant::now() + delay;
+            warn!(segment = %f.name, attempts = f.attempts, retry_in = ?delay, "cannot archive segment: {}", f.last_reason);
+            summary.failed.push(f);
+        }
+        for c in report.conflicts {
+            self.retries().remove(&c.name);
+            warn!(segment = %c.name, "{}", describe_conflict(&c));
+            summary.conflicts.retain(|x| x.name != c.name);
+            summary.conflicts.push(c);
+        }
+        for name in report.refused {
+            warn!("the planner refused an outcome for {name:?}: not a segment name");
+        }
+        if report.record_chain_start.is_some() {
+            *chain_recorded &= self.record_chain_start(report.record_chain_start);
+        }
+        self.save(state, false)
     }
 
     fn delete_archived(
         &self,
-        planner: &mut crate::component::Planner,
+        planner: &mut Planner,
         state: &wit::ArchiverState,
         listing: &wit::DirListing,
-        files: &HashSet<&str>,
+        files: &HashMap<&str, u64>,
     ) -> Result<(Vec<String>, Vec<wit::SegmentFailure>), ArchiveError> {
         let mut deleted = Vec::new();
         let mut not_deleted = Vec::new();
         if !self.config.delete_after_archive {
             return Ok((deleted, not_deleted));
         }
-        for seg in planner.deletable(&self.config, state, listing)? {
-            if !files.contains(seg.name.as_str()) {
-                return Err(self.bad_plan(format!("deletion of {:?}, which is not a file in the listing", seg.name)));
+        let deletable = planner.deletable(&self.config, state, listing)?;
+        for (name, size) in deletable.iter() {
+            if files.get(name) != Some(&size) {
+                return Err(self.bad_plan(format!("deletion of {name:?} ({size} bytes), which is not a file of that size in the listing")));
             }
-            match self.storage.delete_archived(&seg.name) {
+        }
+        let rt = &self.storage.runtime;
+        let results: Vec<(String, Result<(), StorageError>)> = rt.block_on(
+            futures::stream::iter(deletable.iter().map(|(n, _)| n.to_owned()).collect::<Vec<_>>())
+                .map(|name| async move {
+                    let key = self.storage.archive.key_of(&name);
+                    let r = self.storage.delete_archived(&name, &key).await;
+                    (name, r)
+                })
+                .buffer_unordered(self.concurrency)
+                .collect(),
+        );
+        for (name, r) in results {
+            match r {
                 Ok(()) => {
-                    info!(segment = %seg.name, "deleted local segment");
-                    deleted.push(seg.name);
+                    info!(segment = %name, "deleted local segment");
+                    deleted.push(name);
                 }
                 Err(e) => {
-                    warn!(segment = %seg.name, "{e}");
-                    not_deleted.push(wit::SegmentFailure { name: seg.name, attempts: 1, last_reason: e.to_string() });
+                    warn!(segment = %name, "{e}");
+                    not_deleted.push(wit::SegmentFailure { name, attempts: 1, last_reason: e.to_string() });
                 }
             }
         }
+        if !deleted.is_empty() {
+            self.storage.wal.sync()?;
+        }
+        deleted.sort();
         Ok((deleted, not_deleted))
     }
 
@@ -424,20 +551,19 @@ impl Archiver {
             .run_cycle(&self.config, state)?
             .map_err(|e| self.bad_plan(format!("run-cycle failed: {}", describe_storage_error(&e))))?;
         *state = report.state.clone();
-        self.save(state)?;
+        self.save(state, true)?;
         Ok(report.into())
     }
 
     /// The planner's view without uploading anything: for `status`.
-    pub fn inspect(&self, state: &wit::ArchiverState) -> Result<(crate::component::ScanReport, u64), ArchiveError> {
-        let archived_objects = self.storage.archive_listing()?;
+    pub fn inspect(&self, state: &wit::ArchiverState) -> Result<(ScanReport, u64), ArchiveError> {
+        let archive = self.storage.runtime.block_on(self.storage.archive.list())?;
         let listing = self.storage.wal.list()?;
         let mut planner = self.runtime.session(None)?;
-        let state = planner.reconcile(state, &archived_objects)?;
-        let scan = planner.scan(&listing, &state)?;
+        let scan = planner.scan(state, &listing, Some(&archive.to_wit()))?;
         let current = listing
             .entries()
-            .filter(|e| e.utf8 && e.kind == wit::EntryKind::File)
+            .filter(|e| e.utf8 && e.kind == wit::EntryKind::File && e.name.starts_with("wal-"))
             .filter_map(|e| planner.parse_segment_name(e.name).ok()?.ok())
             .map(|n| n.last_lsn)
             .max()
@@ -452,19 +578,28 @@ impl Archiver {
     }
 }
 
-/// A verification failure, in words.
-pub fn describe_verify_error(e: &wit::VerifyError) -> String {
-    match e {
-        wit::VerifyError::SizeChanged((listed, read)) => {
-            format!("the file was listed with {listed} bytes but {read} were read (is it still being written?)")
+/// A conflict, in words, with both sizes and checksums.
+pub fn describe_conflict(c: &wit::SegmentConflict) -> String {
+    format!(
+        "conflict: the archive holds {} bytes with CRC32C {:08x} under {}'s key, but the local segment has {} bytes with CRC32C {:08x}; \
+         it is not counted as archived, not retried and not deleted until the archived object is removed or replaced",
+        c.archived_size, c.archived_crc32c, c.name, c.local_size, c.local_crc32c
+    )
+}
+
+/// A break in the chain, in the words every command uses.
+pub fn describe_break(b: &wit::ChainBreak) -> String {
+    match b {
+        wit::ChainBreak::Gap(g) => format!("gap: LSNs {} to {} are missing", format_lsn(g.from_lsn), format_lsn(g.to_lsn)),
+        wit::ChainBreak::Overlap(o) => {
+            let after = if o.after.is_empty() { String::new() } else { format!(" after {}", o.after) };
+            format!(
+                "overlap: LSNs {} to {} are held only by {}, which cannot be chained{after}",
+                format_lsn(o.from_lsn),
+                format_lsn(o.to_lsn),
+                o.held_by
+            )
         }
-        wit::VerifyError::StoredSizeMismatch((sent, stored)) => {
-            format!("{sent} bytes were sent but the stored object has {stored}")
-        }
-        wit::VerifyError::ChecksumMismatch((sent, stored)) => {
-            format!("CRC32C {sent:08x} was sent but the stored object has {stored:08x}")
-        }
-        wit::VerifyError::NotVerified => "the stored object was not read back for verification".into(),
     }
 }
 
@@ -474,7 +609,9 @@ pub fn describe_storage_error(e: &wit::StorageError) -> String {
         wit::StorageError::Refused(m)
         | wit::StorageError::NotFound(m)
         | wit::StorageError::NotAFile(m)
+        | wit::StorageError::Changed(m)
         | wit::StorageError::Io(m) => m.clone(),
+        wit::StorageError::Conflict(c) => describe_conflict(c),
     }
 }
 
@@ -489,6 +626,7 @@ pub fn describe_skip(reason: &wit::SkipReason) -> String {
         },
         wit::SkipReason::NotUtf8 => "the name is not valid UTF-8".into(),
         wit::SkipReason::BadName(e) => format!("not a segment name: {}", describe_name_error(e)),
+        wit::SkipReason::ListedTwice => "listed twice".into(),
     }
 }
 
@@ -498,7 +636,7 @@ pub fn describe_name_error(e: &wit::NameError) -> String {
         wit::NameError::MissingPrefix => "it does not start with `wal-`".into(),
         wit::NameError::WrongSuffix => "it does not end in `.seg`".into(),
         wit::NameError::WrongShape => "it is not `wal-FIRST-LAST.seg`".into(),
-        wit::NameError::WrongLength(n) => format!("an LSN field has {n} characters, not 16"),
+        wit::NameError::WrongLength(n) => format!("an LSN field has {n} bytes, not 16"),
         wit::NameError::NotLowercaseHex => "an LSN field is not lowercase hex".into(),
         wit::NameError::FirstAfterLast => "the first LSN is above the last".into(),
     }

@@ -20,8 +20,8 @@ const TAG_LEN: usize = 32;
 /// Why the cache could not be used. It is never fatal: the caller compiles.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("cannot use cache directory {}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    #[error("cannot use cache directory {}: {cause}", path.display())]
+    Io { path: PathBuf, cause: io::Error },
     #[error("cannot use cache directory {}: {why}", path.display())]
     Unsafe { path: PathBuf, why: &'static str },
 }
@@ -58,7 +58,7 @@ impl CompileCache {
 
     /// Opens (creating) the directory and its secret.
     pub fn open(dir: &Path) -> Result<Self, CacheError> {
-        let io_err = |source| CacheError::Io { path: dir.to_owned(), source };
+        let io_err = |cause| CacheError::Io { path: dir.to_owned(), cause };
         fs::create_dir_all(dir).map_err(io_err)?;
         let meta = fs::metadata(dir).map_err(io_err)?;
         // SAFETY: geteuid has no preconditions.

@@ -13,17 +13,9 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+pub use crate::bindings::{wit, Archiver, ArchiverPre, CycleReport, PruneError, PruneOrder, RangeError, RecordReport, RestoreError, ScanReport, VerifyReport};
+use crate::imports::Imports;
 use crate::storage::Storage;
-
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "archiver",
-    additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
-});
-
-/// The WIT types, as the host uses them.
-pub use nodedb::wal_archiver::types as wit;
-pub use exports::nodedb::wal_archiver::planner::{CycleReport, ScanReport};
 
 /// The planner component built from `guest/` by `build.rs`.
 pub static EMBEDDED_COMPONENT: &[u8] =
@@ -43,9 +35,9 @@ pub enum PlannerError {
 }
 
 /// What a planner plugin must be, as refusals say it.
-pub const EXPECTED: &str = "a WebAssembly component of world nodedb:wal-archiver/archiver@0.3.0, \
-    exporting nodedb:wal-archiver/planner@0.3.0 and importing nothing but \
-    nodedb:wal-archiver/storage@0.3.0, nodedb:wal-archiver/types@0.3.0 and WASI 0.2";
+pub const EXPECTED: &str = "a WebAssembly component of world nodedb:wal-archiver/archiver@0.4.0, \
+    exporting nodedb:wal-archiver/planner@0.4.0 and importing nothing but \
+    nodedb:wal-archiver/storage@0.4.0, nodedb:wal-archiver/types@0.4.0 and WASI 0.2";
 
 /// How far a planner may go. Each limit fails the call that breaches it, and
 /// only that call: the host carries on and retries on the next cycle.
@@ -91,44 +83,12 @@ pub struct HostCtx {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
-    storage: Option<Arc<Storage>>,
+    imports: Imports,
 }
 
 impl WasiView for HostCtx {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
-
-impl wit::Host for HostCtx {}
-
-impl nodedb::wal_archiver::storage::Host for HostCtx {
-    fn list_wal_dir(&mut self) -> Result<wit::DirListing, wit::StorageError> {
-        self.storage()?.list_wal_dir()
-    }
-
-    fn list_archive(&mut self) -> Result<Vec<wit::ArchivedObject>, wit::StorageError> {
-        self.storage()?.list_archive()
-    }
-
-    fn upload(&mut self, name: String, key: String, verify: bool) -> Result<wit::UploadReceipt, wit::StorageError> {
-        self.storage()?.upload(&name, &key, verify)
-    }
-
-    fn delete_segment(&mut self, name: String) -> Result<(), wit::StorageError> {
-        self.storage()?.delete_segment(&name)
-    }
-
-    fn read_object(&mut self, name: String, offset: u64, length: u32) -> Result<Vec<u8>, wit::StorageError> {
-        self.storage()?.read_object(&name, offset, length)
-    }
-}
-
-impl HostCtx {
-    fn storage(&self) -> Result<&Storage, wit::StorageError> {
-        self.storage
-            .as_deref()
-            .ok_or_else(|| wit::StorageError::Refused("this session has no storage".into()))
     }
 }
 
@@ -270,7 +230,7 @@ impl PlannerRuntime {
         if component.component_type().imports(&engine).any(|(name, _)| name.starts_with("wasi:")) {
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(load)?;
         }
-        Archiver::add_to_linker::<HostCtx, HasSelf<HostCtx>>(&mut linker, |ctx| ctx).map_err(load)?;
+        Archiver::add_to_linker::<HostCtx, HasSelf<Imports>>(&mut linker, |ctx| &mut ctx.imports).map_err(load)?;
         let shape = || {
             let ty = component.component_type();
             let exports: Vec<&str> = ty.exports(&engine).map(|(name, _)| name).collect();
@@ -303,7 +263,7 @@ impl PlannerRuntime {
             .table_elements(self.limits.table_elements)
             .memories(self.limits.instances)
             .build();
-        let ctx = HostCtx { wasi, table: ResourceTable::new(), limits, storage };
+        let ctx = HostCtx { wasi, table: ResourceTable::new(), limits, imports: Imports::new(storage) };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|ctx| &mut ctx.limits);
         store.set_epoch_deadline(ticks(self.limits.deadline));
@@ -412,33 +372,30 @@ impl Planner {
         call!(self, "format-segment-name", call_format_segment_name(first, last))
     }
 
-    pub fn reconcile(&mut self, state: &wit::ArchiverState, archive: &[wit::ArchivedObject]) -> Result<wit::ArchiverState, PlannerError> {
-        call!(self, "reconcile", call_reconcile(state, archive))
-    }
-
     pub fn retry_delay(&mut self, config: &wit::ArchiverConfig, attempts: u32, random: u64) -> Result<u64, PlannerError> {
         call!(self, "retry-delay", call_retry_delay(config, attempts, random))
     }
 
-    pub fn scan(&mut self, listing: &wit::DirListing, state: &wit::ArchiverState) -> Result<ScanReport, PlannerError> {
-        call!(self, "scan", call_scan(listing, state))
-    }
-
-    pub fn plan_batch(&mut self, config: &wit::ArchiverConfig, pending: &[wit::Segment]) -> Result<Vec<wit::ArchiveTask>, PlannerError> {
-        call!(self, "plan-batch", call_plan_batch(config, pending))
-    }
-
-    pub fn record_archived(
+    pub fn scan(
         &mut self,
         state: &wit::ArchiverState,
-        task: &wit::ArchiveTask,
-        receipt: wit::UploadReceipt,
-    ) -> Result<Result<wit::ArchiverState, wit::VerifyError>, PlannerError> {
-        call!(self, "record-archived", call_record_archived(state, task, receipt))
+        listing: &wit::DirListing,
+        archive: Option<&wit::ArchiveListing>,
+    ) -> Result<ScanReport, PlannerError> {
+        call!(self, "scan", call_scan(state, listing, archive))
     }
 
-    pub fn record_failed(&mut self, state: &wit::ArchiverState, task: &wit::ArchiveTask, reason: &str) -> Result<wit::ArchiverState, PlannerError> {
-        call!(self, "record-failed", call_record_failed(state, task, reason))
+    pub fn plan_batches(&mut self, config: &wit::ArchiverConfig, pending: &wit::SegmentList) -> Result<Vec<u32>, PlannerError> {
+        call!(self, "plan-batches", call_plan_batches(config, pending))
+    }
+
+    pub fn record_uploads(
+        &mut self,
+        config: &wit::ArchiverConfig,
+        state: &wit::ArchiverState,
+        outcomes: &[wit::UploadOutcome],
+    ) -> Result<RecordReport, PlannerError> {
+        call!(self, "record-uploads", call_record_uploads(config, state, outcomes))
     }
 
     pub fn deletable(
@@ -446,24 +403,29 @@ impl Planner {
         config: &wit::ArchiverConfig,
         state: &wit::ArchiverState,
         listing: &wit::DirListing,
-    ) -> Result<Vec<wit::Segment>, PlannerError> {
+    ) -> Result<wit::SegmentList, PlannerError> {
         call!(self, "deletable", call_deletable(config, state, listing))
     }
 
-    pub fn verify_plan(&mut self, archive: &[wit::ArchivedObject], from: Option<u64>, until: Option<u64>) -> Result<wit::VerifyReport, PlannerError> {
+    pub fn verify_plan(
+        &mut self,
+        archive: &wit::ArchiveListing,
+        from: Option<u64>,
+        until: Option<u64>,
+    ) -> Result<Result<VerifyReport, RangeError>, PlannerError> {
         call!(self, "verify-plan", call_verify_plan(archive, from, until))
     }
 
     pub fn restore_plan(
         &mut self,
-        archive: &[wit::ArchivedObject],
+        archive: &wit::ArchiveListing,
         from: Option<u64>,
         until: u64,
-    ) -> Result<Result<Vec<wit::Segment>, wit::RestoreError>, PlannerError> {
+    ) -> Result<Result<wit::SegmentList, RestoreError>, PlannerError> {
         call!(self, "restore-plan", call_restore_plan(archive, from, until))
     }
 
-    pub fn prune_plan(&mut self, archive: &[wit::ArchivedObject], before: u64) -> Result<Vec<wit::Segment>, PlannerError> {
+    pub fn prune_plan(&mut self, archive: &wit::ArchiveListing, before: u64) -> Result<Result<PruneOrder, PruneError>, PlannerError> {
         call!(self, "prune-plan", call_prune_plan(archive, before))
     }
 

@@ -16,14 +16,14 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::storage::Archive;
+use crate::store::Archive;
 
 /// Why a config file cannot be used. Every message names the file, and the
 /// line where there is one.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read config file {}: {cause}", path.display())]
+    Read { path: PathBuf, cause: std::io::Error },
     #[error("cannot parse config file {}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
     #[error("cannot use config file {}, line {line}: {why}", path.display())]
@@ -59,7 +59,7 @@ impl ConfigFile {
     /// Reads and parses a file. Unknown keys and wrong types are errors with their line.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let source = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+            .map_err(|cause| ConfigError::Read { path: path.to_owned(), cause })?;
         Self::parse(&source, path)
     }
 

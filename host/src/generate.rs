@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 /// Why sample segments could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
-    #[error("cannot write segment {}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    #[error("cannot write segment {}: {cause}", path.display())]
+    Io { path: PathBuf, cause: io::Error },
     #[error("cannot generate segments: {0}")]
     Range(&'static str),
 }
@@ -26,7 +26,7 @@ pub fn generate(dir: &Path, count: u64, size: u64, start_lsn: u64) -> Result<Vec
     }
     let io_err = |path: &Path| {
         let path = path.to_owned();
-        move |source| GenerateError::Io { path, source }
+        move |cause| GenerateError::Io { path, cause }
     };
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let mut out = Vec::new();
@@ -40,7 +40,7 @@ pub fn generate(dir: &Path, count: u64, size: u64, start_lsn: u64) -> Result<Vec
         if path.symlink_metadata().is_ok() {
             return Err(GenerateError::Io {
                 path,
-                source: io::Error::new(io::ErrorKind::AlreadyExists, "already exists"),
+                cause: io::Error::new(io::ErrorKind::AlreadyExists, "already exists"),
             });
         }
         let partial = dir.join(format!("{name}.partial"));

@@ -3,9 +3,14 @@
 //!
 //! # Layout
 //!
+//! - [`bindings`]: the WIT world as wasmtime generates it, and its packed lists.
 //! - [`component`]: the engine, the embedded component, sandboxed sessions.
+//! - [`imports`]: the `storage` imports, a thin adapter over [`storage`].
 //! - [`cache`]: compiled components kept on disk between starts.
-//! - [`storage`]: the confined WAL directory and the archive destination.
+//! - [`wal`]: the confined WAL directory, read through measured descriptors.
+//! - [`store`]: the archive, on a local backend of our own or on object_store.
+//! - [`storage`]: the two together, and their errors.
+//! - [`lock`]: one archiver per WAL directory.
 //! - [`archive`]: the loop that lists, asks the planner, uploads, records, deletes.
 //! - [`restore`]: verify, restore to an LSN, prune.
 //! - [`state`]: the state file, written atomically.
@@ -16,11 +21,16 @@
 //! The `wal-archiver` binary in `main.rs` is the command line over these.
 
 pub mod archive;
+pub mod bindings;
 pub mod cache;
 pub mod component;
 pub mod config;
 pub mod generate;
+pub mod imports;
+pub mod lock;
 pub mod lsn;
 pub mod restore;
 pub mod state;
 pub mod storage;
+pub mod store;
+pub mod wal;

@@ -1,4 +1,6 @@
-//! LSN arguments on the command line: decimal, or hex with `0x`.
+//! LSN arguments on the command line (decimal, or hex with `0x`), and the
+//! host's own reading of a segment name's LSNs, for the checks it makes on
+//! the planner's plans.
 
 /// Parses `1234` or `0x4d2`.
 pub fn parse_lsn(text: &str) -> Result<u64, String> {
@@ -14,6 +16,21 @@ pub fn parse_lsn(text: &str) -> Result<u64, String> {
 /// Formats an LSN for people: hex as in segment names, and decimal.
 pub fn format_lsn(lsn: u64) -> String {
     format!("0x{lsn:016x} ({lsn})")
+}
+
+/// The LSNs of a segment name, read strictly: a name counts only when
+/// formatting its LSNs gives it back exactly (the planner parses names; the
+/// host uses this to check what a planner hands it).
+pub fn segment_lsns(name: &str) -> Option<(u64, u64)> {
+    let fields = name.strip_prefix("wal-")?.strip_suffix(".seg")?;
+    let (first, last) = fields.split_once('-')?;
+    let (first, last) = (u64::from_str_radix(first, 16).ok()?, u64::from_str_radix(last, 16).ok()?);
+    (first <= last && format!("wal-{first:016x}-{last:016x}.seg") == name).then_some((first, last))
+}
+
+/// The last LSN of a segment name; see [`segment_lsns`].
+pub fn segment_last_lsn(name: &str) -> Option<u64> {
+    segment_lsns(name).map(|(_, last)| last)
 }
 
 #[cfg(test)]
@@ -32,6 +49,14 @@ mod tests {
     fn refuses_signs_overflow_and_junk() {
         for bad in ["", "+1", "-1", "0x", "0x+1", "18446744073709551616", "0x10000000000000000", "12ab", " 1"] {
             assert!(parse_lsn(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn reads_only_strict_segment_names() {
+        assert_eq!(segment_lsns("wal-000000000000000a-0000000000000064.seg"), Some((10, 100)));
+        for bad in ["wal-a-64.seg", "wal-000000000000000A-0000000000000064.seg", "wal-+00000000000000a-0000000000000064.seg", "wal-0000000000000064-000000000000000a.seg", "notes.txt"] {
+            assert_eq!(segment_lsns(bad), None, "{bad}");
         }
     }
 

@@ -1,8 +1,10 @@
 //! The `wal-archiver` command line: glue over the `wal_archiver` library.
 //!
 //! Exit codes: 0 when everything asked for was done; 1 when the run went
-//! through but something is not archived (a failed segment, overlapping
-//! segments, a segment that could not be deleted); 2 when it could not run.
+//! through but something is not archived or not sound (a failed segment, a
+//! conflict, overlapping segments, a segment that could not be deleted, an
+//! archive that cannot give what was asked); 2 when it could not run; 101
+//! when the host panicked.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,19 +18,22 @@ use serde_json::json;
 use tokio::sync::Notify;
 use tracing::warn;
 
-use wal_archiver::archive::{describe_skip, Archiver, Summary};
+use wal_archiver::archive::{describe_break, describe_conflict, describe_skip, Archiver, Summary};
 use wal_archiver::component::{wit, Limits, PlannerRuntime, EMBEDDED_COMPONENT};
 use wal_archiver::config::ConfigFile;
+use wal_archiver::lock::{DirLock, LOCK_NAME};
 use wal_archiver::lsn::{format_lsn, parse_lsn};
 use wal_archiver::state::StateStore;
-use wal_archiver::storage::{Archive, Storage, WalDir};
+use wal_archiver::storage::Storage;
+use wal_archiver::store::{Archive, DEFAULT_REQUEST_RETRIES};
+use wal_archiver::wal::WalDir;
 
 /// The state file's name when it lives in the WAL directory (the default).
 const DEFAULT_STATE_NAME: &str = ".wal-archiver-state.json";
 
 #[derive(Parser)]
 #[command(name = "wal-archiver", version, about = "Continuous WAL archiving to object storage, with a gap-free watermark")]
-#[command(after_help = "Exit codes: 0 done; 1 something was not archived (failed, overlapping or not deleted); 2 could not run.\nLogs go to stderr; set RUST_LOG (default: info).")]
+#[command(after_help = "Exit codes: 0 done; 1 something was not archived or is not sound (failed, in conflict, overlapping, not deleted, not in the archive); 2 could not run; 101 a bug (a panic).\nLogs go to stderr; set RUST_LOG (default: info).")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -108,7 +113,7 @@ impl ArchiveArg {
             Some(path) => ConfigFile::load(path)?.storage_options(&url)?,
             None => Vec::new(),
         };
-        let archive = Archive::open_existing(&url, &options, wal_archiver::storage::DEFAULT_REQUEST_RETRIES)?;
+        let archive = Archive::open_existing(&url, &options, DEFAULT_REQUEST_RETRIES)?;
         Ok((archive, runtime))
     }
 }
@@ -264,7 +269,22 @@ struct Settings {
     request_retries: u32,
 }
 
+/// A value from the config file, checked against the range its flag takes.
+fn in_range(name: &str, v: Option<u32>, lo: u32, hi: u32) -> Result<Option<u32>> {
+    match v {
+        Some(v) if v < lo || v > hi => {
+            if hi == u32::MAX {
+                anyhow::bail!("cannot use {name} = {v} from the config file: it must be at least {lo}")
+            }
+            anyhow::bail!("cannot use {name} = {v} from the config file: it must be between {lo} and {hi}")
+        }
+        v => Ok(v),
+    }
+}
+
 impl Settings {
+    /// Checks every argument, then compiles the planner; nothing is opened
+    /// or created yet.
     fn new(target: Target, args: Option<ArchiveArgs>) -> Result<Self> {
         let file = match &target.config {
             Some(path) => ConfigFile::load(path)?,
@@ -285,37 +305,65 @@ impl Settings {
             .wal_dir
             .or(file.wal_dir.clone())
             .context("cannot start: no WAL directory; give --wal-dir or `wal-dir` in the config file")?;
-        let to = target
-            .to
-            .or(file.to.clone())
-            .context("cannot start: no archive; give --to or `to` in the config file")?;
+        let to = target.to.or(file.to.clone()).context("cannot start: no archive; give --to or `to` in the config file")?;
         let url = Archive::url_for(&to)?;
         let storage_options = file.storage_options(&url)?;
-        let positive = |name: &str, v: Option<u32>| -> Result<Option<u32>> {
-            match v {
-                Some(0) => anyhow::bail!("cannot use {name} = 0 from the config file: it must be at least 1"),
-                v => Ok(v),
-            }
-        };
+        let retry_base = seconds("--retry-base-delay", args.retry_base_delay.or(file.retry_base_delay).unwrap_or(1.0))?;
+        let retry_max = seconds("--retry-max-delay", args.retry_max_delay.or(file.retry_max_delay).unwrap_or(60.0))?;
+        if retry_base > retry_max {
+            anyhow::bail!(
+                "cannot use a retry base delay of {:?} above the retry max delay of {:?}: the first retry would wait longer than any",
+                retry_base,
+                retry_max
+            );
+        }
+        let state = target.state.or(file.state.clone());
+        if let Some(path) = &state {
+            check_state_path(path)?;
+        }
         Ok(Self {
+            batch_size: args.batch_size.or(in_range("batch-size", file.batch_size, 1, u32::MAX)?).unwrap_or(16),
+            concurrency: args.concurrency.or(in_range("concurrency", file.concurrency, 1, 256)?).unwrap_or(4),
+            delete_after_archive: args.delete_after_archive || file.delete_after_archive.unwrap_or(false),
+            verify_checksums: !args.no_verify_checksums && file.verify_checksums.unwrap_or(true),
+            interval: seconds("--interval", args.interval.or(file.interval).unwrap_or(1.0))?,
+            max_attempts: args.max_attempts.or(in_range("max-attempts", file.max_attempts, 1, u32::MAX)?).unwrap_or(5),
+            retry_base,
+            retry_max,
+            request_retries: args
+                .request_retries
+                .or(in_range("request-retries", file.request_retries, 0, 100)?)
+                .unwrap_or(DEFAULT_REQUEST_RETRIES as u32),
+            // The planner last: compiling it is the slow part, and a refused
+            // plugin must leave nothing behind.
             runtime: Arc::new(target.plugin.runtime()?),
             wal_dir,
             url,
-            state: target.state.or(file.state.clone()),
+            state,
             storage_options,
-            batch_size: args.batch_size.or(positive("batch-size", file.batch_size)?).unwrap_or(16),
-            concurrency: args.concurrency.or(positive("concurrency", file.concurrency)?).unwrap_or(4),
-            delete_after_archive: args.delete_after_archive || file.delete_after_archive.unwrap_or(false),
-            verify_checksums: !args.no_verify_checksums && file.verify_checksums.unwrap_or(true),
-            interval: seconds("interval", args.interval.or(file.interval).unwrap_or(1.0))?,
-            max_attempts: args.max_attempts.or(positive("max-attempts", file.max_attempts)?).unwrap_or(5),
-            retry_base: seconds("retry-base-delay", args.retry_base_delay.or(file.retry_base_delay).unwrap_or(1.0))?,
-            retry_max: seconds("retry-max-delay", args.retry_max_delay.or(file.retry_max_delay).unwrap_or(60.0))?,
-            request_retries: args
-                .request_retries
-                .or(file.request_retries)
-                .unwrap_or(wal_archiver::storage::DEFAULT_REQUEST_RETRIES as u32),
         })
+    }
+
+    /// Where the state is kept, if anywhere.
+    fn state_file(&self) -> Option<PathBuf> {
+        match &self.state {
+            Some(p) => Some(p.clone()),
+            None if self.url.starts_with("memory:") => None,
+            None => Some(self.wal_dir.join(DEFAULT_STATE_NAME)),
+        }
+    }
+}
+
+/// A state file's directory must exist: the state is written beside it.
+fn check_state_path(path: &Path) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(parent) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => anyhow::bail!("cannot use state file {}: {} is not a directory", path.display(), parent.display()),
+        Err(e) => anyhow::bail!("cannot use state file {}: its directory {} cannot be used ({e})", path.display(), parent.display()),
     }
 }
 
@@ -334,10 +382,17 @@ fn main() -> ExitCode {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+    // A panic on any thread (an upload task, the watcher, the epoch ticker)
+    // ends the process with 101, as on the main thread, instead of leaving
+    // it running half alive.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::exit(101);
+    }));
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -353,8 +408,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    // `Settings::new` compiles the planner first, before anything touches
-    // the archive: a plugin that is refused leaves nothing behind.
+    // `Settings::new` checks every argument and compiles the planner before
+    // anything touches the archive: a mistake leaves nothing behind.
     match cli.command {
         Command::Generate { dir, count, size, start_lsn } => {
             let paths = wal_archiver::generate::generate(&dir, count, size, start_lsn)?;
@@ -393,23 +448,49 @@ fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// Runs a restore-side command's result: a finding (the archive cannot give
+/// what was asked) is exit 1, anything else that stopped it is exit 2.
+fn finding_or_error<T>(result: Result<T, wal_archiver::restore::RestoreError>) -> Result<Result<T, ExitCode>> {
+    match result {
+        Ok(v) => Ok(Ok(v)),
+        Err(e) if e.is_finding() => {
+            eprintln!("wal-archiver: {e}");
+            Ok(Err(ExitCode::from(1)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn verify(url: &str, from: Option<u64>, until: Option<u64>, deep: bool, as_json: bool, arg: &ArchiveArg) -> Result<ExitCode> {
     let rt = runtime()?;
     let (archive, runtime) = arg.open(url)?;
     let mut planner = runtime.session(None)?;
     let bar = progress_bar(0, "verifying");
-    let outcome = rt.block_on(wal_archiver::restore::verify(&archive, &mut planner, from, until, deep, |n| bar.inc(n)))?;
+    let outcome = rt.block_on(wal_archiver::restore::verify(&archive, &mut planner, from, until, deep, |n| bar.inc(n)));
     bar.finish_and_clear();
+    let outcome = match finding_or_error(outcome)? {
+        Ok(o) => o,
+        Err(code) => {
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&json!({"archive": archive.url(), "sound": false}))?);
+            } else {
+                println!("NOT sound");
+            }
+            return Ok(code);
+        }
+    };
     if as_json {
         let mut doc = serde_json::to_value(&outcome)?;
         doc["sound"] = json!(outcome.is_sound());
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         println!(
-            "{} segments ({}) in {}{}",
+            "{} segments ({}) in {} from LSN {} to {}{}",
             outcome.segments,
             human_bytes(outcome.bytes),
             outcome.archive,
+            format_lsn(outcome.from_lsn),
+            format_lsn(outcome.until_lsn),
             if deep { ", every one read back" } else { "" }
         );
         for f in &outcome.findings {
@@ -421,92 +502,87 @@ fn verify(url: &str, from: Option<u64>, until: Option<u64>, deep: bool, as_json:
 }
 
 fn restore(url: &str, into: &Path, from: Option<u64>, until: Option<u64>, concurrency: usize, arg: &ArchiveArg) -> Result<ExitCode> {
-    use wal_archiver::restore::RestoreError;
     let rt = runtime()?;
     let (archive, runtime) = arg.open(url)?;
     let mut planner = runtime.session(None)?;
     let until = match until {
         Some(u) => u,
-        None => {
-            let listing = rt.block_on(archive.list())?;
-            let report = planner.verify_plan(&listing, from, None)?;
-            report.segments.iter().map(|s| s.last_lsn).max().context(format!("cannot restore from {url}: the archive holds no segment"))?
-        }
+        None => match finding_or_error(rt.block_on(wal_archiver::restore::default_until(&archive, &mut planner, from)))? {
+            Ok(u) => u,
+            Err(code) => return Ok(code),
+        },
     };
     let bar = progress_bar(0, "restoring");
     let result = rt.block_on(wal_archiver::restore::restore(&archive, &mut planner, into, from, until, concurrency, |n| bar.inc(n)));
     bar.finish_and_clear();
-    match result {
-        Ok(s) => {
-            println!(
-                "restored {} segments ({}) into {} up to LSN {}; {} already there",
-                s.restored.len(),
-                human_bytes(s.bytes),
-                into.display(),
-                format_lsn(until),
-                s.already_there.len()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        // The archive cannot give what was asked: say so, exit 1.
-        Err(e @ (RestoreError::NoChain { .. } | RestoreError::Refused { .. } | RestoreError::Corrupt { .. })) => {
-            eprintln!("wal-archiver: {e}");
-            Ok(ExitCode::from(1))
-        }
-        Err(e) => Err(e.into()),
-    }
+    let s = match finding_or_error(result)? {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    println!(
+        "restored {} segments ({}) into {} up to LSN {}; {} already there",
+        s.restored.len(),
+        human_bytes(s.bytes),
+        into.display(),
+        format_lsn(until),
+        s.already_there.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn prune(url: &str, before: u64, dry_run: bool, arg: &ArchiveArg) -> Result<ExitCode> {
     let rt = runtime()?;
     let (archive, runtime) = arg.open(url)?;
     let mut planner = runtime.session(None)?;
-    let gone = rt.block_on(wal_archiver::restore::prune(&archive, &mut planner, before, dry_run))?;
-    for seg in &gone {
-        println!("{} {}", if dry_run { "would delete" } else { "deleted" }, seg.name);
+    let summary = rt.block_on(wal_archiver::restore::prune(&archive, &mut planner, before, dry_run))?;
+    for name in &summary.segments {
+        println!("{} {name}", if dry_run { "would delete" } else { "deleted" });
     }
     println!(
-        "{} {} segments below LSN {}",
+        "{} {} segments below LSN {}; the chain {} from LSN {}",
         if dry_run { "would prune" } else { "pruned" },
-        gone.len(),
-        format_lsn(before)
+        summary.segments.len(),
+        format_lsn(before),
+        if dry_run { "would start" } else { "starts" },
+        format_lsn(summary.chain_start)
     );
     Ok(ExitCode::SUCCESS)
 }
 
-impl Settings {
-    /// Where the state is kept, if anywhere.
-    fn state_file(&self) -> Option<PathBuf> {
-        match &self.state {
-            Some(p) => Some(p.clone()),
-            None if self.url.starts_with("memory:") => None,
-            None => Some(self.wal_dir.join(DEFAULT_STATE_NAME)),
-        }
-    }
-}
-
-/// Builds the archiver: WAL directory, archive, state file, planner.
-fn open(settings: &Settings, rt: &tokio::runtime::Runtime) -> Result<Archiver> {
-    let archive = Archive::open_with(&settings.url, &settings.storage_options, settings.request_retries as usize)?;
-    let mut wal = WalDir::open(&settings.wal_dir)?;
+/// Builds the archiver: the WAL directory (locked when `lock`), the state
+/// file (checked before anything is created), then the archive.
+fn open(settings: &Settings, rt: &tokio::runtime::Runtime, lock: bool) -> Result<(Archiver, Option<DirLock>)> {
+    let mut wal = WalDir::open(&settings.wal_dir)?.hide(LOCK_NAME);
+    let held = if lock { Some(DirLock::acquire(wal.root())?) } else { None };
     let state_path = settings.state_file();
     if let Some(path) = &state_path
         && let Some(name) = path.file_name()
         && same_dir(path.parent(), wal.root())
     {
-        wal = wal.hide(name);
+        let mut tmp = name.to_owned();
+        tmp.push(".tmp");
+        wal = wal.hide(name).hide(tmp);
     }
+    let state_store = state_path.map(|p| StateStore::new(p, &settings.url));
+    // A state of another archive is refused before the archive is created.
+    if let Some(store) = &state_store
+        && let Err(e @ wal_archiver::state::StateError::OtherArchive { .. }) = store.load()
+    {
+        return Err(e.into());
+    }
+    let archive = Archive::open_with(&settings.url, &settings.storage_options, settings.request_retries as usize)?;
     let config = wit::ArchiverConfig {
         prefix: archive.prefix().to_owned(),
         batch_size: settings.batch_size,
+        batch_bytes: 0,
         verify_checksums: settings.verify_checksums,
         delete_after_archive: settings.delete_after_archive,
         retry_base_ms: settings.retry_base.as_millis().try_into().unwrap_or(u64::MAX),
         retry_max_ms: settings.retry_max.as_millis().try_into().unwrap_or(u64::MAX),
     };
-    let storage = Storage { wal, archive, runtime: rt.handle().clone() };
-    let state_store = state_path.map(|p| StateStore::new(p, &settings.url));
-    Ok(Archiver::new(settings.runtime.clone(), storage, config, state_store).with_concurrency(settings.concurrency as usize))
+    let storage = Storage::new(wal, archive, rt.handle().clone());
+    let archiver = Archiver::new(settings.runtime.clone(), storage, config, state_store).with_concurrency(settings.concurrency as usize);
+    Ok((archiver, held))
 }
 
 fn same_dir(parent: Option<&Path>, root: &Path) -> bool {
@@ -529,7 +605,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
     let rt = runtime()?;
-    let mut archiver = open(settings, &rt)?;
+    let (mut archiver, mut lock) = open(settings, &rt, true)?;
     if !once {
         // A watcher lists the archive at its first cycle, after a failure,
         // and every few minutes; not on every wake-up.
@@ -560,23 +636,38 @@ fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
     // Changes in the WAL directory wake the loop at once (inotify through
     // `notify`); the timer is then only a safety net. Without a watcher, the
     // timer polls.
-    let own: Vec<std::ffi::OsString> = settings
-        .state_file()
-        .and_then(|p| p.file_name().map(|n| n.to_owned()))
-        .map(|n| {
-            let mut tmp = n.clone();
-            tmp.push(".tmp");
-            vec![n, tmp]
-        })
-        .unwrap_or_default();
-    let watcher = watch_dir(archiver.storage().wal.root(), own, wake.clone());
-    let idle = if watcher.is_some() { settings.interval.max(Duration::from_secs(10)) } else { settings.interval };
+    let root = archiver.storage().wal.root().to_owned();
+    let mut own: Vec<std::ffi::OsString> = vec![LOCK_NAME.into()];
+    if let Some(name) = settings.state_file().and_then(|p| p.file_name().map(|n| n.to_owned())) {
+        let mut tmp = name.clone();
+        tmp.push(".tmp");
+        own.extend([name, tmp]);
+    }
+    let mut watch = DirWatch::start(&root, own.clone(), wake.clone());
+    eprintln!(
+        "wal-archiver: watching {} for completed segments, archiving to {}; stop with Ctrl-C or SIGTERM \
+         (once: finish the upload in flight; twice: exit at once)",
+        root.display(),
+        archiver.storage().archive.url()
+    );
     let mut clean = true;
     while !stop.load(Ordering::SeqCst) {
+        // The directory may have been removed and made again: watch the new one.
+        if watch.replaced() {
+            match std::fs::metadata(&root) {
+                Ok(m) if m.is_dir() => {
+                    drop(lock.take());
+                    lock = Some(DirLock::acquire(&root)?);
+                    watch = DirWatch::start(&root, own.clone(), wake.clone());
+                    warn!("the WAL directory {} was replaced; watching the new one", root.display());
+                }
+                _ => warn!("the WAL directory {} is gone; waiting for it to come back", root.display()),
+            }
+        }
         match archiver.run_once(&mut state, &stop) {
             Ok(summary) => {
                 clean = summary.is_clean();
-                if !summary.archived.is_empty() || !summary.failed.is_empty() {
+                if !summary.archived.is_empty() || !summary.failed.is_empty() || !summary.conflicts.is_empty() {
                     print_summary(&archiver, &summary);
                 }
             }
@@ -586,8 +677,9 @@ fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
                 warn!("cycle failed, retrying in {:?}: {e}", settings.interval);
             }
         }
+        let idle = if watch.is_watching() { settings.interval.max(Duration::from_secs(10)) } else { settings.interval };
         // A failed segment waits for its backoff, not for the next event.
-        let wait = if archiver.has_retries() { idle.min(settings.interval) } else { idle };
+        let wait = if archiver.has_retries() || !clean { idle.min(settings.interval) } else { idle };
         rt.block_on(async {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
@@ -598,40 +690,78 @@ fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
             }
         });
     }
-    drop(watcher);
+    drop(watch);
+    drop(lock);
     eprintln!("wal-archiver: stopped; in-flight uploads finished");
     Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-/// Watches the WAL directory; every change wakes the archive loop.
-/// Reads, and events about the archiver's own files (its state file), are
+/// Watches the WAL directory, and its parent for the directory itself being
+/// removed or made again; every change wakes the archive loop. Reads, and
+/// events about the archiver's own files (its state file, its lock), are
 /// ignored: a cycle reads the directory and saves its state, and must not
 /// wake the next one.
-fn watch_dir(dir: &Path, own: Vec<std::ffi::OsString>, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let mut watcher = match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        // Reads (the archiver's own listing and uploads among them) change nothing.
-        if matches!(event.kind, notify::EventKind::Access(_)) {
-            return;
+struct DirWatch {
+    root: PathBuf,
+    /// The directory's identity when the watch began.
+    identity: Option<(u64, u64)>,
+    watchers: Vec<notify::RecommendedWatcher>,
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl DirWatch {
+    fn start(root: &Path, own: Vec<std::ffi::OsString>, wake: Arc<Notify>) -> Self {
+        use notify::Watcher;
+        let mut watchers = Vec::new();
+        let own = Arc::new(own);
+        let (w, o) = (wake.clone(), own.clone());
+        match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            // Reads (the archiver's own listing and uploads among them) change nothing.
+            if matches!(event.kind, notify::EventKind::Access(_)) {
+                return;
+            }
+            let ours = |p: &PathBuf| p.file_name().is_some_and(|n| o.iter().any(|x| x == n));
+            if event.paths.is_empty() || !event.paths.iter().all(ours) {
+                w.notify_one();
+            }
+        }) {
+            Ok(mut watcher) => match watcher.watch(root, notify::RecursiveMode::NonRecursive) {
+                Ok(()) => watchers.push(watcher),
+                Err(e) => warn!("cannot watch {} ({e}); polling instead", root.display()),
+            },
+            Err(e) => warn!("cannot watch {} ({e}); polling instead", root.display()),
         }
-        let ours = |p: &PathBuf| p.file_name().is_some_and(|n| own.iter().any(|o| o == n));
-        if event.paths.is_empty() || !event.paths.iter().all(ours) {
-            wake.notify_one();
+        // The parent: the directory itself removed, renamed or made again.
+        if let Some(parent) = root.parent() {
+            let (w, name) = (wake, root.file_name().map(|n| n.to_owned()));
+            if let Ok(mut watcher) = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let Ok(event) = event else { return };
+                if !matches!(event.kind, notify::EventKind::Access(_))
+                    && event.paths.iter().any(|p| p.file_name().map(|n| n.to_owned()) == name)
+                {
+                    w.notify_one();
+                }
+            }) && watcher.watch(parent, notify::RecursiveMode::NonRecursive).is_ok()
+            {
+                watchers.push(watcher);
+            }
         }
-    }) {
-        Ok(w) => w,
-        Err(e) => {
-            warn!("cannot watch {} ({e}); polling instead", dir.display());
-            return None;
-        }
-    };
-    match watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
-        Ok(()) => Some(watcher),
-        Err(e) => {
-            warn!("cannot watch {} ({e}); polling instead", dir.display());
-            None
-        }
+        Self { root: root.to_owned(), identity: identity(root), watchers }
+    }
+
+    /// True while the directory itself is watched.
+    fn is_watching(&self) -> bool {
+        !self.watchers.is_empty() && !self.replaced()
+    }
+
+    /// True when the directory is not the one being watched any more.
+    fn replaced(&self) -> bool {
+        identity(&self.root) != self.identity
     }
 }
 
@@ -672,16 +802,22 @@ fn watermark_text(state: &wit::ArchiverState) -> String {
 }
 
 fn print_summary(archiver: &Archiver, s: &Summary) {
-    println!(
-        "archived {} segments ({}) to {}",
-        s.archived.len(),
-        human_bytes(s.bytes_archived()),
-        archiver.storage().archive.url()
-    );
+    let sent = s.archived.iter().filter(|a| !a.existed).count();
+    let compared = s.archived.len() - sent;
+    println!("archived {sent} segments ({}) to {}", human_bytes(s.bytes_archived()), archiver.storage().archive.url());
+    if compared > 0 {
+        println!("already in the archive, compared with the local files: {compared}");
+    }
     println!("last archived LSN: {}", watermark_text(&s.state));
     println!("failed: {}", s.failed.len());
     for f in &s.failed {
         println!("  {} (attempt {}): {}", f.name, f.attempts, f.last_reason);
+    }
+    if !s.conflicts.is_empty() {
+        println!("in conflict: {}", s.conflicts.len());
+        for c in &s.conflicts {
+            println!("  {}", describe_conflict(c));
+        }
     }
     if archiver.config().delete_after_archive {
         println!("deleted locally: {}", s.deleted.len());
@@ -689,71 +825,97 @@ fn print_summary(archiver: &Archiver, s: &Summary) {
             println!("  not deleted {}: {}", f.name, f.last_reason);
         }
     }
-    print_findings("skipped: ", &s.skipped, &s.gaps, &s.overlaps);
+    print_findings("skipped: ", &s.skipped, &s.breaks, &s.off_chain, &s.pruned);
 }
 
-/// Skipped entries, gaps and overlaps, as `archive` and `status` print them.
-fn print_findings(skipped_label: &str, skipped: &[wit::SkippedEntry], gaps: &[wit::Gap], overlaps: &[wit::Overlap]) {
+/// Skipped entries, breaks, segments off the chain and pruned ones, as
+/// `archive` and `status` print them.
+fn print_findings(skipped_label: &str, skipped: &[wit::SkippedEntry], breaks: &[wit::ChainBreak], off_chain: &[String], pruned: &[String]) {
     println!("{skipped_label}{}", skipped.len());
     for k in skipped {
         println!("  {}: {}", k.name, describe_skip(&k.reason));
     }
-    for g in gaps {
-        println!("gap: LSNs {} to {} are missing", format_lsn(g.from_lsn), format_lsn(g.to_lsn));
+    for b in breaks {
+        println!("{}", describe_break(b));
     }
-    for o in overlaps {
-        let first = if o.first.is_empty() { "the archived range" } else { o.first.as_str() };
-        println!("overlap: {} and {} both claim LSNs {} to {}", first, o.second, format_lsn(o.from_lsn), format_lsn(o.to_lsn));
+    for name in off_chain {
+        println!("not on the chain (its LSNs are held by others): {name}");
+    }
+    for name in pruned {
+        println!("pruned from the archive, kept locally, never uploaded again: {name}");
     }
 }
 
 fn status(settings: &Settings, as_json: bool, current_lsn: Option<u64>) -> Result<ExitCode> {
     let rt = runtime()?;
-    let archiver = open(settings, &rt)?;
+    let (archiver, _) = open(settings, &rt, false)?;
     let state = archiver.load_state()?;
     let (scan, newest) = archiver.inspect(&state)?;
     let current = current_lsn.unwrap_or(newest);
     let rpo_gap = archiver.rpo_gap(&scan.state, current)?;
     let st = &scan.state;
+    let code = if scan.conflicts.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) };
     if as_json {
+        let list = |l: &wit::SegmentList| l.iter().map(|(n, s)| json!({"name": n, "size": s})).collect::<Vec<_>>();
         let doc = json!({
             "archive": archiver.storage().archive.url(),
             "last_archived_lsn": st.last_archived_lsn,
             "chain_start": st.chain_start,
+            "pruned_below": st.pruned_below,
             "segments_archived": st.segments_archived,
             "bytes_archived": st.bytes_archived,
             "failures": st.failures,
             "current_lsn": current,
             "rpo_gap": rpo_gap,
-            "pending": scan.pending.iter().map(|s| json!({
-                "name": s.name, "first_lsn": s.first_lsn, "last_lsn": s.last_lsn, "size": s.size,
-            })).collect::<Vec<_>>(),
+            "pending": list(&scan.pending),
+            "to_confirm": list(&scan.to_confirm),
             "failing": st.failing.iter().map(|f| json!({
                 "name": f.name, "attempts": f.attempts, "last_reason": f.last_reason,
             })).collect::<Vec<_>>(),
-            "skipped": scan.skipped.iter().map(|k| json!({
-                "name": k.name, "reason": describe_skip(&k.reason),
+            "conflicts": scan.conflicts.iter().map(|c| json!({
+                "name": c.name, "local_size": c.local_size, "local_crc32c": format!("{:08x}", c.local_crc32c),
+                "archived_size": c.archived_size, "archived_crc32c": format!("{:08x}", c.archived_crc32c),
             })).collect::<Vec<_>>(),
-            "gaps": scan.gaps.iter().map(|g| json!({"from": g.from_lsn, "to": g.to_lsn})).collect::<Vec<_>>(),
-            "overlaps": scan.overlaps.iter().map(|o| json!({
-                "first": o.first, "second": o.second, "from": o.from_lsn, "to": o.to_lsn,
-            })).collect::<Vec<_>>(),
+            "skipped": scan.skipped.iter().map(|k| json!({"name": k.name, "reason": describe_skip(&k.reason)})).collect::<Vec<_>>(),
+            "breaks": scan.breaks.iter().map(|b| json!({"text": describe_break(b)})).collect::<Vec<_>>(),
+            "off_chain": scan.off_chain,
+            "pruned": scan.pruned,
+            "strays": scan.strays.iter().map(|k| json!({"name": k.name, "reason": describe_skip(&k.reason)})).collect::<Vec<_>>(),
+            "unverified": scan.unverified,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
     println!("archive:            {}", archiver.storage().archive.url());
     println!("last archived LSN:  {}", watermark_text(st));
+    if let Some(start) = st.chain_start {
+        println!("chain start:        {}", format_lsn(start));
+    }
     println!("segments archived:  {} ({})", st.segments_archived, human_bytes(st.bytes_archived));
     println!("failures:           {}", st.failures);
     println!("RPO gap:            {rpo_gap} LSNs at current LSN {}", format_lsn(current));
     println!("pending:            {}", scan.pending.len());
-    for s in &scan.pending {
-        println!("  {}", s.name);
+    for (name, _) in scan.pending.iter() {
+        println!("  {name}");
     }
-    for f in &st.failing {
+    if !scan.to_confirm.is_empty() {
+        println!("to compare with the archive: {}", scan.to_confirm.len());
+        for (name, _) in scan.to_confirm.iter() {
+            println!("  {name}");
+        }
+    }
+    for f in st.failing.iter() {
         println!("failing: {} ({} attempts): {}", f.name, f.attempts, f.last_reason);
     }
-    print_findings("skipped:            ", &scan.skipped, &scan.gaps, &scan.overlaps);
-    Ok(ExitCode::SUCCESS)
+    for c in &scan.conflicts {
+        println!("{}", describe_conflict(c));
+    }
+    print_findings("skipped:            ", &scan.skipped, &scan.breaks, &scan.off_chain, &scan.pruned);
+    for k in &scan.strays {
+        println!("not a segment, in the archive ({}): {:?}", describe_skip(&k.reason), k.name);
+    }
+    for name in &scan.unverified {
+        println!("no recorded checksum, in the archive: {name}");
+    }
+    Ok(code)
 }

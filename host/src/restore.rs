@@ -7,12 +7,14 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
-use object_store::path::Path as ObjectPath;
-use object_store::ObjectStoreExt;
 
-use crate::component::{wit, Planner, PlannerError};
+use crate::archive::describe_break;
+use crate::bindings::{wit, PruneError, RangeError, RestoreError as PlanError};
+use crate::component::{Planner, PlannerError};
 use crate::lsn::format_lsn;
-use crate::storage::{checksum_file, Archive, StorageError};
+use crate::store::{Archive, Listing, Record};
+use crate::storage::StorageError;
+use crate::wal::checksum_reader;
 
 /// Why verify, restore or prune could not go on.
 #[derive(Debug, thiserror::Error)]
@@ -21,45 +23,101 @@ pub enum RestoreError {
     Planner(#[from] PlannerError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("cannot {verb} {url}: {why}")]
+    Range { verb: &'static str, url: String, why: String, usage: bool },
     #[error("cannot restore up to LSN {}: {why}", format_lsn(*until))]
     NoChain { until: u64, why: String },
     #[error("cannot restore {}: {}", path.display(), why)]
     Refused { path: PathBuf, why: String },
-    #[error("cannot {verb} {}: {source}", path.display())]
-    Io { verb: &'static str, path: PathBuf, source: io::Error },
+    #[error("cannot {verb} {}: {cause}", path.display())]
+    Io { verb: &'static str, path: PathBuf, cause: io::Error },
     #[error("cannot restore {url}: {why}")]
     Corrupt { url: String, why: String },
+    #[error("cannot prune {url} below LSN {}: {why}", format_lsn(*before))]
+    PruneRefused { url: String, before: u64, why: String },
     #[error("planner component {plugin} made a bad plan: {why}")]
     BadPlan { plugin: String, why: String },
 }
 
-/// One problem `verify` found, for text and JSON alike.
+impl RestoreError {
+    /// True when the archive could not give what was asked (exit 1), as
+    /// opposed to a run that could not go on (exit 2).
+    pub fn is_finding(&self) -> bool {
+        match self {
+            RestoreError::Range { usage, .. } => !usage,
+            RestoreError::NoChain { .. } | RestoreError::Refused { .. } | RestoreError::Corrupt { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+fn describe_range(e: &RangeError) -> (String, bool) {
+    match e {
+        RangeError::Empty => ("the archive holds no verified segment".into(), false),
+        RangeError::EmptyRange => ("the first LSN asked for is above the last (--from-lsn > --until-lsn)".into(), true),
+        RangeError::BeyondEnd(l) => (format!("the first LSN asked for is above the archive's last LSN {}", format_lsn(*l)), false),
+    }
+}
+
+/// One problem (or note) `verify` found, for text and JSON alike.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Finding {
     Gap { from: u64, to: u64 },
-    Overlap { first: String, second: String, from: u64, to: u64 },
-    NotASegment { name: String },
+    Overlap { from: u64, to: u64, held_by: String, after: String },
     Unverified { name: String },
+    Conflict { name: String, local_size: u64, local_crc32c: String, archived_size: u64, archived_crc32c: String },
     ChecksumMismatch { name: String, recorded: String, found: String },
     SizeMismatch { name: String, listed: u64, read: u64 },
     Unreadable { name: String, error: String },
+    /// Notes: they do not make an archive unsound.
+    NotASegment { name: String, reason: String },
+    OffChain { name: String },
+    StagingLeftover { name: String },
+}
+
+impl Finding {
+    fn from_break(b: &wit::ChainBreak) -> Self {
+        match b {
+            wit::ChainBreak::Gap(g) => Finding::Gap { from: g.from_lsn, to: g.to_lsn },
+            wit::ChainBreak::Overlap(o) => {
+                Finding::Overlap { from: o.from_lsn, to: o.to_lsn, held_by: o.held_by.clone(), after: o.after.clone() }
+            }
+        }
+    }
+
+    /// True for findings that make an archive unsound.
+    pub fn is_problem(&self) -> bool {
+        !matches!(self, Finding::NotASegment { .. } | Finding::OffChain { .. } | Finding::StagingLeftover { .. })
+    }
 }
 
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Finding::Gap { from, to } => write!(f, "gap: LSNs {} to {} are missing", format_lsn(*from), format_lsn(*to)),
-            Finding::Overlap { first, second, from, to } => {
-                write!(f, "overlap: {first} and {second} both claim LSNs {} to {}", format_lsn(*from), format_lsn(*to))
+            Finding::Gap { from, to } => {
+                f.write_str(&describe_break(&wit::ChainBreak::Gap(wit::LsnRange { from_lsn: *from, to_lsn: *to })))
             }
-            Finding::NotASegment { name } => write!(f, "not a segment: {name}"),
+            Finding::Overlap { from, to, held_by, after } => f.write_str(&describe_break(&wit::ChainBreak::Overlap(wit::Overlap {
+                from_lsn: *from,
+                to_lsn: *to,
+                held_by: held_by.clone(),
+                after: after.clone(),
+            }))),
             Finding::Unverified { name } => write!(f, "no recorded checksum: {name}"),
+            Finding::Conflict { name, local_size, local_crc32c, archived_size, archived_crc32c } => write!(
+                f,
+                "conflict: {name} is archived with {archived_size} bytes, CRC32C {archived_crc32c}, but the local segment \
+                 has {local_size} bytes, CRC32C {local_crc32c}"
+            ),
             Finding::ChecksumMismatch { name, recorded, found } => {
                 write!(f, "checksum mismatch: {name} records CRC32C {recorded} but holds {found}")
             }
             Finding::SizeMismatch { name, listed, read } => write!(f, "size mismatch: {name} is listed with {listed} bytes but {read} were read"),
             Finding::Unreadable { name, error } => write!(f, "unreadable: {name}: {error}"),
+            Finding::NotASegment { name, reason } => write!(f, "not a segment ({reason}): {name:?}"),
+            Finding::OffChain { name } => write!(f, "not on the chain (its LSNs are held by others): {name}"),
+            Finding::StagingLeftover { name } => write!(f, "left in the staging area by an interrupted upload: {name}"),
         }
     }
 }
@@ -68,8 +126,8 @@ impl std::fmt::Display for Finding {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct VerifyOutcome {
     pub archive: String,
-    pub from_lsn: Option<u64>,
-    pub until_lsn: Option<u64>,
+    pub from_lsn: u64,
+    pub until_lsn: u64,
     pub deep: bool,
     pub segments: usize,
     pub bytes: u64,
@@ -77,15 +135,16 @@ pub struct VerifyOutcome {
 }
 
 impl VerifyOutcome {
-    /// Sound over the range: contiguous, every segment verified, nothing corrupt.
-    /// Objects that are not segments are reported but do not make it unsound.
+    /// Sound over the range: a chain covers it, every segment is verified,
+    /// nothing is corrupt or in conflict. Notes do not count.
     pub fn is_sound(&self) -> bool {
-        self.findings.iter().all(|f| matches!(f, Finding::NotASegment { .. }))
+        !self.findings.iter().any(Finding::is_problem)
     }
 }
 
-/// Lists the archive and reports gaps, overlaps, strays and unverified
-/// segments; with `deep`, reads every segment back and checks its CRC32C.
+/// Lists the archive and reports breaks, strays, unverified segments and
+/// recorded conflicts; with `deep`, reads every segment back and checks its
+/// size and CRC32C.
 pub async fn verify(
     archive: &Archive,
     planner: &mut Planner,
@@ -95,52 +154,76 @@ pub async fn verify(
     mut progress: impl FnMut(u64),
 ) -> Result<VerifyOutcome, RestoreError> {
     let listing = archive.list().await?;
-    let report = planner.verify_plan(&listing, from, until)?;
-    let mut findings = Vec::new();
-    findings.extend(report.gaps.iter().map(|g| Finding::Gap { from: g.from_lsn, to: g.to_lsn }));
-    findings.extend(report.overlaps.iter().map(|o| Finding::Overlap {
-        first: o.first.clone(),
-        second: o.second.clone(),
-        from: o.from_lsn,
-        to: o.to_lsn,
-    }));
-    findings.extend(report.not_segments.iter().map(|n| Finding::NotASegment { name: n.clone() }));
+    let report = planner.verify_plan(&listing.to_wit(), from, until)?.map_err(|e| {
+        let (why, usage) = describe_range(&e);
+        RestoreError::Range { verb: "verify", url: archive.url().to_owned(), why, usage }
+    })?;
+    let mut findings: Vec<Finding> = report.breaks.iter().map(Finding::from_break).collect();
     findings.extend(report.unverified.iter().map(|n| Finding::Unverified { name: n.clone() }));
+    for c in &listing.conflicts {
+        // A conflict stands while the archived object still differs from the local segment.
+        if let Some(o) = listing.find(&c.name)
+            && (o.size, o.crc32c) != (c.local_size, Some(c.local_crc))
+        {
+            findings.push(Finding::Conflict {
+                name: c.name.clone(),
+                local_size: c.local_size,
+                local_crc32c: format!("{:08x}", c.local_crc),
+                archived_size: o.size,
+                archived_crc32c: o.crc32c.map_or_else(|| "unknown".into(), |c| format!("{c:08x}")),
+            });
+        }
+    }
+    let mut bytes = 0;
     if deep {
-        for seg in &report.segments {
-            let Some(recorded) = find(&listing, &seg.name).and_then(|o| o.crc32c) else { continue };
-            let key = archive.key_of(&seg.name);
-            let read = async {
-                let size = archive.stored_size(&key).await?.unwrap_or(0);
-                let crc = archive.checksum(&ObjectPath::from(key.as_str()), &key).await?;
-                Ok::<_, StorageError>((size, crc))
-            };
-            match read.await {
-                Ok((size, crc)) => {
-                    if size != seg.size {
-                        findings.push(Finding::SizeMismatch { name: seg.name.clone(), listed: seg.size, read: size });
+        for (name, size) in report.segments.iter() {
+            let Some(recorded) = listing.find(name).and_then(|o| o.crc32c) else { continue };
+            match archive.checksum(&archive.key_of(name)).await {
+                Ok((read, crc)) => {
+                    if read != size {
+                        findings.push(Finding::SizeMismatch { name: name.to_owned(), listed: size, read });
                     } else if crc != recorded {
                         findings.push(Finding::ChecksumMismatch {
-                            name: seg.name.clone(),
+                            name: name.to_owned(),
                             recorded: format!("{recorded:08x}"),
                             found: format!("{crc:08x}"),
                         });
                     }
-                    progress(size);
+                    progress(read);
                 }
-                Err(e) => findings.push(Finding::Unreadable { name: seg.name.clone(), error: e.to_string() }),
+                Err(e) => findings.push(Finding::Unreadable { name: name.to_owned(), error: e.to_string() }),
             }
         }
     }
+    for (name, size) in report.segments.iter() {
+        let _ = name;
+        bytes += size;
+    }
+    findings.extend(report.off_chain.iter().map(|n| Finding::OffChain { name: n.clone() }));
+    findings.extend(report.strays.iter().map(|s| Finding::NotASegment { name: s.name.clone(), reason: crate::archive::describe_skip(&s.reason) }));
+    findings.extend(listing.staging.iter().map(|n| Finding::StagingLeftover { name: n.clone() }));
     Ok(VerifyOutcome {
         archive: archive.url().to_owned(),
-        from_lsn: from,
-        until_lsn: until,
+        from_lsn: report.from_lsn,
+        until_lsn: report.until_lsn,
         deep,
         segments: report.segments.len(),
-        bytes: report.segments.iter().map(|s| s.size).sum(),
+        bytes,
         findings,
     })
+}
+
+/// The last LSN a restore reaches by default: the end of the range
+/// `verify` would look at.
+pub async fn default_until(archive: &Archive, planner: &mut Planner, from: Option<u64>) -> Result<u64, RestoreError> {
+    let listing = archive.list().await?;
+    match planner.verify_plan(&listing.to_wit(), from, None)? {
+        Ok(report) => Ok(report.until_lsn),
+        Err(e) => {
+            let (why, usage) = describe_range(&e);
+            Err(RestoreError::Range { verb: "restore from", url: archive.url().to_owned(), why, usage })
+        }
+    }
 }
 
 /// What a restore did.
@@ -151,14 +234,16 @@ pub struct RestoreSummary {
     pub bytes: u64,
 }
 
-/// Restores the minimal chain covering `from`..=`until` into `into`.
+/// Restores a shortest chain covering `from`..=`until` into `into`.
 ///
-/// Refuses before downloading anything when the chain has a gap, when a
-/// segment of it has no recorded checksum, or when `into` holds a file of
-/// the chain's with other bytes. Each segment is downloaded to a hidden
-/// temporary name, checked against its recorded size and CRC32C, synced and
-/// renamed, so a half-downloaded file never carries a final name; files
-/// already restored and verified are skipped, so a restore can be resumed.
+/// Refuses before downloading anything when no chain covers the range (with
+/// the break `verify` reports), when a segment of it has no recorded
+/// checksum, or when `into` holds a file of the chain's with other bytes.
+/// Each segment is downloaded to a hidden temporary name, checked against
+/// its recorded size and CRC32C, synced and renamed, so a half-downloaded
+/// file never carries a final name, and the temporary file is removed on
+/// every error; files already restored and verified are skipped, so a
+/// restore can be resumed.
 pub async fn restore(
     archive: &Archive,
     planner: &mut Planner,
@@ -169,30 +254,33 @@ pub async fn restore(
     progress: impl Fn(u64) + Sync,
 ) -> Result<RestoreSummary, RestoreError> {
     let listing = archive.list().await?;
-    let chain = planner.restore_plan(&listing, from, until)?.map_err(|e| RestoreError::NoChain {
-        until,
-        why: describe_restore_error(&e),
+    let chain = planner.restore_plan(&listing.to_wit(), from, until)?.map_err(|e| match e {
+        PlanError::Range(r) => {
+            let (why, usage) = describe_range(&r);
+            RestoreError::Range { verb: "restore from", url: archive.url().to_owned(), why, usage }
+        }
+        PlanError::Broken(b) => RestoreError::NoChain { until, why: describe_break(&b) },
     })?;
-    std::fs::create_dir_all(into).map_err(|source| RestoreError::Io { verb: "create", path: into.to_owned(), source })?;
+    std::fs::create_dir_all(into).map_err(|cause| RestoreError::Io { verb: "create", path: into.to_owned(), cause })?;
 
     // Everything is checked before the first byte is downloaded.
     let mut todo = Vec::new();
     let mut summary = RestoreSummary::default();
-    for seg in &chain {
-        let Some(object) = find(&listing, &seg.name) else {
-            return Err(RestoreError::BadPlan { plugin: planner.plugin().to_owned(), why: format!("{} is not in the archive", seg.name) });
+    for (name, _) in chain.iter() {
+        let Some(object) = listing.find(name) else {
+            return Err(RestoreError::BadPlan { plugin: planner.plugin().to_owned(), why: format!("{name} is not in the archive") });
         };
         let Some(crc) = object.crc32c else {
             return Err(RestoreError::Corrupt {
-                url: archive.display_key(&archive.key_of(&seg.name)),
+                url: archive.display_key(&archive.key_of(name)),
                 why: "it has no recorded checksum, so it cannot be verified".into(),
             });
         };
-        crate::storage::WalDir::check_name(&seg.name)?;
-        let dest = into.join(&seg.name);
+        crate::wal::WalDir::check_name(name)?;
+        let dest = into.join(name);
         match File::open(&dest) {
             Ok(f) => {
-                let (size, have) = checksum_file(f, &dest)?;
+                let (size, have) = checksum_reader(&f, &dest)?;
                 if (size, have) != (object.size, crc) {
                     return Err(RestoreError::Refused {
                         path: dest,
@@ -202,117 +290,123 @@ pub async fn restore(
                         ),
                     });
                 }
-                summary.already_there.push(seg.name.clone());
+                summary.already_there.push(name.to_owned());
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => todo.push((seg.clone(), object.size, crc)),
-            Err(source) => return Err(RestoreError::Io { verb: "open", path: dest, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => todo.push((name.to_owned(), object.size, crc)),
+            Err(cause) => return Err(RestoreError::Io { verb: "open", path: dest, cause }),
         }
     }
 
     let results: Vec<Result<u64, RestoreError>> = futures::stream::iter(todo.iter())
-        .map(|(seg, size, crc)| download(archive, into, &seg.name, *size, *crc, &progress))
+        .map(|(name, size, crc)| download(archive, into, name, *size, *crc, &progress))
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
-    for ((seg, _, _), r) in todo.iter().zip(results.iter()) {
+    for ((name, _, _), r) in todo.iter().zip(results.iter()) {
         if let Ok(bytes) = r {
             summary.bytes += bytes;
-            summary.restored.push(seg.name.clone());
+            summary.restored.push(name.clone());
         }
     }
     if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
         return Err(e);
     }
-    File::open(into).and_then(|d| d.sync_all()).map_err(|source| RestoreError::Io { verb: "sync", path: into.to_owned(), source })?;
+    File::open(into).and_then(|d| d.sync_all()).map_err(|cause| RestoreError::Io { verb: "sync", path: into.to_owned(), cause })?;
     summary.restored.sort();
     Ok(summary)
 }
 
+/// A temporary file that is removed when dropped, unless it was renamed
+/// into place: no error path leaves one behind.
+struct TempFile {
+    path: PathBuf,
+    kept: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// Downloads one segment through a hidden temporary file.
-async fn download(
-    archive: &Archive,
-    into: &Path,
-    name: &str,
-    size: u64,
-    crc: u32,
-    progress: &impl Fn(u64),
-) -> Result<u64, RestoreError> {
+async fn download(archive: &Archive, into: &Path, name: &str, size: u64, crc: u32, progress: &impl Fn(u64)) -> Result<u64, RestoreError> {
     let key = archive.key_of(name);
     let url = archive.display_key(&key);
     let dest = into.join(name);
-    let tmp = into.join(format!(".{name}.restoring"));
+    let mut tmp = TempFile { path: into.join(format!(".{name}.restoring")), kept: false };
     let io_err = |verb, path: &Path| {
         let path = path.to_owned();
-        move |source| RestoreError::Io { verb, path, source }
+        move |cause| RestoreError::Io { verb, path, cause }
     };
-    let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io_err("create", &tmp))?;
-    let mut stream = archive
-        .store()
-        .get(&ObjectPath::from(key.as_str()))
-        .await
-        .map_err(|source| StorageError::Store { verb: "download", url: url.clone(), source })?
-        .into_stream();
+    let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp.path).map_err(io_err("create", &tmp.path))?;
+    let mut stream = archive.read(&key).await.map_err(|e| match e {
+        // Gone since the listing (a prune, say): the archive cannot give it.
+        StorageError::Missing { .. } => RestoreError::Corrupt { url: url.clone(), why: "it is no longer in the archive".into() },
+        e => e.into(),
+    })?;
     let (mut got, mut have) = (0u64, 0u32);
-    let outcome = async {
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| StorageError::Store { verb: "download", url: url.clone(), source })?;
-            have = crc32c::crc32c_append(have, &chunk);
-            got += chunk.len() as u64;
-            file.write_all(&chunk).map_err(io_err("write", &tmp))?;
-            progress(chunk.len() as u64);
-        }
-        if (got, have) != (size, crc) {
-            return Err(RestoreError::Corrupt {
-                url: url.clone(),
-                why: format!("it holds {got} bytes with CRC32C {have:08x}, but {size} bytes with CRC32C {crc:08x} were archived"),
-            });
-        }
-        file.sync_all().map_err(io_err("sync", &tmp))?;
-        std::fs::rename(&tmp, &dest).map_err(io_err("rename into place", &dest))
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        have = crc32c::crc32c_append(have, &chunk);
+        got += chunk.len() as u64;
+        file.write_all(&chunk).map_err(io_err("write", &tmp.path))?;
+        progress(chunk.len() as u64);
     }
-    .await;
-    if outcome.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    if (got, have) != (size, crc) {
+        return Err(RestoreError::Corrupt {
+            url,
+            why: format!("it holds {got} bytes with CRC32C {have:08x}, but {size} bytes with CRC32C {crc:08x} were archived"),
+        });
     }
-    outcome.map(|()| got)
+    file.sync_all().map_err(io_err("sync", &tmp.path))?;
+    std::fs::rename(&tmp.path, &dest).map_err(io_err("rename into place", &dest))?;
+    tmp.kept = true;
+    Ok(got)
 }
 
-/// The object named `name` in a listing from [`Archive::list`], which is in
-/// name order: a binary search, so that a chain of 100,000 segments is not
-/// checked in quadratic time.
-fn find<'a>(listing: &'a [wit::ArchivedObject], name: &str) -> Option<&'a wit::ArchivedObject> {
-    listing.binary_search_by(|o| o.name.as_str().cmp(name)).ok().map(|i| &listing[i])
+/// What a prune did, or would do.
+#[derive(Debug, Clone)]
+pub struct PruneSummary {
+    pub segments: Vec<String>,
+    pub pruned_below: u64,
+    pub chain_start: u64,
 }
 
 /// Deletes the segments lying wholly below `before`, oldest first, each
-/// object before its checksum marker; with `dry_run`, only says which.
-pub async fn prune(archive: &Archive, planner: &mut Planner, before: u64, dry_run: bool) -> Result<Vec<wit::Segment>, RestoreError> {
-    let listing = archive.list().await?;
-    let plan = planner.prune_plan(&listing, before)?;
-    for seg in &plan {
-        // The host's own check: never anything at or above the bound.
-        if seg.last_lsn >= before || find(&listing, &seg.name).is_none() {
-            return Err(RestoreError::BadPlan {
-                plugin: planner.plugin().to_owned(),
-                why: format!("pruning {} below LSN {before}", seg.name),
-            });
+/// object before its checksum record; with `dry_run`, only says which.
+/// Refused (nothing removed) above the archive's watermark. The floor and
+/// the new chain start are recorded in the archive first, so that an
+/// archiver never uploads again what was pruned.
+pub async fn prune(archive: &Archive, planner: &mut Planner, before: u64, dry_run: bool) -> Result<PruneSummary, RestoreError> {
+    let listing: Listing = archive.list().await?;
+    let refused = |why: String| RestoreError::PruneRefused { url: archive.url().to_owned(), before, why };
+    let order = planner.prune_plan(&listing.to_wit(), before)?.map_err(|e| match e {
+        PruneError::NoChain => refused("the archive holds no chain from its start, so nothing is safe to prune".into()),
+        PruneError::AboveWatermark(w) => refused(format!(
+            "the archive's watermark is {}; pruning past it would leave no chain to it, and the segment that holds it is \
+             always kept (use --before-lsn {} or lower)",
+            format_lsn(w),
+            w
+        )),
+    })?;
+    let segments: Vec<String> = order.segments.iter().map(|(n, _)| n.to_owned()).collect();
+    for name in &segments {
+        // The host's own check: only segment objects that are listed, and
+        // never the one that holds the bound.
+        let last = crate::lsn::segment_last_lsn(name);
+        if listing.find(name).is_none() || last.is_none_or(|l| l >= before) {
+            return Err(RestoreError::BadPlan { plugin: planner.plugin().to_owned(), why: format!("pruning {name} below LSN {before}") });
         }
     }
-    if !dry_run {
-        for seg in &plan {
-            archive.delete_segment(&seg.name).await?;
+    if !dry_run && !segments.is_empty() {
+        archive.record(Record::PrunedBelow, before).await?;
+        archive.record(Record::ChainStart, order.chain_start).await?;
+        for name in &segments {
+            archive.delete_segment(name, &listing).await?;
         }
     }
-    Ok(plan)
-}
-
-/// A restore error, in words.
-pub fn describe_restore_error(e: &wit::RestoreError) -> String {
-    match e {
-        wit::RestoreError::Empty => "the archive holds no segment".into(),
-        wit::RestoreError::StartsAfter(l) => format!("the archive starts at LSN {}", format_lsn(*l)),
-        wit::RestoreError::Gap(g) => format!("LSNs {} to {} are missing from the archive", format_lsn(g.from_lsn), format_lsn(g.to_lsn)),
-        wit::RestoreError::EndsBefore(l) => format!("the archive ends at LSN {}", format_lsn(*l)),
-        wit::RestoreError::EmptyRange => "the first LSN asked for is above the last".into(),
-    }
+    Ok(PruneSummary { segments, pruned_below: order.pruned_below, chain_start: order.chain_start })
 }

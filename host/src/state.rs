@@ -9,20 +9,26 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::component::wit::ArchiverState;
+use crate::bindings::wit::ArchiverState;
+pub use crate::bindings::empty_state;
 
-const VERSION: u32 = 1;
+/// Version 2: the state of WIT 0.4.0 (archived segments by name, conflicts, the prune floor).
+const VERSION: u32 = 2;
 
 /// Why the state file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot {verb} state file {}: {source}", path.display())]
-    Io { verb: &'static str, path: PathBuf, source: io::Error },
-    #[error("cannot read state file {}: {source}", path.display())]
-    Corrupt { path: PathBuf, source: serde_json::Error },
+    #[error("cannot {verb} state file {}: {cause}", path.display())]
+    Io { verb: &'static str, path: PathBuf, cause: io::Error },
+    #[error("cannot read state file {}: {cause}", path.display())]
+    Corrupt { path: PathBuf, cause: serde_json::Error },
     #[error("cannot use state file {}: it has version {found}, this wal-archiver reads {VERSION}", path.display())]
     Version { path: PathBuf, found: u32 },
-    #[error("cannot use state file {} for {wanted}: it belongs to the archive {found}", path.display())]
+    #[error(
+        "cannot use state file {} for {wanted}: it belongs to the archive {found}; to archive this WAL directory to \
+         a second archive as well, give that run a state file of its own with --state",
+        path.display()
+    )]
     OtherArchive { path: PathBuf, wanted: String, found: String },
 }
 
@@ -40,19 +46,6 @@ pub struct StateStore {
     destination: String,
 }
 
-/// The state a fresh archiver starts from.
-pub fn empty_state() -> ArchiverState {
-    ArchiverState {
-        last_archived_lsn: None,
-        chain_start: None,
-        segments_archived: 0,
-        bytes_archived: 0,
-        failures: 0,
-        archived_above: Vec::new(),
-        failing: Vec::new(),
-    }
-}
-
 impl StateStore {
     pub fn new(path: impl Into<PathBuf>, destination: &str) -> Self {
         Self { path: path.into(), destination: destination.trim_end_matches('/').to_owned() }
@@ -67,10 +60,10 @@ impl StateStore {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(empty_state()),
-            Err(source) => return Err(StateError::Io { verb: "read", path: self.path.clone(), source }),
+            Err(cause) => return Err(StateError::Io { verb: "read", path: self.path.clone(), cause }),
         };
         let file: StateFile = serde_json::from_slice(&bytes)
-            .map_err(|source| StateError::Corrupt { path: self.path.clone(), source })?;
+            .map_err(|cause| StateError::Corrupt { path: self.path.clone(), cause })?;
         if file.version != VERSION {
             return Err(StateError::Version { path: self.path.clone(), found: file.version });
         }
@@ -87,7 +80,7 @@ impl StateStore {
     /// Saves the state: temp file, fsync, rename, fsync of the directory, so
     /// that a crash leaves either the old state or the new one.
     pub fn save(&self, state: &ArchiverState) -> Result<(), StateError> {
-        let io_err = |verb| move |source| StateError::Io { verb, path: self.path.clone(), source };
+        let io_err = |verb| move |cause| StateError::Io { verb, path: self.path.clone(), cause };
         let file = StateFile { version: VERSION, destination: self.destination.clone(), state: state.clone() };
         let json = serde_json::to_vec_pretty(&file).expect("the state serializes");
         let dir = match self.path.parent() {

@@ -12,7 +12,9 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use wal_archiver::component::{wit, PlannerRuntime};
-use wal_archiver::storage::{Archive, Storage, WalDir};
+use wal_archiver::storage::Storage;
+use wal_archiver::store::{Archive, CHAIN_DIR, CHECKSUM_DIR, CONFLICT_DIR, STAGING_DIR};
+use wal_archiver::wal::WalDir;
 
 /// A temporary place with a WAL directory and a local archive beside it.
 pub struct Dir {
@@ -54,11 +56,11 @@ impl Dir {
         (0..count).map(|i| self.segment(i * 100 + 1, i * 100 + 100, len)).collect()
     }
 
-    /// Names of the entries in the local archive, sorted, without the staging area.
+    /// Names of the entries in the local archive, sorted, without its own folders.
     pub fn archived_names(&self) -> Vec<String> {
         let mut names: Vec<String> = list_names(&self.archive_dir())
             .into_iter()
-            .filter(|n| n != wal_archiver::storage::STAGING_DIR && n != wal_archiver::storage::CHECKSUM_DIR)
+            .filter(|n| ![STAGING_DIR, CHECKSUM_DIR, CHAIN_DIR, CONFLICT_DIR].contains(&n.as_str()))
             .collect();
         names.sort();
         names
@@ -66,7 +68,7 @@ impl Dir {
 
     /// What is left in the archive's staging area.
     pub fn staging_leftovers(&self) -> Vec<String> {
-        list_names(&self.archive_dir().join(wal_archiver::storage::STAGING_DIR))
+        list_names(&self.archive_dir().join(STAGING_DIR))
     }
 
     /// Asserts that the archive holds a byte-identical copy of `local`.
@@ -108,15 +110,20 @@ impl Dir {
 
     /// Storage over this WAL directory and the given archive.
     pub fn storage(&self, archive: Archive, rt: &tokio::runtime::Runtime) -> Storage {
-        Storage { wal: WalDir::open(&self.wal()).unwrap(), archive, runtime: rt.handle().clone() }
+        Storage::new(WalDir::open(&self.wal()).unwrap(), archive, rt.handle().clone())
     }
 }
 
 fn list_names(dir: &Path) -> Vec<String> {
     match std::fs::read_dir(dir) {
-        Ok(rd) => rd.map(|e| e.unwrap().file_name().into_string().unwrap()).collect(),
+        Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
         Err(_) => Vec::new(),
     }
+}
+
+/// The names of a segment list, as owned strings.
+pub fn names(list: &wit::SegmentList) -> Vec<String> {
+    list.iter().map(|(n, _)| n.to_owned()).collect()
 }
 
 pub fn segment_name(first: u64, last: u64) -> String {
@@ -221,6 +228,7 @@ pub fn config(prefix: &str) -> wit::ArchiverConfig {
     wit::ArchiverConfig {
         prefix: prefix.into(),
         batch_size: 4,
+        batch_bytes: 0,
         verify_checksums: true,
         delete_after_archive: false,
         retry_base_ms: 1,

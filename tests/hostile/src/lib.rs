@@ -6,7 +6,9 @@
 
 wit_bindgen::generate!({ path: "../../wit", world: "archiver" });
 
-use exports::nodedb::wal_archiver::planner::{CycleReport, Guest, ScanReport};
+use exports::nodedb::wal_archiver::planner::{
+    CycleReport, Guest, PruneError, PruneOrder, RangeError, RecordReport, RestoreError, ScanReport, VerifyReport,
+};
 use nodedb::wal_archiver::storage;
 use nodedb::wal_archiver::types::*;
 
@@ -24,8 +26,14 @@ fn names(listing: &DirListing) -> impl Iterator<Item = &str> {
     })
 }
 
-fn segment(name: &str) -> Segment {
-    Segment { name: name.to_owned(), first_lsn: 1, last_lsn: 100, size: 1 }
+fn empty_list() -> SegmentList {
+    SegmentList { names: String::new(), ends: Vec::new(), sizes: Vec::new() }
+}
+
+fn push(list: &mut SegmentList, name: &str) {
+    list.names.push_str(name);
+    list.ends.push(list.names.len() as u32);
+    list.sizes.push(1);
 }
 
 impl Guest for Hostile {
@@ -37,16 +45,12 @@ impl Guest for Hostile {
         Err(NameError::WrongShape)
     }
 
-    fn reconcile(state: ArchiverState, _archive: Vec<ArchivedObject>) -> ArchiverState {
-        state
-    }
-
     fn retry_delay(_config: ArchiverConfig, _attempts: u32, _random: u64) -> u64 {
         1
     }
 
-    fn scan(listing: DirListing, state: ArchiverState) -> ScanReport {
-        let mut pending = Vec::new();
+    fn scan(state: ArchiverState, listing: DirListing, _archive: Option<ArchiveListing>) -> ScanReport {
+        let mut pending = empty_list();
         for name in names(&listing) {
             match name {
                 "hostile-loop" => {
@@ -75,47 +79,55 @@ impl Guest for Hostile {
                 }
                 "hostile-invent" => {
                     // Segments that were never listed.
-                    pending.extend((0..100_000).map(|i| segment(&format!("wal-{i:016x}-{i:016x}.seg"))));
+                    for i in 0..100_000u64 {
+                        push(&mut pending, &format!("wal-{i:016x}-{i:016x}.seg"));
+                    }
                 }
-                name if name.starts_with("wal-") => pending.push(segment(name)),
+                name if name.starts_with("wal-") => push(&mut pending, name),
                 _ => {}
             }
         }
-        ScanReport { state, pending, skipped: Vec::new(), gaps: Vec::new(), overlaps: Vec::new() }
-    }
-
-    fn plan_batch(config: ArchiverConfig, pending: Vec<Segment>) -> Vec<ArchiveTask> {
-        let Some(first) = pending.first() else { return Vec::new() };
-        let task = ArchiveTask { segment: first.clone(), key: first.name.clone(), verify: true };
-        if config.prefix == "hostile-huge" {
-            // An enormous plan: the same task two hundred thousand times.
-            return vec![task; 200_000];
+        ScanReport {
+            state,
+            pending,
+            to_confirm: empty_list(),
+            pruned: Vec::new(),
+            skipped: Vec::new(),
+            strays: Vec::new(),
+            unverified: Vec::new(),
+            breaks: Vec::new(),
+            off_chain: Vec::new(),
+            conflicts: Vec::new(),
+            record_chain_start: None,
         }
-        vec![task]
     }
 
-    fn record_archived(state: ArchiverState, _task: ArchiveTask, _receipt: UploadReceipt) -> Result<ArchiverState, VerifyError> {
-        Ok(state)
+    fn plan_batches(config: ArchiverConfig, pending: SegmentList) -> Vec<u32> {
+        if config.prefix == "hostile-huge" {
+            // An enormous plan: one batch holding everything two hundred thousand times over.
+            return vec![200_000];
+        }
+        (1..=pending.ends.len() as u32).collect()
     }
 
-    fn record_failed(state: ArchiverState, _task: ArchiveTask, _reason: String) -> ArchiverState {
-        state
+    fn record_uploads(_config: ArchiverConfig, state: ArchiverState, _outcomes: Vec<UploadOutcome>) -> RecordReport {
+        RecordReport { state, archived: Vec::new(), failed: Vec::new(), conflicts: Vec::new(), refused: Vec::new(), record_chain_start: None }
     }
 
-    fn deletable(_config: ArchiverConfig, _state: ArchiverState, _listing: DirListing) -> Vec<Segment> {
-        Vec::new()
+    fn deletable(_config: ArchiverConfig, _state: ArchiverState, _listing: DirListing) -> SegmentList {
+        empty_list()
     }
 
-    fn verify_plan(_archive: Vec<ArchivedObject>, _from: Option<u64>, _until: Option<u64>) -> VerifyReport {
-        VerifyReport { segments: Vec::new(), gaps: Vec::new(), overlaps: Vec::new(), not_segments: Vec::new(), unverified: Vec::new() }
+    fn verify_plan(_archive: ArchiveListing, _from: Option<u64>, _until: Option<u64>) -> Result<VerifyReport, RangeError> {
+        Err(RangeError::Empty)
     }
 
-    fn restore_plan(_archive: Vec<ArchivedObject>, _from: Option<u64>, _until: u64) -> Result<Vec<Segment>, RestoreError> {
-        Err(RestoreError::Empty)
+    fn restore_plan(_archive: ArchiveListing, _from: Option<u64>, _until: u64) -> Result<SegmentList, RestoreError> {
+        Err(RestoreError::Range(RangeError::Empty))
     }
 
-    fn prune_plan(_archive: Vec<ArchivedObject>, _before: u64) -> Vec<Segment> {
-        Vec::new()
+    fn prune_plan(_archive: ArchiveListing, _before: u64) -> Result<PruneOrder, PruneError> {
+        Err(PruneError::NoChain)
     }
 
     fn rpo_gap(_state: ArchiverState, current: u64) -> u64 {
@@ -132,6 +144,8 @@ impl Guest for Hostile {
                 Err(StorageError::Refused(m)) => format!("refused: {m}"),
                 Err(StorageError::NotFound(m)) => format!("not found: {m}"),
                 Err(StorageError::NotAFile(m)) => format!("not a file: {m}"),
+                Err(StorageError::Changed(m)) => format!("changed: {m}"),
+                Err(StorageError::Conflict(c)) => format!("conflict: {}", c.name),
                 Err(StorageError::Io(m)) => format!("io: {m}"),
             };
             failed.push(SegmentFailure { name: what, attempts: 1, last_reason: reason });
@@ -140,22 +154,22 @@ impl Guest for Hostile {
         let link = names(&listing).find(|n| n.starts_with("link-")).unwrap_or("link-missing").to_owned();
         for name in ["../outside", "/etc/passwd", link.as_str()] {
             let key = if config.prefix.is_empty() { name.to_owned() } else { format!("{}/{name}", config.prefix) };
-            note(format!("upload {name}"), storage::upload(name, &key, true).map(|_| ()));
-            note(format!("delete {name}"), storage::delete_segment(name));
+            note(format!("upload {name}"), storage::upload(name, &key, 7, true).map(|_| ()));
+            note(format!("delete {name}"), storage::delete_segment(name, &key));
         }
         // A real segment to a key outside the prefix.
         if let Some(seg) = names(&listing).find(|n| n.starts_with("wal-")) {
-            note(format!("upload {seg} to ../escaped"), storage::upload(seg, "../escaped", true).map(|_| ()));
+            note(format!("upload {seg} to ../escaped"), storage::upload(seg, "../escaped", 1000, true).map(|_| ()));
         }
         Ok(CycleReport {
             state,
             archived: Vec::new(),
             failed,
+            conflicts: Vec::new(),
             deleted: Vec::new(),
             not_deleted: Vec::new(),
             skipped: Vec::new(),
-            gaps: Vec::new(),
-            overlaps: Vec::new(),
+            breaks: Vec::new(),
         })
     }
 }

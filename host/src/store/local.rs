@@ -1,0 +1,417 @@
+//! A local archive: a directory of our own making, where object_store's
+//! LocalFileSystem falls short (it hides objects named `x#1`, stops listing
+//! at a name it cannot encode, follows symlinks, and copies through user
+//! space).
+//!
+//! A segment is published in four steps: the kernel copies it
+//! (`copy_file_range`, or read and write where the filesystem cannot) into a
+//! new file under `_staging/`; the copy's CRC32C is computed by reading it
+//! back (from the page cache, just written) and its data synced; the source
+//! is checked unchanged (`fstat` on its descriptor: size and modification
+//! time); then the copy is published under its key with `link`, which fails
+//! if anything is there: create-only. The directories are synced once per
+//! batch by the caller ([`LocalDir::sync`]), before the checksum records
+//! are written.
+//!
+//! What "verified" means here: the object under the key was copied from the
+//! segment's open descriptor while it did not change, holds as many bytes,
+//! and its CRC32C, read back from the copy itself, is the one recorded.
+//! Nothing here follows a symlink: listings report symlinks as strays, and
+//! every file is opened with `O_NOFOLLOW`.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use super::{Outcome, PutError, CHAIN_DIR, CHECKSUM_DIR, CONFLICT_DIR, STAGING_DIR};
+use crate::bindings::wit;
+use crate::storage::StorageError;
+use crate::wal::{kind_of, sync_dir, SegmentFile};
+
+/// The archive's own sub-folders: listed for their records, never as entries.
+const OWN_DIRS: [&str; 4] = [CHECKSUM_DIR, CHAIN_DIR, CONFLICT_DIR, STAGING_DIR];
+/// Bytes read at a time when reading an object back or streaming it.
+const READ_CHUNK: usize = 1 << 20;
+
+/// A local archive directory.
+#[derive(Debug)]
+pub struct LocalDir {
+    root: PathBuf,
+}
+
+fn io_at<'a>(verb: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StorageError + 'a {
+    move |cause| StorageError::Io { verb, path: path.to_owned(), cause }
+}
+
+/// Runs blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("a blocking archive task panicked")
+}
+
+impl LocalDir {
+    /// Opens the archive directory; with `create`, makes it (and syncs it
+    /// and its parent, so that it outlives a crash as much as what goes in).
+    pub fn open(root: &Path, create: bool) -> Result<Self, StorageError> {
+        if create {
+            std::fs::create_dir_all(root).map_err(io_at("create", root))?;
+            for d in root.ancestors().take(2) {
+                sync_dir(d).map_err(io_at("sync", d))?;
+            }
+        }
+        match std::fs::symlink_metadata(root) {
+            Ok(m) if m.is_dir() => Ok(Self { root: root.to_owned() }),
+            Ok(_) => Err(StorageError::Io {
+                verb: "use archive",
+                path: root.to_owned(),
+                cause: io::Error::new(io::ErrorKind::NotADirectory, "not a directory (a symlink is not followed)"),
+            }),
+            Err(cause) => Err(StorageError::Io { verb: "use archive", path: root.to_owned(), cause }),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The path of a key: each part a plain name, never `..` or empty.
+    fn path(&self, key: &str) -> Result<PathBuf, StorageError> {
+        let mut path = self.root.clone();
+        for part in key.split('/') {
+            if part.is_empty() || part == "." || part == ".." || part.contains('\0') {
+                return Err(StorageError::RefusedKey { key: key.to_owned(), expected: "a key of plain names".into() });
+            }
+            path.push(part);
+        }
+        Ok(path)
+    }
+
+    /// Every entry directly inside the archive, and every entry of its own
+    /// sub-folders, by its parts: never stopping at a name, never following
+    /// a link.
+    pub async fn list(&self) -> Result<Vec<(Vec<String>, bool, wit::EntryKind, u64)>, (PathBuf, io::Error)> {
+        let root = self.root.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            list_dir(&root, None, &mut out)?;
+            for dir in OWN_DIRS {
+                let path = root.join(dir);
+                match std::fs::symlink_metadata(&path) {
+                    Ok(m) if m.is_dir() => list_dir(&path, Some(dir), &mut out)?,
+                    _ => {}
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Publishes the segment open in `file` under `key`; see the module docs.
+    pub(super) async fn publish(&self, file: &SegmentFile, key: &str, size: u64) -> Result<Outcome, StorageError> {
+        let dest = self.path(key)?;
+        let staging = self.root.join(STAGING_DIR);
+        let src = file.file.try_clone().map_err(io_at("read", &file.path))?;
+        let (src_path, name) = (file.path.clone(), file.name.clone());
+        let dest2 = dest.clone();
+        let copied = blocking(move || -> Result<Option<(PathBuf, u64, u32)>, StorageError> {
+            if std::fs::symlink_metadata(&dest2).is_ok() {
+                return Ok(None);
+            }
+            std::fs::create_dir_all(&staging).map_err(io_at("create", &staging))?;
+            let tmp = staging.join(staging_name(&name));
+            let mut out = OpenOptions::new()
+                .write(true)
+                .read(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)
+                .map_err(io_at("create", &tmp))?;
+            let copied = (|| {
+                let n = copy(&src, &src_path, &mut out, &tmp)?;
+                let (read_back, crc) = crate::wal::checksum_reader(&out, &tmp)?;
+                if read_back != n {
+                    return Err(StorageError::Io {
+                        verb: "read back",
+                        path: tmp.clone(),
+                        cause: io::Error::other(format!("{n} bytes were copied but {read_back} read back")),
+                    });
+                }
+                out.sync_data().map_err(io_at("sync", &tmp))?;
+                Ok((n, crc))
+            })();
+            match copied {
+                Ok((n, crc)) => Ok(Some((tmp, n, crc))),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    Err(e)
+                }
+            }
+        })
+        .await?;
+        let Some((tmp, copied, crc)) = copied else {
+            return self.existing(file, key, size).await;
+        };
+        let remove_tmp = |tmp: &Path| {
+            if let Err(e) = std::fs::remove_file(tmp) {
+                tracing::warn!("cannot remove staging file {}: {e}", tmp.display());
+            }
+        };
+        // The source must be as it was: else nothing carries the key.
+        if let Err(e) = file.check_unchanged(copied, Some(size)) {
+            remove_tmp(&tmp);
+            return Err(e);
+        }
+        let linked = {
+            let (tmp, dest) = (tmp.clone(), dest.clone());
+            blocking(move || std::fs::hard_link(&tmp, &dest)).await
+        };
+        remove_tmp(&tmp);
+        match linked {
+            Ok(()) => Ok(Outcome {
+                receipt: wit::UploadReceipt { read_size: copied, read_crc32c: crc, stored_size: copied, stored_crc32c: Some(crc), existed: false },
+                existing: None,
+            }),
+            // Another archiver published it first: compare with it.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self.existing(file, key, size).await,
+            Err(cause) => Err(StorageError::Io { verb: "publish", path: dest, cause }),
+        }
+    }
+
+    /// The outcome when `key` already holds something: the local file's size
+    /// and CRC32C against the object's.
+    async fn existing(&self, file: &SegmentFile, key: &str, size: u64) -> Result<Outcome, StorageError> {
+        let (read_size, read_crc) = super::read_checksum(file, Some(size)).await?;
+        let (stored_size, stored_crc) = self.checksum(key).await?;
+        Ok(Outcome {
+            receipt: wit::UploadReceipt {
+                read_size,
+                read_crc32c: read_crc,
+                stored_size,
+                stored_crc32c: Some(stored_crc),
+                existed: true,
+            },
+            existing: Some((stored_size, stored_crc)),
+        })
+    }
+
+    /// Writes a small object, create-only, its bytes synced.
+    pub(super) async fn put_create(&self, key: &str, body: &[u8]) -> Result<(), PutError> {
+        let path = self.path(key).map_err(PutError::Failed)?;
+        let body = body.to_vec();
+        blocking(move || {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| PutError::Failed(io_at("create", parent)(e)))?;
+            }
+            let mut f = match OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(PutError::Exists),
+                Err(e) => return Err(PutError::Failed(io_at("create", &path)(e))),
+            };
+            if !body.is_empty() {
+                f.write_all(&body).and_then(|()| f.sync_data()).map_err(|e| PutError::Failed(io_at("write", &path)(e)))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Syncs the directory `sub` (the archive itself for ""), so that the
+    /// entries made in it outlive a crash.
+    pub async fn sync(&self, sub: &str) -> Result<(), (PathBuf, io::Error)> {
+        let dir = if sub.is_empty() { self.root.clone() } else { self.root.join(sub) };
+        blocking(move || match sync_dir(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && dir.file_name().is_some() => Ok(()),
+            Err(e) => Err((dir, e)),
+        })
+        .await
+    }
+
+    /// Size of the regular file at `key`, or None if there is none (a
+    /// symlink or directory there is no object).
+    pub(super) async fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        let path = self.path(key)?;
+        blocking(move || match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(cause) => Err(StorageError::Io { verb: "stat", path, cause }),
+        })
+        .await
+    }
+
+    fn open_object(&self, key: &str) -> Result<File, StorageError> {
+        let path = self.path(key)?;
+        OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&path).map_err(|cause| {
+            match cause.raw_os_error() {
+                Some(libc::ENOENT) => StorageError::Missing { verb: "read", url: path.display().to_string() },
+                Some(libc::ELOOP) => StorageError::NotAFile { path: path.clone() },
+                _ => StorageError::Io { verb: "read", path: path.clone(), cause },
+            }
+        })
+    }
+
+    /// Size and CRC32C of the object at `key`, read back in full.
+    pub(super) async fn checksum(&self, key: &str) -> Result<(u64, u32), StorageError> {
+        let file = self.open_object(key)?;
+        let path = self.path(key)?;
+        blocking(move || crate::wal::checksum_reader(&file, &path)).await
+    }
+
+    /// The object's bytes, a chunk at a time.
+    pub(super) async fn read(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+        use futures::StreamExt;
+        let file = std::sync::Arc::new(self.open_object(key)?);
+        let path = self.path(key)?;
+        let stream = futures::stream::unfold(Some(0u64), move |offset| {
+            let (file, path) = (file.clone(), path.clone());
+            async move {
+                let offset = offset?;
+                let read = blocking(move || {
+                    let mut buf = vec![0u8; READ_CHUNK];
+                    loop {
+                        match file.read_at(&mut buf, offset) {
+                            Ok(n) => {
+                                buf.truncate(n);
+                                return Ok(buf);
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(cause) => return Err(StorageError::Io { verb: "read", path, cause }),
+                        }
+                    }
+                })
+                .await;
+                match read {
+                    Ok(buf) if buf.is_empty() => None,
+                    Ok(buf) => {
+                        let next = offset + buf.len() as u64;
+                        Some((Ok(Bytes::from(buf)), Some(next)))
+                    }
+                    Err(e) => Some((Err(e), None)),
+                }
+            }
+        });
+        Ok(stream.boxed())
+    }
+
+    /// Deletes the object at `key` and syncs its directory; one already gone is fine.
+    pub(super) async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = self.path(key)?;
+        blocking(move || {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(cause) => return Err(StorageError::Io { verb: "delete", path, cause }),
+            }
+            let dir = path.parent().unwrap_or(Path::new("/"));
+            sync_dir(dir).map_err(io_at("sync", dir))
+        })
+        .await
+    }
+}
+
+/// Lists one directory's entries, without following links, as parts
+/// (`[name]`, or `[sub, name]` inside a sub-folder of the archive's own).
+fn list_dir(dir: &Path, sub: Option<&str>, out: &mut Vec<(Vec<String>, bool, wit::EntryKind, u64)>) -> Result<(), (PathBuf, io::Error)> {
+    let err = |e| (dir.to_owned(), e);
+    for entry in std::fs::read_dir(dir).map_err(err)? {
+        let entry = entry.map_err(err)?;
+        let name: OsString = entry.file_name();
+        if sub.is_none() && OWN_DIRS.iter().any(|d| name == *d) {
+            continue;
+        }
+        let meta = match entry.path().symlink_metadata() {
+            Ok(m) => m,
+            // Gone between readdir and lstat: not there.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(err(e)),
+        };
+        let (kind, size) = kind_of(&meta);
+        let (name, utf8) = match name.into_string() {
+            Ok(s) => (s, true),
+            Err(raw) => (raw.to_string_lossy().into_owned(), false),
+        };
+        let parts = match sub {
+            Some(s) => vec![s.to_owned(), name],
+            None => vec![name],
+        };
+        out.push((parts, utf8, kind, size));
+    }
+    Ok(())
+}
+
+/// A staging name unique to this upload.
+fn staging_name(name: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{name}.{}-{nanos:x}-{n}", std::process::id())
+}
+
+/// Copies all of `src` (from offset 0) into `dst`, in the kernel where the
+/// filesystem can, and returns how many bytes were copied.
+fn copy(src: &File, src_path: &Path, dst: &mut File, dst_path: &Path) -> Result<u64, StorageError> {
+    let mut copied = 0u64;
+    loop {
+        let mut off_in = copied as libc::loff_t;
+        // SAFETY: both descriptors are open for as long as the call runs;
+        // the offsets are ours, the output file's own offset moves.
+        let n = unsafe {
+            libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), std::ptr::null_mut(), 1 << 30, 0)
+        };
+        if n > 0 {
+            copied += n as u64;
+            continue;
+        }
+        if n == 0 {
+            return Ok(copied);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            // Not across these filesystems, or not at all: copy through user space.
+            Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL) if copied == 0 => {
+                return copy_through_user_space(src, src_path, dst, dst_path);
+            }
+            _ => return Err(StorageError::Io { verb: "copy", path: src_path.to_owned(), cause: e }),
+        }
+    }
+}
+
+fn copy_through_user_space(src: &File, src_path: &Path, dst: &mut File, dst_path: &Path) -> Result<u64, StorageError> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut copied = 0u64;
+    let mut reader = src;
+    let _ = (&mut reader).read(&mut []);
+    loop {
+        let n = match src.read_at(&mut buf, copied) {
+            Ok(0) => return Ok(copied),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(cause) => return Err(StorageError::Io { verb: "read", path: src_path.to_owned(), cause }),
+        };
+        dst.write_all(&buf[..n]).map_err(io_at("write", dst_path))?;
+        copied += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_keys_that_are_not_plain_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = LocalDir::open(dir.path(), false).unwrap();
+        for key in ["", "a//b", "../x", "a/../b", ".", "a/./b", "/abs"] {
+            assert!(local.path(key).is_err(), "{key:?}");
+        }
+        assert_eq!(local.path("_chain/start-1").unwrap(), dir.path().join("_chain").join("start-1"));
+    }
+}

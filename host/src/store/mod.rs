@@ -1,0 +1,649 @@
+//! The archive: where segments go, on one of two backend families.
+//!
+//! - [`local`]: a directory of our own making (`file://`, the embedded
+//!   default). object_store's LocalFileSystem hides objects named `x#1`,
+//!   stops listing at a name it cannot encode, follows symlinks and cannot
+//!   copy in the kernel; this backend lists every entry without following
+//!   any link and publishes a segment with `copy_file_range` and `link`.
+//! - [`object`]: S3, GCS, Azure and memory through object_store.
+//!
+//! Both keep the same layout under the prefix: segments by name, their
+//! checksum records in `_checksums/`, the chain start and prune floor in
+//! `_chain/`, conflicts found in `_conflicts/`, and uploads in flight in
+//! `_staging/`.
+
+pub mod local;
+pub mod object;
+pub mod settings;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use object_store::ObjectStore;
+
+use crate::bindings::wit;
+use crate::storage::StorageError;
+use crate::wal::SegmentFile;
+
+pub use object::BufferPool;
+
+/// Where uploads are staged before they are published under their key.
+pub const STAGING_DIR: &str = "_staging";
+/// Checksum records: `{prefix}/_checksums/{name}.crc32c-{8 hex}-{size}`.
+pub const CHECKSUM_DIR: &str = "_checksums";
+/// Chain records: `{prefix}/_chain/start-{16 hex}`, `{prefix}/_chain/pruned-below-{16 hex}`.
+pub const CHAIN_DIR: &str = "_chain";
+/// Conflicts found: `{prefix}/_conflicts/{name}.local-{8 hex}-{size}`.
+pub const CONFLICT_DIR: &str = "_conflicts";
+const MARKER_INFIX: &str = ".crc32c-";
+const CONFLICT_INFIX: &str = ".local-";
+/// object_store's retries of one request, by default.
+pub const DEFAULT_REQUEST_RETRIES: usize = 3;
+
+/// A fact the archive records about its chain, as an empty object whose
+/// name holds the LSN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// The chain start: fixed once the watermark exists; a prune moves it on.
+    ChainStart,
+    /// The prune floor: segments wholly below it were pruned.
+    PrunedBelow,
+}
+
+impl Record {
+    fn prefix(self) -> &'static str {
+        match self {
+            Record::ChainStart => "start-",
+            Record::PrunedBelow => "pruned-below-",
+        }
+    }
+
+    /// The record's name in `_chain/` for `lsn`.
+    fn name(self, lsn: u64) -> String {
+        format!("{}{lsn:016x}", self.prefix())
+    }
+
+    /// The LSN a record name holds, if it is one of this kind.
+    fn parse(self, name: &str) -> Option<u64> {
+        let hex = name.strip_prefix(self.prefix())?;
+        (hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            .then(|| u64::from_str_radix(hex, 16).ok())
+            .flatten()
+    }
+}
+
+/// The name of a checksum record; the inverse of [`parse_marker`].
+fn marker_name(name: &str, crc: u32, size: u64) -> String {
+    format!("{name}{MARKER_INFIX}{crc:08x}-{size}")
+}
+
+/// The segment name, CRC32C and size a checksum record holds.
+fn parse_marker(marker: &str) -> Option<(&str, u32, u64)> {
+    let (name, fields) = marker.rsplit_once(MARKER_INFIX)?;
+    let (hex, size) = fields.split_once('-')?;
+    (hex.len() == 8).then_some(())?;
+    Some((name, u32::from_str_radix(hex, 16).ok()?, size.parse().ok()?))
+}
+
+/// The name of a conflict record; the inverse of [`parse_conflict`].
+fn conflict_name(name: &str, crc: u32, size: u64) -> String {
+    format!("{name}{CONFLICT_INFIX}{crc:08x}-{size}")
+}
+
+fn parse_conflict(record: &str) -> Option<(&str, u32, u64)> {
+    let (name, fields) = record.rsplit_once(CONFLICT_INFIX)?;
+    let (hex, size) = fields.split_once('-')?;
+    (hex.len() == 8).then_some(())?;
+    Some((name, u32::from_str_radix(hex, 16).ok()?, size.parse().ok()?))
+}
+
+/// An error and its causes, each once: object_store's errors often repeat
+/// their cause in their own message, and again as their source.
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !t.is_empty() && !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// One entry directly under the archive's prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    /// The last part of its key (lossy when not UTF-8).
+    pub name: String,
+    pub utf8: bool,
+    pub kind: wit::EntryKind,
+    pub size: u64,
+    /// The recorded CRC32C, when a record of the same size is there.
+    pub crc32c: Option<u32>,
+}
+
+/// A conflict that an archive run found and recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictRecord {
+    pub name: String,
+    pub local_crc: u32,
+    pub local_size: u64,
+}
+
+/// What one listing of the archive shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Entries directly under the prefix, in name order.
+    pub objects: Vec<Object>,
+    pub chain_start: Option<u64>,
+    pub pruned_below: Option<u64>,
+    /// Conflicts recorded by archive runs.
+    pub conflicts: Vec<ConflictRecord>,
+    /// Objects left in the staging area (by uploads that were killed).
+    pub staging: Vec<String>,
+}
+
+impl Listing {
+    /// The object named `name`: a binary search, as listings are in name order.
+    pub fn find(&self, name: &str) -> Option<&Object> {
+        self.objects.binary_search_by(|o| o.name.as_str().cmp(name)).ok().map(|i| &self.objects[i])
+    }
+
+    /// As the planner takes it.
+    pub fn to_wit(&self) -> wit::ArchiveListing {
+        let mut out = wit::ArchiveListing::default();
+        for o in &self.objects {
+            out.push(&o.name, o.utf8, o.kind, o.size, o.crc32c);
+        }
+        out.chain_start = self.chain_start;
+        out.pruned_below = self.pruned_below;
+        out
+    }
+
+    /// Builds a listing from the entries under the prefix, by their parts
+    /// relative to it, as each backend lists them. Records that do not
+    /// parse are not records; a checksum record counts only for an object
+    /// of the size it records, and two records that disagree are none.
+    fn build(entries: Vec<(Vec<String>, bool, wit::EntryKind, u64)>, display: impl Fn(&str) -> String) -> Self {
+        use std::collections::HashMap;
+        let mut out = Listing::default();
+        let mut marks: HashMap<String, Option<(u32, u64)>> = HashMap::new();
+        for (parts, utf8, kind, size) in entries {
+            match parts.as_slice() {
+                [name] => out.objects.push(Object { name: name.clone(), utf8, kind, size, crc32c: None }),
+                [dir, record] if dir == CHECKSUM_DIR && kind == wit::EntryKind::File => {
+                    if let Some((name, crc, size)) = parse_marker(record) {
+                        marks
+                            .entry(name.to_owned())
+                            .and_modify(|c| {
+                                if *c != Some((crc, size)) {
+                                    *c = None;
+                                }
+                            })
+                            .or_insert(Some((crc, size)));
+                    }
+                }
+                [dir, record] if dir == CHAIN_DIR && kind == wit::EntryKind::File => {
+                    if let Some(l) = Record::ChainStart.parse(record) {
+                        out.chain_start = out.chain_start.max(Some(l));
+                    } else if let Some(l) = Record::PrunedBelow.parse(record) {
+                        out.pruned_below = out.pruned_below.max(Some(l));
+                    }
+                }
+                [dir, record] if dir == CONFLICT_DIR && kind == wit::EntryKind::File => {
+                    if let Some((name, local_crc, local_size)) = parse_conflict(record) {
+                        out.conflicts.push(ConflictRecord { name: name.to_owned(), local_crc, local_size });
+                    }
+                }
+                [dir, staged] if dir == STAGING_DIR => out.staging.push(staged.clone()),
+                _ => {}
+            }
+        }
+        out.objects.sort_by(|a, b| a.name.cmp(&b.name));
+        for o in &mut out.objects {
+            o.crc32c = match marks.get(&o.name).copied().flatten() {
+                Some((crc, marked)) if marked == o.size => Some(crc),
+                Some((_, marked)) => {
+                    let shown = display(&o.name);
+                    tracing::warn!("{shown} has {} bytes but its checksum record says {marked}", o.size);
+                    None
+                }
+                None => None,
+            };
+        }
+        out.conflicts.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}
+
+/// An upload published under its key, or refused with the reason in its
+/// receipt, whose checksum record is not written yet: see [`Archive::finish_batch`].
+#[derive(Debug)]
+pub struct Published {
+    pub receipt: wit::UploadReceipt,
+    /// The record to write once the object is durable: set when the object
+    /// under the key holds exactly the bytes that were read.
+    marker: Option<(String, u32, u64)>,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Local(Arc<local::LocalDir>),
+    Store(object::StoreBackend),
+}
+
+/// An archive destination: a backend and the key prefix inside it.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    backend: Backend,
+    prefix: String,
+    url: String,
+}
+
+impl Archive {
+    /// The archive URL for a `--to` or `--from` argument: a URL as given, or
+    /// a local path as a `file://` URL. A path whose first component ends in
+    /// `:` (`s3:/bucket`, `gs:bucket`) is refused as a likely mistyped URL.
+    pub fn url_for(arg: &str) -> Result<String, StorageError> {
+        settings::url_for(arg)
+    }
+
+    /// Opens an archive without extra options; see [`Archive::open_with`].
+    pub fn open(url: &str) -> Result<Self, StorageError> {
+        Self::open_with(url, &[], DEFAULT_REQUEST_RETRIES)
+    }
+
+    /// Opens `file://`, `memory://`, `s3://`, `gs://` and `az://` (and the
+    /// other URL forms object_store parses for those backends); a local
+    /// directory is created if missing. `options` are the config file's
+    /// storage options, each checked; `request_retries` bounds
+    /// object_store's own retries of one request.
+    pub fn open_with(url: &str, options: &[(String, String)], request_retries: usize) -> Result<Self, StorageError> {
+        settings::open(url, options, request_retries, true)
+    }
+
+    /// Opens an archive that must already exist: a local directory is not
+    /// created (for verify, restore and prune, a typo must not look like an
+    /// empty archive).
+    pub fn open_existing(url: &str, options: &[(String, String)], request_retries: usize) -> Result<Self, StorageError> {
+        settings::open(url, options, request_retries, false)
+    }
+
+    /// Whether `key` is an option of the backend that `url` names.
+    pub fn option_is_known(url: &str, key: &str) -> Result<bool, StorageError> {
+        settings::option_is_known(url, key)
+    }
+
+    /// An archive over a store the caller built (tests, fault injection).
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, url: &str) -> Self {
+        let ranged = url.starts_with("file:") || url.starts_with("memory:");
+        Self {
+            backend: Backend::Store(object::StoreBackend::new(store, ranged)),
+            prefix: prefix.trim_matches('/').to_owned(),
+            url: url.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// An archive in a local directory of our own.
+    pub fn local(dir: local::LocalDir, url: &str) -> Self {
+        Self { backend: Backend::Local(Arc::new(dir)), prefix: String::new(), url: url.trim_end_matches('/').to_owned() }
+    }
+
+    /// The upload buffers, to size them to the uploads that run at once
+    /// (a local archive copies in the kernel and has none).
+    pub fn buffers(&self) -> Option<&BufferPool> {
+        match &self.backend {
+            Backend::Store(s) => Some(s.buffers()),
+            Backend::Local(_) => None,
+        }
+    }
+
+    /// The archive's URL, as errors and summaries show it.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// True for a local directory of our own.
+    pub fn is_local(&self) -> bool {
+        matches!(self.backend, Backend::Local(_))
+    }
+
+    /// The key prefix inside the store, without a trailing `/`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The key of `name` under the prefix, as the planner forms it.
+    pub fn key_of(&self, name: &str) -> String {
+        if self.prefix.is_empty() { name.to_owned() } else { format!("{}/{name}", self.prefix) }
+    }
+
+    /// A key as a user reads it: the archive URL and the key below the prefix.
+    pub fn display_key(&self, key: &str) -> String {
+        let rel = if self.prefix.is_empty() { key } else { key.strip_prefix(&format!("{}/", self.prefix)).unwrap_or(key) };
+        format!("{}/{rel}", self.url)
+    }
+
+    /// Lists the archive: entries under the prefix, checksum records, chain
+    /// records, conflicts and staging leftovers. An entry it cannot name is
+    /// listed as it is (lossy, or as a stray), never a reason to stop.
+    pub async fn list(&self) -> Result<Listing, StorageError> {
+        let display = |name: &str| self.display_key(&self.key_of(name));
+        let entries = match &self.backend {
+            Backend::Local(dir) => dir.list().await.map_err(|(path, cause)| StorageError::Io { verb: "list", path, cause })?,
+            Backend::Store(s) => s.list(&self.prefix, &self.url).await?,
+        };
+        Ok(Listing::build(entries, display))
+    }
+
+    /// Publishes the segment open in `file`, listed with `size` bytes,
+    /// under `key`, create-only, and reports what was read and what is
+    /// stored; its checksum record is left to [`Archive::finish_batch`].
+    ///
+    /// Nothing carries the key unless the whole file was read through one
+    /// descriptor whose size and modification time stayed the same, and
+    /// the stored copy was checked. If the key already holds an object, the
+    /// same bytes count as archived (a retry after a lost reply), and other
+    /// bytes are a conflict, leaving the object alone.
+    pub async fn publish(&self, file: &SegmentFile, key: &str, size: u64, verify: bool) -> Result<Published, StorageError> {
+        let outcome = match &self.backend {
+            Backend::Local(dir) => dir.publish(file, key, size).await?,
+            Backend::Store(s) => s.publish(file, key, size, verify, &self.prefix, &self.url).await?,
+        };
+        let receipt = outcome.receipt;
+        let marker = (receipt.stored_size == receipt.read_size && receipt.stored_crc32c.is_none_or(|c| c == receipt.read_crc32c))
+            .then(|| (key.to_owned(), receipt.read_crc32c, receipt.read_size));
+        let receipt = match outcome.existing {
+            // An object that was there: the same bytes, or a conflict.
+            Some((found_size, found_crc)) if (found_size, found_crc) != (receipt.read_size, receipt.read_crc32c) => {
+                let e = self.conflict("archive", key, &file.name, (receipt.read_size, receipt.read_crc32c), (found_size, found_crc));
+                self.record_conflict(&e).await;
+                return Err(e);
+            }
+            Some(_) => {
+                tracing::info!(to = %self.display_key(key), "already archived with identical content");
+                wit::UploadReceipt { existed: true, ..receipt }
+            }
+            None => receipt,
+        };
+        Ok(Published { receipt, marker })
+    }
+
+    fn conflict(&self, verb: &'static str, key: &str, name: &str, local: (u64, u32), archived: (u64, u32)) -> StorageError {
+        StorageError::Conflict {
+            verb,
+            url: self.display_key(key),
+            name: name.to_owned(),
+            local_size: local.0,
+            local_crc: local.1,
+            archived_size: archived.0,
+            archived_crc: archived.1,
+        }
+    }
+
+    /// Records a conflict in the archive, so that `verify` reports it from
+    /// anywhere. Best effort: the conflict is reported in any case.
+    async fn record_conflict(&self, e: &StorageError) {
+        let Some(c) = e.conflict() else { return };
+        let key = self.key_of(&format!("{CONFLICT_DIR}/{}", conflict_name(&c.name, c.local_crc32c, c.local_size)));
+        if let Err(e) = self.put_create(&key, Bytes::new()).await {
+            tracing::warn!("cannot record the conflict of {}: {e}", c.name);
+        }
+    }
+
+    /// Makes a batch of published uploads durable, then writes their
+    /// checksum records, so that a record never names an object a crash can
+    /// still take away. In a local archive that is one sync of the segments'
+    /// directory for the batch (each object's bytes were synced before it
+    /// was published), the records, and one sync of the records' directory.
+    /// The caller must not count an upload as archived before this returns
+    /// its receipt. An upload whose sync or record fails is an error; a
+    /// retry finds the identical object and goes on.
+    pub async fn finish_batch(&self, published: Vec<Result<Published, StorageError>>, concurrency: usize) -> Vec<Result<wit::UploadReceipt, StorageError>> {
+        use futures::StreamExt;
+        let mut published = published;
+        if let Backend::Local(dir) = &self.backend
+            && published.iter().any(|p| p.as_ref().is_ok_and(|p| p.marker.is_some()))
+            && let Err((path, e)) = dir.sync("").await
+        {
+            for p in &mut published {
+                if p.as_ref().is_ok_and(|p| p.marker.is_some()) {
+                    *p = Err(StorageError::Io { verb: "sync", path: path.clone(), cause: std::io::Error::new(e.kind(), e.to_string()) });
+                }
+            }
+        }
+        let marked: Vec<(bool, Result<wit::UploadReceipt, StorageError>)> = futures::stream::iter(published)
+            .map(|p| async move {
+                match p {
+                    Ok(Published { receipt, marker: Some((key, crc, size)) }) => (true, self.put_marker(&key, crc, size).await.map(|()| receipt)),
+                    Ok(Published { receipt, marker: None }) => (false, Ok(receipt)),
+                    Err(e) => (false, Err(e)),
+                }
+            })
+            .buffered(concurrency.max(1))
+            .collect()
+            .await;
+        let mut marker_sync: Option<(std::path::PathBuf, std::io::Error)> = None;
+        if let Backend::Local(dir) = &self.backend
+            && marked.iter().any(|(m, r)| *m && r.is_ok())
+            && let Err(e) = dir.sync(CHECKSUM_DIR).await
+        {
+            marker_sync = Some(e);
+        }
+        marked
+            .into_iter()
+            .map(|(was_marked, r)| match (&marker_sync, was_marked, r) {
+                (Some((path, e)), true, Ok(_)) => {
+                    Err(StorageError::Io { verb: "sync", path: path.clone(), cause: std::io::Error::new(e.kind(), e.to_string()) })
+                }
+                (_, _, r) => r,
+            })
+            .collect()
+    }
+
+    /// Writes the checksum record of the object at `key`, create-only; one
+    /// already there is the same fact.
+    async fn put_marker(&self, key: &str, crc: u32, size: u64) -> Result<(), StorageError> {
+        let name = key.rsplit('/').next().unwrap_or(key);
+        let marker = self.key_of(&format!("{CHECKSUM_DIR}/{}", marker_name(name, crc, size)));
+        match self.put_create(&marker, Bytes::new()).await {
+            Ok(_) | Err(PutError::Exists) => Ok(()),
+            Err(PutError::Failed(e)) => Err(e),
+        }
+    }
+
+    /// Writes a small object, create-only: a record.
+    pub async fn put_create(&self, key: &str, body: Bytes) -> Result<(), PutError> {
+        match &self.backend {
+            Backend::Local(dir) => dir.put_create(key, &body).await,
+            Backend::Store(s) => s.put_create(key, body, &self.display_key(key)).await,
+        }
+    }
+
+    /// Records a chain fact (create-only; the same record twice is one) and
+    /// makes it durable before returning.
+    pub async fn record(&self, record: Record, lsn: u64) -> Result<(), StorageError> {
+        let key = self.key_of(&format!("{CHAIN_DIR}/{}", record.name(lsn)));
+        match self.put_create(&key, Bytes::new()).await {
+            Ok(()) | Err(PutError::Exists) => {}
+            Err(PutError::Failed(e)) => return Err(e),
+        }
+        if let Backend::Local(dir) = &self.backend {
+            dir.sync(CHAIN_DIR).await.map_err(|(path, cause)| StorageError::Io { verb: "sync", path, cause })?;
+        }
+        Ok(())
+    }
+
+    /// Compares the segment open in `file` with the object under `key`,
+    /// without sending it: `check-archived`.
+    pub async fn compare(&self, file: &SegmentFile, key: &str, size: u64) -> Result<wit::UploadReceipt, StorageError> {
+        let (read_size, read_crc) = read_checksum(file, Some(size)).await?;
+        let name = key.rsplit('/').next().unwrap_or(key);
+        let Some(stored_size) = self.stored_size(key).await? else {
+            return Err(StorageError::Missing { verb: "compare", url: self.display_key(key) });
+        };
+        // The recorded checksum when it is there and agrees; else a read-back.
+        let stored_crc = if stored_size == read_size && self.has_marker(name, read_crc, read_size).await? {
+            read_crc
+        } else {
+            self.checksum(key).await?.1
+        };
+        if (stored_size, stored_crc) != (read_size, read_crc) {
+            let e = self.conflict("archive", key, name, (read_size, read_crc), (stored_size, stored_crc));
+            self.record_conflict(&e).await;
+            return Err(e);
+        }
+        // The same bytes without a record (a crash before it was written): write it now.
+        self.put_marker(key, read_crc, read_size).await?;
+        if let Backend::Local(dir) = &self.backend {
+            dir.sync(CHECKSUM_DIR).await.map_err(|(path, cause)| StorageError::Io { verb: "sync", path, cause })?;
+        }
+        Ok(wit::UploadReceipt { read_size, read_crc32c: read_crc, stored_size, stored_crc32c: Some(stored_crc), existed: true })
+    }
+
+    /// Proves that the object under `key` holds `size` bytes with CRC32C
+    /// `crc` now, by reading it back: the last check before a local segment
+    /// is deleted. Its checksum record is not enough: it is evidence of the
+    /// past.
+    pub async fn prove(&self, name: &str, key: &str, size: u64, crc: u32) -> Result<(), StorageError> {
+        let found = match self.checksum(key).await {
+            Ok(found) => found,
+            Err(StorageError::Missing { .. }) => return Err(StorageError::Missing { verb: "delete the local copy of", url: self.display_key(key) }),
+            Err(e) => return Err(e),
+        };
+        if found != (size, crc) {
+            let e = self.conflict("delete the local copy of", key, name, (size, crc), found);
+            self.record_conflict(&e).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// True when a checksum record says `name` has `crc` and `size`.
+    pub async fn has_marker(&self, name: &str, crc: u32, size: u64) -> Result<bool, StorageError> {
+        let marker = self.key_of(&format!("{CHECKSUM_DIR}/{}", marker_name(name, crc, size)));
+        Ok(self.stored_size(&marker).await?.is_some())
+    }
+
+    /// Size of the object at `key`, or None if there is none.
+    pub async fn stored_size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        match &self.backend {
+            Backend::Local(dir) => dir.size(key).await,
+            Backend::Store(s) => s.size(key, &self.display_key(key)).await,
+        }
+    }
+
+    /// Size and CRC32C of the object at `key`, read back in full in bounded
+    /// memory; `Missing` when there is none.
+    pub async fn checksum(&self, key: &str) -> Result<(u64, u32), StorageError> {
+        match &self.backend {
+            Backend::Local(dir) => dir.checksum(key).await,
+            Backend::Store(s) => s.checksum(key, &self.display_key(key)).await,
+        }
+    }
+
+    /// The bytes of the object at `key`, as a stream of chunks; `Missing`
+    /// when there is none.
+    pub async fn read(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+        match &self.backend {
+            Backend::Local(dir) => dir.read(key).await,
+            Backend::Store(s) => s.read(key, &self.display_key(key)).await,
+        }
+    }
+
+    /// The whole object at `key`, or None (small objects and tests).
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        use futures::StreamExt;
+        let mut stream = match self.read(key).await {
+            Ok(s) => s,
+            Err(StorageError::Missing { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(Some(out))
+    }
+
+    /// Deletes the object at `key`; one already gone is fine.
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Local(dir) => dir.delete(key).await,
+            Backend::Store(s) => s.delete(key, &self.display_key(key)).await,
+        }
+    }
+
+    /// Deletes an archived segment, then its checksum records, so that an
+    /// interruption leaves at worst a record without its object (ignored).
+    pub async fn delete_segment(&self, name: &str, listing: &Listing) -> Result<(), StorageError> {
+        crate::wal::WalDir::check_name(name)?;
+        self.delete(&self.key_of(name)).await?;
+        let size = listing.find(name).map(|o| o.size);
+        if let (Some(size), Some(crc)) = (size, listing.find(name).and_then(|o| o.crc32c)) {
+            self.delete(&self.key_of(&format!("{CHECKSUM_DIR}/{}", marker_name(name, crc, size)))).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a create-only write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    #[error("an object is already there")]
+    Exists,
+    #[error(transparent)]
+    Failed(StorageError),
+}
+
+/// What a backend's publish saw: the receipt, and the object that was
+/// already under the key (its size and CRC32C), if there was one.
+#[derive(Debug)]
+struct Outcome {
+    receipt: wit::UploadReceipt,
+    existing: Option<(u64, u32)>,
+}
+
+/// Size and CRC32C of a segment, read on a blocking thread and checked
+/// unchanged.
+async fn read_checksum(file: &SegmentFile, listed: Option<u64>) -> Result<(u64, u32), StorageError> {
+    let f = file.file.try_clone().map_err(|cause| StorageError::Io { verb: "read", path: file.path.clone(), cause })?;
+    let path = file.path.clone();
+    let (size, crc) = tokio::task::spawn_blocking(move || crate::wal::checksum_reader(&f, &path))
+        .await
+        .map_err(|e| StorageError::Io { verb: "read", path: file.path.clone(), cause: std::io::Error::other(e) })??;
+    file.check_unchanged(size, listed)?;
+    Ok((size, crc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_records_it_formats() {
+        let m = marker_name("wal-0000000000000001-0000000000000002.seg", 0xdead_beef, 42);
+        assert_eq!(parse_marker(&m), Some(("wal-0000000000000001-0000000000000002.seg", 0xdead_beef, 42)));
+        assert_eq!(parse_marker("x.crc32c-abc-1"), None);
+        let c = conflict_name("a", 7, 9);
+        assert_eq!(parse_conflict(&c), Some(("a", 7, 9)));
+        for r in [Record::ChainStart, Record::PrunedBelow] {
+            assert_eq!(r.parse(&r.name(u64::MAX)), Some(u64::MAX));
+            assert_eq!(r.parse(&r.name(0)), Some(0));
+        }
+        assert_eq!(Record::ChainStart.parse("start-00000000000000AA"), None);
+        assert_eq!(Record::ChainStart.parse(&Record::PrunedBelow.name(1)), None);
+    }
+
+    #[test]
+    fn prints_each_cause_once() {
+        let inner = std::io::Error::other("connection refused");
+        let e = object_store::Error::Generic { store: "S3", source: Box::new(inner) };
+        let text = describe(&e);
+        assert_eq!(text.matches("connection refused").count(), 1, "{text}");
+    }
+}

@@ -1,0 +1,358 @@
+//! Archives behind object_store: S3, GCS, Azure, memory, and stores a test
+//! builds itself.
+//!
+//! A segment is streamed to a staging object under `_staging/` in parts,
+//! from a bounded pool of reused buffers, with its CRC32C computed on the
+//! way. Once the whole file is read and its descriptor shows no change, the
+//! staged object is checked (its size, and with `verify` its CRC32C read
+//! back) and published under its key with a create-only copy: a torn or
+//! truncated upload never carries a segment's key, and an archived object
+//! is never overwritten.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, WriteMultipart};
+
+use super::{Outcome, PutError, STAGING_DIR};
+use crate::bindings::wit;
+use crate::storage::StorageError;
+use crate::wal::SegmentFile;
+
+/// Bytes read from a segment at a time, and the multipart part size.
+pub const CHUNK: usize = 8 * 1024 * 1024;
+/// Bytes read back at a time from a local or in-memory store. Smaller than
+/// a chunk: each read allocates, and small blocks are reused by the
+/// allocator where 8 MiB ones are mapped and faulted in again each time.
+const READBACK_RANGE: u64 = 1024 * 1024;
+/// Upload buffers when nobody says how many uploads run at once.
+const DEFAULT_BUFFERS: usize = 5;
+/// Parts in flight at once during one upload: bounds memory per upload.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// An object store and how to read it back.
+#[derive(Debug, Clone)]
+pub struct StoreBackend {
+    store: Arc<dyn ObjectStore>,
+    buffers: Arc<BufferPool>,
+    /// Read back in ranges (a local or in-memory store), or in one streamed GET (a remote one).
+    ranged_readback: bool,
+}
+
+fn store_err<'a>(verb: &'static str, url: &'a str) -> impl FnOnce(object_store::Error) -> StorageError + 'a {
+    move |cause| StorageError::Store { verb, url: url.to_owned(), cause }
+}
+
+fn location(key: &str) -> Result<ObjectPath, StorageError> {
+    ObjectPath::parse(key).map_err(|e| StorageError::RefusedKey { key: key.to_owned(), expected: e.to_string() })
+}
+
+impl StoreBackend {
+    pub fn new(store: Arc<dyn ObjectStore>, ranged_readback: bool) -> Self {
+        Self { store, buffers: BufferPool::new(DEFAULT_BUFFERS), ranged_readback }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub fn buffers(&self) -> &BufferPool {
+        &self.buffers
+    }
+
+    /// Every object under the prefix, by its parts below it. A key that
+    /// object_store cannot make a path of (a control character, `..`) fails
+    /// the listing; the error names it.
+    pub(super) async fn list(&self, prefix: &str, url: &str) -> Result<Vec<(Vec<String>, bool, wit::EntryKind, u64)>, StorageError> {
+        let prefix_path = if prefix.is_empty() { None } else { Some(ObjectPath::from(prefix)) };
+        let depth = prefix_path.as_ref().map_or(0, |p| p.parts().count());
+        let mut out = Vec::new();
+        let mut stream = self.store.list(prefix_path.as_ref());
+        while let Some(meta) = stream.next().await {
+            let meta = meta.map_err(|cause| StorageError::Store { verb: "list", url: url.to_owned(), cause })?;
+            let parts: Vec<String> = meta.location.parts().skip(depth).map(|p| p.as_ref().to_owned()).collect();
+            out.push((parts, true, wit::EntryKind::File, meta.size));
+        }
+        Ok(out)
+    }
+
+    /// Publishes through a staging object; see the module docs.
+    pub(super) async fn publish(&self, file: &SegmentFile, key: &str, size: u64, verify: bool, prefix: &str, url: &str) -> Result<Outcome, StorageError> {
+        let display = |k: &str| format!("{url}/{}", k.strip_prefix(&format!("{prefix}/")).unwrap_or(k));
+        let dest = location(key)?;
+        let name = key.rsplit('/').next().unwrap_or(key);
+        let staging_key = staging_key(prefix, name);
+        let staging = location(&staging_key)?;
+        let (read_size, read_crc) = self.put_streaming(file, &staging, &display(&staging_key)).await?;
+        let outcome = async {
+            // The file must be as it was, and whole: else nothing carries the key.
+            file.check_unchanged(read_size, Some(size))?;
+            let staged_size = self.store.head(&staging).await.map_err(store_err("stat", &display(&staging_key)))?.size;
+            let receipt = |stored_size, stored_crc32c| wit::UploadReceipt {
+                read_size,
+                read_crc32c: read_crc,
+                stored_size,
+                stored_crc32c,
+                existed: false,
+            };
+            if staged_size != read_size {
+                // A store that acknowledged fewer bytes than were sent: never publish it.
+                return Ok(Outcome { receipt: receipt(staged_size, None), existing: None });
+            }
+            let staged_crc = if verify { Some(self.checksum(&staging_key, &display(&staging_key)).await?.1) } else { None };
+            if staged_crc.is_some_and(|c| c != read_crc) {
+                return Ok(Outcome { receipt: receipt(staged_size, staged_crc), existing: None });
+            }
+            match self.store.copy_if_not_exists(&staging, &dest).await {
+                Ok(()) => {
+                    let stored = self.store.head(&dest).await.map_err(store_err("stat", &display(key)))?.size;
+                    Ok(Outcome { receipt: receipt(stored, staged_crc), existing: None })
+                }
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    let (found_size, found_crc) = self.checksum(key, &display(key)).await?;
+                    Ok(Outcome { receipt: receipt(found_size, Some(found_crc)), existing: Some((found_size, found_crc)) })
+                }
+                Err(cause) => Err(StorageError::Store { verb: "publish", url: display(key), cause }),
+            }
+        }
+        .await;
+        // The staging object is garbage whatever happened.
+        if let Err(e) = self.store.delete(&staging).await {
+            tracing::warn!("cannot remove staging object {}: {}", display(&staging_key), super::describe(&e));
+        }
+        outcome
+    }
+
+    /// Streams the file into a multipart upload at `location`.
+    async fn put_streaming(&self, file: &SegmentFile, location: &ObjectPath, url: &str) -> Result<(u64, u32), StorageError> {
+        let upload = self.store.put_multipart(location).await.map_err(store_err("upload to", url))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
+        match stream_into(&self.buffers, file, &mut writer, url).await {
+            Ok(done) => {
+                writer.finish().await.map_err(store_err("upload to", url))?;
+                Ok(done)
+            }
+            Err(e) => {
+                // Best effort: the error that matters is the one already in hand.
+                let _ = writer.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes a small object, create-only.
+    pub(super) async fn put_create(&self, key: &str, body: Bytes, url: &str) -> Result<(), PutError> {
+        let location = location(key).map_err(PutError::Failed)?;
+        match self.store.put_opts(&location, body.into(), PutMode::Create.into()).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(PutError::Exists),
+            Err(cause) => Err(PutError::Failed(StorageError::Store { verb: "write", url: url.to_owned(), cause })),
+        }
+    }
+
+    pub(super) async fn size(&self, key: &str, url: &str) -> Result<Option<u64>, StorageError> {
+        match self.store.head(&location(key)?).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(cause) => Err(StorageError::Store { verb: "stat", url: url.to_owned(), cause }),
+        }
+    }
+
+    /// Size and CRC32C of a stored object, read back in full: from a local
+    /// or in-memory store one ranged read at a time, from a remote one as
+    /// one streamed GET (a request per megabyte would cost a round trip
+    /// each). Memory stays flat whatever the object's size.
+    pub(super) async fn checksum(&self, key: &str, url: &str) -> Result<(u64, u32), StorageError> {
+        let location = location(key)?;
+        let missing = |e: object_store::Error| match e {
+            object_store::Error::NotFound { .. } => StorageError::Missing { verb: "read back", url: url.to_owned() },
+            cause => StorageError::Store { verb: "read back", url: url.to_owned(), cause },
+        };
+        if !self.ranged_readback {
+            let got = self.store.get(&location).await.map_err(missing)?;
+            let size = got.meta.size;
+            let mut stream = got.into_stream();
+            let (mut crc, mut read) = (0u32, 0u64);
+            while let Some(bytes) = stream.next().await {
+                let bytes = bytes.map_err(store_err("read back", url))?;
+                crc = crc32c::crc32c_append(crc, &bytes);
+                read += bytes.len() as u64;
+            }
+            if read != size {
+                return Err(StorageError::Store {
+                    verb: "read back",
+                    url: url.to_owned(),
+                    cause: object_store::Error::Generic { store: "read back", source: format!("{read} bytes read of {size}").into() },
+                });
+            }
+            return Ok((size, crc));
+        }
+        let size = self.store.head(&location).await.map_err(missing)?.size;
+        let mut crc = 0u32;
+        let mut offset = 0u64;
+        while offset < size {
+            let end = (offset + READBACK_RANGE).min(size);
+            let bytes = self.store.get_range(&location, offset..end).await.map_err(store_err("read back", url))?;
+            if bytes.is_empty() {
+                break;
+            }
+            crc = crc32c::crc32c_append(crc, &bytes);
+            offset += bytes.len() as u64;
+        }
+        Ok((offset, crc))
+    }
+
+    /// The object's bytes, as the store streams them.
+    pub(super) async fn read(&self, key: &str, url: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+        let got = self.store.get(&location(key)?).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => StorageError::Missing { verb: "read", url: url.to_owned() },
+            cause => StorageError::Store { verb: "read", url: url.to_owned(), cause },
+        })?;
+        let url = url.to_owned();
+        Ok(got.into_stream().map(move |r| r.map_err(|cause| StorageError::Store { verb: "read", url: url.clone(), cause })).boxed())
+    }
+
+    pub(super) async fn delete(&self, key: &str, url: &str) -> Result<(), StorageError> {
+        match self.store.delete(&location(key)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(cause) => Err(StorageError::Store { verb: "delete", url: url.to_owned(), cause }),
+        }
+    }
+}
+
+/// A staging key unique to this upload, under `{prefix}/_staging/`.
+fn staging_key(prefix: &str, name: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let token = format!("{name}.{}-{nanos:x}-{n}", std::process::id());
+    if prefix.is_empty() { format!("{STAGING_DIR}/{token}") } else { format!("{prefix}/{STAGING_DIR}/{token}") }
+}
+
+/// The upload buffers of one archive, [`CHUNK`] bytes each. An upload waits
+/// for a free buffer before it reads the next chunk, and a buffer comes back
+/// when the store is done with the part it holds: the memory that uploads
+/// hold is the pool's size times [`CHUNK`], however many run at once, and a
+/// buffer is reused instead of being allocated and faulted in for every chunk.
+pub struct BufferPool {
+    permits: Arc<tokio::sync::Semaphore>,
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+    size: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Debug for BufferPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferPool").field("size", &self.size()).finish()
+    }
+}
+
+impl BufferPool {
+    fn new(size: usize) -> Arc<Self> {
+        let size = size.max(2);
+        Arc::new(Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(size)),
+            free: std::sync::Mutex::new(Vec::new()),
+            size: size.into(),
+        })
+    }
+
+    /// How many buffers may exist at once.
+    pub fn size(&self) -> usize {
+        self.size.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Sets how many buffers may exist at once; at least two, so that one
+    /// can be read into while another is sent. Meant for setup: a buffer in
+    /// use when the pool shrinks is dropped when it comes back.
+    pub fn resize(&self, n: usize) {
+        let n = n.max(2);
+        let old = self.size.swap(n, std::sync::atomic::Ordering::SeqCst);
+        if n > old {
+            self.permits.add_permits(n - old);
+        } else {
+            self.permits.forget_permits(old - n);
+        }
+    }
+
+    async fn take(self: &Arc<Self>) -> PooledChunk {
+        let permit = self.permits.clone().acquire_owned().await.expect("the pool's semaphore is never closed");
+        let buf = self.free.lock().expect("pool lock").pop().unwrap_or_else(|| vec![0u8; CHUNK]);
+        PooledChunk { buf, len: 0, pool: self.clone(), _permit: permit }
+    }
+}
+
+/// One buffer of the pool and how much of it holds data; it goes back to
+/// the pool when dropped, which for a sent part is when the store is done.
+struct PooledChunk {
+    buf: Vec<u8>,
+    len: usize,
+    pool: Arc<BufferPool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for PooledChunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for PooledChunk {
+    fn drop(&mut self) {
+        // Back on the free list before the permit is released (fields drop after this).
+        let mut free = self.pool.free.lock().expect("pool lock");
+        if free.len() < self.pool.size() {
+            free.push(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+/// Reads the file from its start into the multipart writer, one pooled
+/// buffer at a time, checksumming as it goes. Each buffer is handed to the
+/// writer as it is, no copy, and the next chunk is read while the last one
+/// is sent.
+async fn stream_into(pool: &Arc<BufferPool>, file: &SegmentFile, writer: &mut WriteMultipart, url: &str) -> Result<(u64, u32), StorageError> {
+    use std::os::unix::fs::FileExt;
+    let io_err = |cause| StorageError::Io { verb: "read", path: file.path.clone(), cause };
+    let src = Arc::new(file.file.try_clone().map_err(io_err)?);
+    let mut size = 0u64;
+    let mut crc = 0u32;
+    loop {
+        let mut chunk = pool.take().await;
+        let f = src.clone();
+        let offset = size;
+        let (chunk_back, filled) = tokio::task::spawn_blocking(move || {
+            let mut filled = 0;
+            let result = loop {
+                if filled == chunk.buf.len() {
+                    break Ok(filled);
+                }
+                match f.read_at(&mut chunk.buf[filled..], offset + filled as u64) {
+                    Ok(0) => break Ok(filled),
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            (chunk, result)
+        })
+        .await
+        .map_err(|e| io_err(std::io::Error::other(e)))?;
+        chunk = chunk_back;
+        chunk.len = filled.map_err(io_err)?;
+        if chunk.len == 0 {
+            break;
+        }
+        let last = chunk.len < CHUNK;
+        crc = crc32c::crc32c_append(crc, chunk.as_ref());
+        size += chunk.len as u64;
+        writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(store_err("upload to", url))?;
+        writer.put(Bytes::from_owner(chunk));
+        if last {
+            break;
+        }
+    }
+    Ok((size, crc))
+}

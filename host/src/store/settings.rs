@@ -1,0 +1,237 @@
+//! Archive URLs and backend settings: which backend a URL names, the
+//! environment and config-file options it reads, and the mistakes that are
+//! refused before anything is touched.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::{ObjectStore, ObjectStoreScheme};
+use url::Url;
+
+use super::local::LocalDir;
+use super::Archive;
+use crate::storage::StorageError;
+
+fn bad(url: &str, why: impl Into<String>) -> StorageError {
+    StorageError::BadUrl { url: url.to_owned(), why: why.into() }
+}
+
+/// URL schemes an archive argument is likely to have meant.
+const KNOWN_SCHEMES: [&str; 11] = ["s3", "s3a", "gs", "az", "abfs", "abfss", "azure", "adl", "file", "memory", "https"];
+
+/// The archive URL for a `--to` or `--from` argument: a URL as given, or a
+/// local path as a `file://` URL. A path whose first component ends in `:`
+/// (`s3:/bucket`), or starts with an archive URL's scheme and `:`
+/// (`gs:bucket/wal`), is refused as a mistyped URL, with the URL it
+/// probably meant.
+pub fn url_for(arg: &str) -> Result<String, StorageError> {
+    if arg.contains("://") {
+        return Ok(arg.to_owned());
+    }
+    let first = arg.split('/').next().unwrap_or("");
+    // `s3:/bucket`, and `s3:bucket` for the schemes archives use.
+    let scheme = first.strip_suffix(':').or_else(|| {
+        let (scheme, _) = first.split_once(':')?;
+        KNOWN_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()).then_some(scheme)
+    });
+    if let Some(scheme) = scheme {
+        let rest = arg[scheme.len() + 1..].trim_start_matches('/');
+        let meant = if scheme == "file" { format!("file:///{rest}") } else { format!("{scheme}://{rest}") };
+        return Err(bad(
+            arg,
+            format!("it looks like a URL with its `//` missing; did you mean {meant}? (for a local directory whose name ends in `:`, write ./{arg})"),
+        ));
+    }
+    if arg.is_empty() {
+        return Err(bad(arg, "it is empty"));
+    }
+    let path = std::path::absolute(arg).map_err(|e| bad(arg, e.to_string()))?;
+    Url::from_file_path(&path).map(|u| u.to_string()).map_err(|()| bad(arg, "not a usable local path"))
+}
+
+/// Opens an archive at `url`; see [`Archive::open_with`]. With `create`
+/// false, a local directory must exist already.
+pub fn open(url: &str, options: &[(String, String)], request_retries: usize, create: bool) -> Result<Archive, StorageError> {
+    let parsed = Url::parse(url).map_err(|e| bad(url, e.to_string()))?;
+    let url = parsed.as_str();
+    let (scheme, path) = ObjectStoreScheme::parse(&parsed).map_err(|e| bad(url, e.to_string()))?;
+    let no_options = |what: &str| -> Result<(), StorageError> {
+        match options.first() {
+            Some((key, _)) => Err(bad(url, format!("option {key:?} does not apply to {what} archives"))),
+            None => Ok(()),
+        }
+    };
+    let store: Arc<dyn ObjectStore> = match scheme {
+        ObjectStoreScheme::Local => {
+            no_options("local")?;
+            let dir = parsed.to_file_path().map_err(|()| bad(url, "not an absolute local path"))?;
+            if !create && !dir.is_dir() {
+                return Err(bad(url, format!("{} is not a directory", dir.display())));
+            }
+            return Ok(Archive::local(LocalDir::open(&dir, create)?, url));
+        }
+        ObjectStoreScheme::Memory => {
+            no_options("memory")?;
+            Arc::new(object_store::memory::InMemory::new())
+        }
+        ObjectStoreScheme::AmazonS3 => {
+            use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3CopyIfNotExists};
+            let mut b = AmazonS3Builder::new().with_copy_if_not_exists(S3CopyIfNotExists::Multipart);
+            let settings = cloud_settings("AWS_", options);
+            for (key, value) in &settings {
+                let parsed_key: AmazonS3ConfigKey = key.parse().map_err(|_| unknown_key(url, key))?;
+                b = b.with_config(parsed_key, value);
+            }
+            check_aws_credentials(url, &settings)?;
+            Arc::new(b.with_url(url).with_retry(retry_config(request_retries)).build().map_err(|e| bad(url, super::describe(&e)))?)
+        }
+        ObjectStoreScheme::GoogleCloudStorage => {
+            use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+            let mut b = GoogleCloudStorageBuilder::new();
+            for (key, value) in cloud_settings("GOOGLE_", options) {
+                let parsed_key: GoogleConfigKey = key.parse().map_err(|_| unknown_key(url, &key))?;
+                b = b.with_config(parsed_key, value);
+            }
+            Arc::new(b.with_url(url).with_retry(retry_config(request_retries)).build().map_err(|e| bad(url, super::describe(&e)))?)
+        }
+        ObjectStoreScheme::MicrosoftAzure => {
+            use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+            let mut b = MicrosoftAzureBuilder::new();
+            for (key, value) in cloud_settings("AZURE_", options) {
+                let parsed_key: AzureConfigKey = key.parse().map_err(|_| unknown_key(url, &key))?;
+                b = b.with_config(parsed_key, value);
+            }
+            Arc::new(b.with_url(url).with_retry(retry_config(request_retries)).build().map_err(|e| bad(url, super::describe(&e)))?)
+        }
+        other => {
+            return Err(bad(
+                url,
+                format!("the {other:?} scheme is not an archive backend; use a local path, file://, s3://, gs://, az:// or memory://"),
+            ));
+        }
+    };
+    Ok(Archive::new(store, path.as_ref(), url))
+}
+
+/// Whether `key` is an option of the backend that `url` names. Local
+/// and memory archives take no options.
+pub fn option_is_known(url: &str, key: &str) -> Result<bool, StorageError> {
+    use object_store::{aws::AmazonS3ConfigKey, azure::AzureConfigKey, gcp::GoogleConfigKey};
+    let parsed = Url::parse(url).map_err(|e| bad(url, e.to_string()))?;
+    let (scheme, _) = ObjectStoreScheme::parse(&parsed).map_err(|e| bad(url, e.to_string()))?;
+    Ok(match scheme {
+        ObjectStoreScheme::AmazonS3 => key.parse::<AmazonS3ConfigKey>().is_ok(),
+        ObjectStoreScheme::GoogleCloudStorage => key.parse::<GoogleConfigKey>().is_ok(),
+        ObjectStoreScheme::MicrosoftAzure => key.parse::<AzureConfigKey>().is_ok(),
+        _ => false,
+    })
+}
+
+/// The environment's settings for one backend (`AWS_…` lowercased, as the
+/// builders' `from_env` reads them), then the config file's options. The
+/// environment is shared with other tools: keys this backend does not know
+/// are left alone there, while the config file's are checked.
+fn cloud_settings(env_prefix: &str, options: &[(String, String)]) -> Vec<(String, String)> {
+    let from_env = std::env::vars().filter(|(k, _)| k.starts_with(env_prefix)).map(|(k, v)| (k.to_ascii_lowercase(), v));
+    let mut out: Vec<(String, String)> = from_env.filter(|(k, _)| known_env_key(env_prefix, k)).collect();
+    out.extend(options.iter().cloned());
+    out
+}
+
+fn known_env_key(env_prefix: &str, key: &str) -> bool {
+    use object_store::{aws::AmazonS3ConfigKey, azure::AzureConfigKey, gcp::GoogleConfigKey};
+    match env_prefix {
+        "AWS_" => key.parse::<AmazonS3ConfigKey>().is_ok(),
+        "GOOGLE_" => key.parse::<GoogleConfigKey>().is_ok(),
+        _ => key.parse::<AzureConfigKey>().is_ok(),
+    }
+}
+
+fn unknown_key(url: &str, key: &str) -> StorageError {
+    bad(url, format!("unknown storage option {key:?}"))
+}
+
+/// Fails fast when S3 has no credentials to use. Without keys, a web
+/// identity, container credentials or unsigned requests, object_store asks
+/// the EC2 instance metadata endpoint, which off EC2 costs seconds of
+/// retries before a bare "403 Forbidden". Here that endpoint gets one
+/// second to answer a connection.
+fn check_aws_credentials(url: &str, settings: &[(String, String)]) -> Result<(), StorageError> {
+    let has = |k: &str| settings.iter().any(|(key, v)| key == k && !v.is_empty());
+    let truthy = |k: &str| settings.iter().any(|(key, v)| key == k && matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
+    if has("aws_access_key_id") || has("aws_secret_access_key") || has("access_key_id") || has("secret_access_key")
+        || (has("aws_web_identity_token_file") && has("aws_role_arn"))
+        || has("aws_container_credentials_relative_uri")
+        || has("aws_container_credentials_full_uri")
+        || truthy("aws_skip_signature")
+        || truthy("skip_signature")
+    {
+        return Ok(());
+    }
+    let endpoint = settings
+        .iter()
+        .find(|(k, _)| k == "aws_metadata_endpoint" || k == "metadata_endpoint")
+        .map_or("http://169.254.169.254", |(_, v)| v.as_str());
+    let reachable = Url::parse(endpoint).ok().and_then(|u| u.socket_addrs(|| Some(80)).ok()).is_some_and(|addrs| {
+        addrs.iter().any(|a| std::net::TcpStream::connect_timeout(a, Duration::from_secs(1)).is_ok())
+    });
+    if reachable {
+        return Ok(());
+    }
+    Err(bad(
+        url,
+        format!(
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or aws_access_key_id and \
+             aws_secret_access_key under [storage] in the config file), or AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN; \
+             AWS_PROFILE and ~/.aws are not read, and no instance metadata endpoint answered at {endpoint}"
+        ),
+    ))
+}
+
+/// object_store's own retries for one request: few and quick, because the
+/// archiver retries whole segments itself, with backoff, and counts them.
+fn retry_config(max_retries: usize) -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries,
+        retry_timeout: Duration::from_secs(30),
+    }
+}
+
+/// True when `path` names a directory that exists (for messages).
+pub fn is_dir(path: &Path) -> bool {
+    path.is_dir()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_a_path_that_looks_like_a_url_with_a_slash_missing() {
+        for (arg, meant) in [("s3:/bucket", "s3://bucket"), ("s3:bucket/wal", "s3://bucket/wal"), ("gs:/b/p", "gs://b/p"), ("az:c", "az://c"), ("file:/tmp/a", "file:///tmp/a")] {
+            let err = url_for(arg).unwrap_err().to_string();
+            assert!(err.contains(&format!("did you mean {meant}?")), "{arg}: {err}");
+        }
+        assert!(url_for("./s3:").is_ok());
+        assert!(url_for("archive").unwrap().starts_with("file:///"));
+        assert!(url_for("").is_err());
+        assert_eq!(url_for("s3://b/p").unwrap(), "s3://b/p");
+    }
+
+    #[test]
+    fn refuses_s3_without_credentials_quickly() {
+        let started = std::time::Instant::now();
+        let settings = vec![("aws_metadata_endpoint".to_owned(), "http://127.0.0.1:9".to_owned())];
+        let err = check_aws_credentials("s3://b", &settings).unwrap_err().to_string();
+        assert!(err.contains("no AWS credentials found") && err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let keys = vec![("aws_access_key_id".to_owned(), "k".to_owned()), ("aws_secret_access_key".to_owned(), "s".to_owned())];
+        assert!(check_aws_credentials("s3://b", &keys).is_ok());
+    }
+}

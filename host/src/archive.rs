@@ -304,6 +304,7 @@ impl Archiver {
         let files: HashMap<&str, u64> =
             listing.entries().filter(|e| e.utf8 && e.kind == wit::EntryKind::File).map(|e| (e.name, e.size)).collect();
         let scan = planner.scan(state, &listing, archive.as_ref().map(|a| a.to_wit()).as_ref())?;
+        let archive_listing = archive.as_ref();
         for (name, size) in scan.pending.iter().chain(scan.to_confirm.iter()) {
             if !files.contains_key(name) {
                 return Err(self.bad_plan(format!("segment {name:?} ({size} bytes) is not a file in the listing")));
@@ -381,12 +382,12 @@ impl Archiver {
             }
             let last = b + 1 == ends.len();
             if last || last_record.elapsed() >= CHECKPOINT {
-                self.record(&mut planner, state, std::mem::take(&mut outcomes), &mut summary, &mut chain_recorded)?;
+                self.record(&mut planner, state, std::mem::take(&mut outcomes), archive_listing, &mut summary, &mut chain_recorded)?;
                 last_record = Instant::now();
             }
         }
         if !outcomes.is_empty() {
-            self.record(&mut planner, state, std::mem::take(&mut outcomes), &mut summary, &mut chain_recorded)?;
+            self.record(&mut planner, state, std::mem::take(&mut outcomes), archive_listing, &mut summary, &mut chain_recorded)?;
         }
         self.save(state, true)?;
 
@@ -449,6 +450,7 @@ impl Archiver {
         planner: &mut Planner,
         state: &mut wit::ArchiverState,
         outcomes: Vec<wit::UploadOutcome>,
+        listing: Option<&crate::store::Listing>,
         summary: &mut Summary,
         chain_recorded: &mut bool,
     ) -> Result<(), ArchiveError> {
@@ -464,6 +466,9 @@ impl Archiver {
             };
             let existed = matches!(&o.receipt, Ok(r) if r.existed);
             self.retries().remove(name);
+            if let (Some(listing), Ok(r)) = (listing, &o.receipt) {
+                self.storage.runtime.block_on(self.storage.archive.forget_stale(name, r.read_size, r.read_crc32c, listing));
+            }
             info!(segment = %name, bytes = o.size, to = %self.storage.archive.display_key(&self.storage.archive.key_of(name)), existed, "archived");
             let a = Archived { name: name.clone(), size: o.size, existed };
             if let Some(progress) = &self.progress {

@@ -15,7 +15,7 @@ pub const LOCK_NAME: &str = ".wal-archiver.lock";
 /// Why the lock could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("cannot archive {}: another wal-archiver ({holder}) is archiving it; stop it first, or wait for it to finish", dir.display())]
+    #[error("cannot archive {}: another wal-archiver ({holder}) is archiving {}; stop it first, or wait for it to finish", dir.display(), dir.display())]
     Held { dir: PathBuf, holder: String },
     #[error("cannot lock {}: {cause}", path.display())]
     Io { path: PathBuf, cause: io::Error },

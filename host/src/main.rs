@@ -390,6 +390,10 @@ fn main() -> ExitCode {
         report(info);
         std::process::exit(101);
     }));
+    // For the tests of the line above: a panic on a thread of its own.
+    if std::env::var_os("WAL_ARCHIVER_TEST_PANIC").is_some() {
+        std::thread::spawn(|| panic!("WAL_ARCHIVER_TEST_PANIC is set"));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -160,19 +160,16 @@ pub async fn verify(
     })?;
     let mut findings: Vec<Finding> = report.breaks.iter().map(Finding::from_break).collect();
     findings.extend(report.unverified.iter().map(|n| Finding::Unverified { name: n.clone() }));
+    // A conflict stands until an archive run finds the segment archived
+    // with the local bytes (and removes the record), or an operator does.
     for c in &listing.conflicts {
-        // A conflict stands while the archived object still differs from the local segment.
-        if let Some(o) = listing.find(&c.name)
-            && (o.size, o.crc32c) != (c.local_size, Some(c.local_crc))
-        {
-            findings.push(Finding::Conflict {
-                name: c.name.clone(),
-                local_size: c.local_size,
-                local_crc32c: format!("{:08x}", c.local_crc),
-                archived_size: o.size,
-                archived_crc32c: o.crc32c.map_or_else(|| "unknown".into(), |c| format!("{c:08x}")),
-            });
-        }
+        findings.push(Finding::Conflict {
+            name: c.name.clone(),
+            local_size: c.local_size,
+            local_crc32c: format!("{:08x}", c.local_crc32c),
+            archived_size: c.archived_size,
+            archived_crc32c: format!("{:08x}", c.archived_crc32c),
+        });
     }
     let mut bytes = 0;
     if deep {
@@ -276,6 +273,18 @@ pub async fn restore(
                 why: "it has no recorded checksum, so it cannot be verified".into(),
             });
         };
+        // A copy an archiver found to differ from the local segment it came
+        // from is not restored as if it were good: the conflict comes first.
+        if let Some(c) = listing.conflicts.iter().find(|c| c.name == name) {
+            return Err(RestoreError::Corrupt {
+                url: archive.display_key(&archive.key_of(name)),
+                why: format!(
+                    "it is in conflict with the local segment it was archived from (the archive held {} bytes, CRC32C \
+                     {:08x}; the local segment had {} bytes, CRC32C {:08x}); resolve the conflict first",
+                    c.archived_size, c.archived_crc32c, c.local_size, c.local_crc32c
+                ),
+            });
+        }
         crate::wal::WalDir::check_name(name)?;
         let dest = into.join(name);
         match File::open(&dest) {

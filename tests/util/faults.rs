@@ -52,13 +52,27 @@ struct Dice {
     fired: Fired,
 }
 
+/// What a test does at a given moment of an upload or a read, to make a race happen on cue.
+pub type Hook = Arc<dyn Fn(&Path) + Send + Sync>;
+
 /// Wraps a store; every call may misbehave as the seed decides.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FaultyStore {
     inner: Arc<dyn ObjectStore>,
     rates: Rates,
     dice: Arc<Mutex<Dice>>,
     enabled: Arc<AtomicBool>,
+    /// Called as each part of a multipart upload is sent.
+    on_part: Option<Hook>,
+    /// Called before each read of an object's bytes (`get`, not `head`),
+    /// with the key; it may delete the object.
+    on_read: Option<Hook>,
+}
+
+impl fmt::Debug for FaultyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultyStore").field("inner", &self.inner).field("rates", &self.rates).finish()
+    }
 }
 
 impl fmt::Display for FaultyStore {
@@ -74,7 +88,19 @@ fn injected(what: &str) -> object_store::Error {
 impl FaultyStore {
     pub fn new(inner: Arc<dyn ObjectStore>, seed: u64, rates: Rates) -> Self {
         let dice = Dice { state: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1, fired: Fired::default() };
-        Self { inner, rates, dice: Arc::new(Mutex::new(dice)), enabled: Arc::new(AtomicBool::new(true)) }
+        Self { inner, rates, dice: Arc::new(Mutex::new(dice)), enabled: Arc::new(AtomicBool::new(true)), on_part: None, on_read: None }
+    }
+
+    /// Calls `f` with the upload's key as each part is sent.
+    pub fn on_part(mut self, f: impl Fn(&Path) + Send + Sync + 'static) -> Self {
+        self.on_part = Some(Arc::new(f));
+        self
+    }
+
+    /// Calls `f` with the key before each read.
+    pub fn on_read(mut self, f: impl Fn(&Path) + Send + Sync + 'static) -> Self {
+        self.on_read = Some(Arc::new(f));
+        self
     }
 
     /// Turns faults on or off (the store then behaves).
@@ -136,10 +162,13 @@ impl ObjectStore for FaultyStore {
         }
         let inner = self.inner.put_multipart_opts(location, opts).await?;
         let truncate = self.roll(self.rates.truncate, |f| &mut f.truncate);
-        Ok(Box::new(FaultyUpload { inner, truncate, store: self.clone() }))
+        Ok(Box::new(FaultyUpload { inner, truncate, store: self.clone(), location: location.clone() }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        if let Some(hook) = self.on_read.as_ref().filter(|_| !options.head) {
+            hook(location);
+        }
         if self.roll(self.rates.read_error, |f| &mut f.read_error) {
             return Err(injected("read failed"));
         }
@@ -184,11 +213,15 @@ struct FaultyUpload {
     inner: Box<dyn MultipartUpload>,
     truncate: bool,
     store: FaultyStore,
+    location: Path,
 }
 
 #[async_trait]
 impl MultipartUpload for FaultyUpload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        if let Some(hook) = &self.store.on_part {
+            hook(&self.location);
+        }
         if self.truncate {
             return Box::pin(async { Ok(()) });
         }

@@ -16,6 +16,7 @@ pub mod local;
 pub mod object;
 pub mod settings;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -34,10 +35,11 @@ pub const STAGING_DIR: &str = "_staging";
 pub const CHECKSUM_DIR: &str = "_checksums";
 /// Chain records: `{prefix}/_chain/start-{16 hex}`, `{prefix}/_chain/pruned-below-{16 hex}`.
 pub const CHAIN_DIR: &str = "_chain";
-/// Conflicts found: `{prefix}/_conflicts/{name}.local-{8 hex}-{size}`.
+/// Conflicts found: `{prefix}/_conflicts/{name}.local-{8 hex}-{size}.archived-{8 hex}-{size}`.
 pub const CONFLICT_DIR: &str = "_conflicts";
 const MARKER_INFIX: &str = ".crc32c-";
 const CONFLICT_INFIX: &str = ".local-";
+const CONFLICT_ARCHIVED: &str = ".archived-";
 /// object_store's retries of one request, by default.
 pub const DEFAULT_REQUEST_RETRIES: usize = 3;
 
@@ -86,16 +88,25 @@ fn parse_marker(marker: &str) -> Option<(&str, u32, u64)> {
     Some((name, u32::from_str_radix(hex, 16).ok()?, size.parse().ok()?))
 }
 
-/// The name of a conflict record; the inverse of [`parse_conflict`].
-fn conflict_name(name: &str, crc: u32, size: u64) -> String {
-    format!("{name}{CONFLICT_INFIX}{crc:08x}-{size}")
+/// The name of a conflict record: the local file's and the archived
+/// object's CRC32C and size; the inverse of [`parse_conflict`].
+fn conflict_name(c: &wit::SegmentConflict) -> String {
+    format!(
+        "{}{CONFLICT_INFIX}{:08x}-{}{CONFLICT_ARCHIVED}{:08x}-{}",
+        c.name, c.local_crc32c, c.local_size, c.archived_crc32c, c.archived_size
+    )
 }
 
-fn parse_conflict(record: &str) -> Option<(&str, u32, u64)> {
-    let (name, fields) = record.rsplit_once(CONFLICT_INFIX)?;
-    let (hex, size) = fields.split_once('-')?;
-    (hex.len() == 8).then_some(())?;
-    Some((name, u32::from_str_radix(hex, 16).ok()?, size.parse().ok()?))
+fn parse_conflict(record: &str) -> Option<wit::SegmentConflict> {
+    let fields = |t: &str| -> Option<(u32, u64)> {
+        let (hex, size) = t.split_once('-')?;
+        (hex.len() == 8).then_some(())?;
+        Some((u32::from_str_radix(hex, 16).ok()?, size.parse().ok()?))
+    };
+    let (rest, archived) = record.rsplit_once(CONFLICT_ARCHIVED)?;
+    let (name, local) = rest.rsplit_once(CONFLICT_INFIX)?;
+    let ((local_crc32c, local_size), (archived_crc32c, archived_size)) = (fields(local)?, fields(archived)?);
+    Some(wit::SegmentConflict { name: name.to_owned(), local_size, local_crc32c, archived_size, archived_crc32c })
 }
 
 /// An error and its causes, each once: object_store's errors often repeat
@@ -126,23 +137,17 @@ pub struct Object {
     pub crc32c: Option<u32>,
 }
 
-/// A conflict that an archive run found and recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConflictRecord {
-    pub name: String,
-    pub local_crc: u32,
-    pub local_size: u64,
-}
-
 /// What one listing of the archive shows.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Listing {
     /// Entries directly under the prefix, in name order.
     pub objects: Vec<Object>,
     pub chain_start: Option<u64>,
     pub pruned_below: Option<u64>,
-    /// Conflicts recorded by archive runs.
-    pub conflicts: Vec<ConflictRecord>,
+    /// Conflicts recorded by archive runs, and not yet resolved by one.
+    pub conflicts: Vec<wit::SegmentConflict>,
+    /// Every checksum record, by segment name: (CRC32C, size).
+    pub markers: HashMap<String, Vec<(u32, u64)>>,
     /// Objects left in the staging area (by uploads that were killed).
     pub staging: Vec<String>,
 }
@@ -166,25 +171,17 @@ impl Listing {
 
     /// Builds a listing from the entries under the prefix, by their parts
     /// relative to it, as each backend lists them. Records that do not
-    /// parse are not records; a checksum record counts only for an object
-    /// of the size it records, and two records that disagree are none.
+    /// parse are not records. An object's recorded checksum is the one its
+    /// records of its size agree on; records of another size are about a
+    /// copy that is gone, and records that disagree are none.
     fn build(entries: Vec<(Vec<String>, bool, wit::EntryKind, u64)>, display: impl Fn(&str) -> String) -> Self {
-        use std::collections::HashMap;
         let mut out = Listing::default();
-        let mut marks: HashMap<String, Option<(u32, u64)>> = HashMap::new();
         for (parts, utf8, kind, size) in entries {
             match parts.as_slice() {
                 [name] => out.objects.push(Object { name: name.clone(), utf8, kind, size, crc32c: None }),
                 [dir, record] if dir == CHECKSUM_DIR && kind == wit::EntryKind::File => {
                     if let Some((name, crc, size)) = parse_marker(record) {
-                        marks
-                            .entry(name.to_owned())
-                            .and_modify(|c| {
-                                if *c != Some((crc, size)) {
-                                    *c = None;
-                                }
-                            })
-                            .or_insert(Some((crc, size)));
+                        out.markers.entry(name.to_owned()).or_default().push((crc, size));
                     }
                 }
                 [dir, record] if dir == CHAIN_DIR && kind == wit::EntryKind::File => {
@@ -195,8 +192,8 @@ impl Listing {
                     }
                 }
                 [dir, record] if dir == CONFLICT_DIR && kind == wit::EntryKind::File => {
-                    if let Some((name, local_crc, local_size)) = parse_conflict(record) {
-                        out.conflicts.push(ConflictRecord { name: name.to_owned(), local_crc, local_size });
+                    if let Some(c) = parse_conflict(record) {
+                        out.conflicts.push(c);
                     }
                 }
                 [dir, staged] if dir == STAGING_DIR => out.staging.push(staged.clone()),
@@ -205,14 +202,21 @@ impl Listing {
         }
         out.objects.sort_by(|a, b| a.name.cmp(&b.name));
         for o in &mut out.objects {
-            o.crc32c = match marks.get(&o.name).copied().flatten() {
-                Some((crc, marked)) if marked == o.size => Some(crc),
-                Some((_, marked)) => {
+            let Some(marks) = out.markers.get(&o.name) else { continue };
+            let mut crcs: Vec<u32> = marks.iter().filter(|(_, size)| *size == o.size).map(|(crc, _)| *crc).collect();
+            crcs.dedup();
+            o.crc32c = match crcs.as_slice() {
+                [crc] => Some(*crc),
+                [] => {
                     let shown = display(&o.name);
-                    tracing::warn!("{shown} has {} bytes but its checksum record says {marked}", o.size);
+                    tracing::warn!("{shown} has {} bytes, but no checksum record of that size", o.size);
                     None
                 }
-                None => None,
+                _ => {
+                    let shown = display(&o.name);
+                    tracing::warn!("{shown} has checksum records that disagree");
+                    None
+                }
             };
         }
         out.conflicts.sort_by(|a, b| a.name.cmp(&b.name));
@@ -389,7 +393,7 @@ impl Archive {
     /// anywhere. Best effort: the conflict is reported in any case.
     async fn record_conflict(&self, e: &StorageError) {
         let Some(c) = e.conflict() else { return };
-        let key = self.key_of(&format!("{CONFLICT_DIR}/{}", conflict_name(&c.name, c.local_crc32c, c.local_size)));
+        let key = self.key_of(&format!("{CONFLICT_DIR}/{}", conflict_name(&c)));
         if let Err(e) = self.put_create(&key, Bytes::new()).await {
             tracing::warn!("cannot record the conflict of {}: {e}", c.name);
         }
@@ -479,19 +483,18 @@ impl Archive {
     }
 
     /// Compares the segment open in `file` with the object under `key`,
-    /// without sending it: `check-archived`.
-    pub async fn compare(&self, file: &SegmentFile, key: &str, size: u64) -> Result<wit::UploadReceipt, StorageError> {
+    /// without sending it: `check-archived`. Also says whether the object
+    /// was read back (a proof of now), or taken on its checksum record
+    /// (evidence of the past).
+    pub async fn compare(&self, file: &SegmentFile, key: &str, size: u64) -> Result<(wit::UploadReceipt, bool), StorageError> {
         let (read_size, read_crc) = read_checksum(file, Some(size)).await?;
         let name = key.rsplit('/').next().unwrap_or(key);
         let Some(stored_size) = self.stored_size(key).await? else {
             return Err(StorageError::Missing { verb: "compare", url: self.display_key(key) });
         };
         // The recorded checksum when it is there and agrees; else a read-back.
-        let stored_crc = if stored_size == read_size && self.has_marker(name, read_crc, read_size).await? {
-            read_crc
-        } else {
-            self.checksum(key).await?.1
-        };
+        let recorded = stored_size == read_size && self.has_marker(name, read_crc, read_size).await?;
+        let stored_crc = if recorded { read_crc } else { self.checksum(key).await?.1 };
         if (stored_size, stored_crc) != (read_size, read_crc) {
             let e = self.conflict("archive", key, name, (read_size, read_crc), (stored_size, stored_crc));
             self.record_conflict(&e).await;
@@ -502,7 +505,30 @@ impl Archive {
         if let Backend::Local(dir) = &self.backend {
             dir.sync(CHECKSUM_DIR).await.map_err(|(path, cause)| StorageError::Io { verb: "sync", path, cause })?;
         }
-        Ok(wit::UploadReceipt { read_size, read_crc32c: read_crc, stored_size, stored_crc32c: Some(stored_crc), existed: true })
+        Ok((wit::UploadReceipt { read_size, read_crc32c: read_crc, stored_size, stored_crc32c: Some(stored_crc), existed: true }, !recorded))
+    }
+
+    /// Removes what an earlier listing showed about `name` that is no longer
+    /// true now that it is archived with `crc` and `size`: checksum records
+    /// of other copies (an operator removed a bad one), and conflict records.
+    /// Best effort: a record left behind is ignored or reported, never trusted.
+    pub async fn forget_stale(&self, name: &str, size: u64, crc: u32, listing: &Listing) {
+        let mut doomed: Vec<String> = listing
+            .markers
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter(|m| **m != (crc, size))
+            .map(|&(c, s)| format!("{CHECKSUM_DIR}/{}", marker_name(name, c, s)))
+            .collect();
+        doomed.extend(
+            listing.conflicts.iter().filter(|c| c.name == name).map(|c| format!("{CONFLICT_DIR}/{}", conflict_name(c))),
+        );
+        for key in doomed {
+            if let Err(e) = self.delete(&self.key_of(&key)).await {
+                tracing::warn!("cannot remove the stale record {key}: {e}");
+            }
+        }
     }
 
     /// Proves that the object under `key` holds `size` bytes with CRC32C
@@ -629,8 +655,8 @@ mod tests {
         let m = marker_name("wal-0000000000000001-0000000000000002.seg", 0xdead_beef, 42);
         assert_eq!(parse_marker(&m), Some(("wal-0000000000000001-0000000000000002.seg", 0xdead_beef, 42)));
         assert_eq!(parse_marker("x.crc32c-abc-1"), None);
-        let c = conflict_name("a", 7, 9);
-        assert_eq!(parse_conflict(&c), Some(("a", 7, 9)));
+        let c = wit::SegmentConflict { name: "wal-x.seg".into(), local_size: 9, local_crc32c: 7, archived_size: 1, archived_crc32c: 0xffff_ffff };
+        assert_eq!(parse_conflict(&conflict_name(&c)), Some(c));
         for r in [Record::ChainStart, Record::PrunedBelow] {
             assert_eq!(r.parse(&r.name(u64::MAX)), Some(u64::MAX));
             assert_eq!(r.parse(&r.name(0)), Some(0));

@@ -2,7 +2,6 @@
 //! environment and config-file options it reads, and the mistakes that are
 //! refused before anything is touched.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,9 +153,9 @@ fn unknown_key(url: &str, key: &str) -> StorageError {
 
 /// Fails fast when S3 has no credentials to use. Without keys, a web
 /// identity, container credentials or unsigned requests, object_store asks
-/// the EC2 instance metadata endpoint, which off EC2 costs seconds of
-/// retries before a bare "403 Forbidden". Here that endpoint gets one
-/// second to answer a connection.
+/// the EC2 instance metadata service, which off EC2 costs seconds of
+/// retries before a bare "403 Forbidden". Here that service gets one
+/// second to hand out a token.
 fn check_aws_credentials(url: &str, settings: &[(String, String)]) -> Result<(), StorageError> {
     let has = |k: &str| settings.iter().any(|(key, v)| key == k && !v.is_empty());
     let truthy = |k: &str| settings.iter().any(|(key, v)| key == k && matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
@@ -173,10 +172,7 @@ fn check_aws_credentials(url: &str, settings: &[(String, String)]) -> Result<(),
         .iter()
         .find(|(k, _)| k == "aws_metadata_endpoint" || k == "metadata_endpoint")
         .map_or("http://169.254.169.254", |(_, v)| v.as_str());
-    let reachable = Url::parse(endpoint).ok().and_then(|u| u.socket_addrs(|| Some(80)).ok()).is_some_and(|addrs| {
-        addrs.iter().any(|a| std::net::TcpStream::connect_timeout(a, Duration::from_secs(1)).is_ok())
-    });
-    if reachable {
+    if imds_answers(endpoint) {
         return Ok(());
     }
     Err(bad(
@@ -187,6 +183,31 @@ fn check_aws_credentials(url: &str, settings: &[(String, String)]) -> Result<(),
              AWS_PROFILE and ~/.aws are not read, and no instance metadata endpoint answered at {endpoint}"
         ),
     ))
+}
+
+/// True when an EC2 instance metadata service at `endpoint` hands out a
+/// session token (IMDSv2, which object_store uses), within a second. A
+/// network that accepts the connection and refuses the request (a proxy,
+/// a sandbox) is no metadata service.
+fn imds_answers(endpoint: &str) -> bool {
+    use std::io::{Read, Write};
+    let Some(url) = Url::parse(endpoint).ok() else { return false };
+    let host = url.host_str().unwrap_or("").to_owned();
+    let Some(addrs) = url.socket_addrs(|| Some(80)).ok() else { return false };
+    addrs.iter().any(|addr| {
+        let Ok(mut conn) = std::net::TcpStream::connect_timeout(addr, Duration::from_secs(1)) else { return false };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+        let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
+        let request = format!(
+            "PUT /latest/api/token HTTP/1.1\r\nHost: {host}\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let mut status = [0u8; 12];
+        conn.write_all(request.as_bytes()).is_ok()
+            && conn.read_exact(&mut status).is_ok()
+            && status.starts_with(b"HTTP/1.")
+            && &status[9..12] == b"200"
+    })
 }
 
 /// object_store's own retries for one request: few and quick, because the
@@ -201,11 +222,6 @@ fn retry_config(max_retries: usize) -> object_store::RetryConfig {
         max_retries,
         retry_timeout: Duration::from_secs(30),
     }
-}
-
-/// True when `path` names a directory that exists (for messages).
-pub fn is_dir(path: &Path) -> bool {
-    path.is_dir()
 }
 
 #[cfg(test)]

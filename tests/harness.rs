@@ -211,7 +211,7 @@ fn refuses_names_outside_the_wal_directory_and_keys_outside_the_prefix() {
     let rt = tokio_rt();
     let storage = dir.storage(Archive::open(&dir.archive_url()).unwrap(), &rt);
     // Through the storage imports, as a planner sees them.
-    let mut imports = Imports::new(Some(Arc::new(storage)));
+    let mut imports = Imports::new(Some(Arc::new(storage) as Arc<dyn wal_archiver::imports::StorageImports>));
     for name in ["../outside", "/etc/passwd", "..", ".", "", "a/b"] {
         let err = imports.upload(name.into(), name.into(), 7, false).unwrap_err();
         assert!(matches!(err, wit::StorageError::Refused(_)), "{name:?}: {err:?}");

@@ -423,30 +423,68 @@ fn plans_the_shared_vectors_as_expected_in_the_native_host() {
     }
 }
 
+/// Runs one of the other hosts (`program` with `args`, then the component
+/// and, unless `vectors` is false, the shared vectors) and checks that it
+/// passed every case.
+fn run_host(program: &str, args: &[&str], vectors: bool) -> String {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("planner.wasm");
+    std::fs::write(&wasm, EMBEDDED_COMPONENT).unwrap();
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args.iter().map(|a| if a.starts_with("examples/") { root.join(a).into_os_string() } else { (*a).into() }));
+    cmd.arg(&wasm);
+    if vectors {
+        cmd.arg(root.join("tests/testdata/plans.json"));
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    if vectors {
+        let cases = vectors_count();
+        assert!(text.contains(&format!("{cases} passed, 0 failed")), "{text}");
+    }
+    text
+}
+
+fn vectors_count() -> usize {
+    vectors()["cases"].as_array().unwrap().len()
+}
+
+fn js_installed() {
+    let js = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/js/node_modules");
+    assert!(js.exists(), "the JavaScript hosts are not installed: run `npm ci` in examples/js");
+}
+
 /// The same component in a second host: Node.js, through jco, with the
 /// storage imports written in JavaScript, gets the same plans.
 #[test]
 fn runs_in_node_through_jco_with_the_same_plans() {
-    let node_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/node");
-    let jco = node_dir.join("node_modules/.bin/jco");
-    assert!(jco.exists(), "jco is not installed: run `npm ci` in {}", node_dir.display());
-    let wasm = node_dir.join("planner.wasm");
-    std::fs::write(&wasm, EMBEDDED_COMPONENT).unwrap();
-    let out = std::process::Command::new(&jco)
-        .args(["transpile", "planner.wasm", "--name", "planner", "--out-dir", "gen", "--quiet"])
-        .args(["--map", "nodedb:wal-archiver/storage@0.4.0=../storage.js"])
-        .current_dir(&node_dir)
-        .output()
-        .unwrap();
-    assert_exit(&out, 0);
-    let out = std::process::Command::new("node")
-        .args(["run.mjs", "gen", "../../tests/testdata/plans.json"])
-        .current_dir(&node_dir)
-        .output()
-        .unwrap();
-    assert_exit(&out, 0);
-    let cases = vectors()["cases"].as_array().unwrap().len();
-    assert!(stdout(&out).contains(&format!("{cases} passed, 0 failed")), "{}", stdout(&out));
+    js_installed();
+    run_host("node", &["examples/js/node/vectors.mjs"], true);
+}
+
+/// Whole cycles (`run-cycle`) through JavaScript storage imports: deletion,
+/// a lost state, a conflict, an unrecorded object, a growing file, a prune.
+#[test]
+fn runs_whole_cycles_in_node_through_javascript_storage() {
+    js_installed();
+    let text = run_host("node", &["examples/js/node/cycle.mjs"], false);
+    assert!(text.contains("passed, 0 failed"), "{text}");
+}
+
+/// The component under Deno, with the narrowest permissions it runs with.
+#[test]
+fn runs_in_deno_with_the_same_plans() {
+    js_installed();
+    run_host("bash", &["examples/js/deno/run.sh"], true);
+}
+
+/// The component in a Worker served by Cloudflare's workerd on 127.0.0.1.
+#[test]
+fn runs_in_a_workerd_worker_with_the_same_plans() {
+    js_installed();
+    run_host("node", &["examples/js/workerd/check.mjs"], true);
 }
 
 /// The release component stays within its budget, and imports nothing but

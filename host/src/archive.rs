@@ -551,7 +551,7 @@ impl Archiver {
     /// One cycle driven by the component itself through the storage imports
     /// (`run-cycle`), as a plugin host with nothing but the imports runs it.
     pub fn run_cycle(&self, state: &mut wit::ArchiverState) -> Result<Summary, ArchiveError> {
-        let mut planner = self.runtime.session(Some(self.storage.clone()))?;
+        let mut planner = self.runtime.session(Some(self.storage.clone() as Arc<dyn crate::imports::StorageImports>))?;
         let report = planner
             .run_cycle(&self.config, state)?
             .map_err(|e| self.bad_plan(format!("run-cycle failed: {}", describe_storage_error(&e))))?;

@@ -14,8 +14,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use crate::bindings::{wit, Archiver, ArchiverPre, CycleReport, PruneError, PruneOrder, RangeError, RecordReport, RestoreError, ScanReport, VerifyReport};
-use crate::imports::Imports;
-use crate::storage::Storage;
+use crate::imports::{Imports, StorageImports};
 
 /// The planner component built from `guest/` by `build.rs`.
 pub static EMBEDDED_COMPONENT: &[u8] =
@@ -251,7 +250,7 @@ impl PlannerRuntime {
     }
 
     /// A fresh store and instance. `storage` backs the imports for `run-cycle`.
-    pub fn session(&self, storage: Option<Arc<Storage>>) -> Result<Planner, PlannerError> {
+    pub fn session(&self, storage: Option<Arc<dyn StorageImports>>) -> Result<Planner, PlannerError> {
         let stdout = MemoryOutputPipe::new(self.limits.output);
         let stderr = MemoryOutputPipe::new(self.limits.output);
         // No preopens, no environment, no arguments, no network; output is captured.

@@ -425,8 +425,8 @@ fn plans_the_shared_vectors_as_expected_in_the_native_host() {
 
 /// Runs one of the other hosts (`program` with `args`, then the component
 /// and, unless `vectors` is false, the shared vectors) and checks that it
-/// passed every case.
-fn run_host(program: &str, args: &[&str], vectors: bool) -> String {
+/// passed every case: the vectors and `extra` cases of its own.
+fn run_host(program: &str, args: &[&str], vectors: bool, extra: usize) -> String {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir().unwrap();
     let wasm = dir.path().join("planner.wasm");
@@ -441,7 +441,7 @@ fn run_host(program: &str, args: &[&str], vectors: bool) -> String {
     assert_exit(&out, 0);
     let text = stdout(&out);
     if vectors {
-        let cases = vectors_count();
+        let cases = vectors_count() + extra;
         assert!(text.contains(&format!("{cases} passed, 0 failed")), "{text}");
     }
     text
@@ -461,7 +461,7 @@ fn js_installed() {
 #[test]
 fn runs_in_node_through_jco_with_the_same_plans() {
     js_installed();
-    run_host("node", &["examples/js/node/vectors.mjs"], true);
+    run_host("node", &["examples/js/node/vectors.mjs"], true, 0);
 }
 
 /// Whole cycles (`run-cycle`) through JavaScript storage imports: deletion,
@@ -469,7 +469,7 @@ fn runs_in_node_through_jco_with_the_same_plans() {
 #[test]
 fn runs_whole_cycles_in_node_through_javascript_storage() {
     js_installed();
-    let text = run_host("node", &["examples/js/node/cycle.mjs"], false);
+    let text = run_host("node", &["examples/js/node/cycle.mjs"], false, 0);
     assert!(text.contains("passed, 0 failed"), "{text}");
 }
 
@@ -477,14 +477,22 @@ fn runs_whole_cycles_in_node_through_javascript_storage() {
 #[test]
 fn runs_in_deno_with_the_same_plans() {
     js_installed();
-    run_host("bash", &["examples/js/deno/run.sh"], true);
+    run_host("bash", &["examples/js/deno/run.sh"], true, 0);
+}
+
+/// The component in Python through wasmtime-py, with storage imports of
+/// its own over a real directory: the vectors, then whole cycles.
+#[test]
+fn runs_in_python_through_wasmtime_py_with_the_same_plans() {
+    // The vectors and five whole cycles (examples/python/cycle.py).
+    run_host("python3", &["examples/python/run.py"], true, 5);
 }
 
 /// The component in a Worker served by Cloudflare's workerd on 127.0.0.1.
 #[test]
 fn runs_in_a_workerd_worker_with_the_same_plans() {
     js_installed();
-    run_host("node", &["examples/js/workerd/check.mjs"], true);
+    run_host("node", &["examples/js/workerd/check.mjs"], true, 0);
 }
 
 /// The release component stays within its budget, and imports nothing but

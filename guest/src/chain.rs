@@ -26,6 +26,23 @@ use core::cmp::Reverse;
 use crate::packed::Seg;
 use crate::Lsn;
 
+/// Open positions of chains, lowest first: (position, chain length, last
+/// segment). One heap type for every walk here: each type of heap costs the
+/// component its own copy of the heap's code.
+type Open = BinaryHeap<Reverse<(u128, u32, usize)>>;
+
+/// Drops the positions below `first`: no segment still to come starts there.
+fn drop_below(open: &mut Open, first: u128) {
+    while open.peek().is_some_and(|Reverse((p, _, _))| *p < first) {
+        open.pop();
+    }
+}
+
+/// True when a chain can go on with a segment starting at `first`.
+fn continues_at(open: &Open, first: u128) -> bool {
+    open.peek().is_some_and(|Reverse((p, _, _))| *p == first)
+}
+
 /// Where a chain begins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
@@ -67,18 +84,16 @@ pub enum Break {
 pub(crate) fn reach(sorted: &[Seg<'_>], start: Start) -> u128 {
     // Positions a chain can continue from, lowest first. A segment is on a
     // chain when it starts at one of them (or enters at the start).
-    let mut open: BinaryHeap<Reverse<u128>> = BinaryHeap::new();
+    let mut open = Open::new();
     let mut reach = start.lsn();
     for seg in sorted {
         let first = u128::from(seg.first);
         if first > reach {
             break;
         }
-        while open.peek().is_some_and(|Reverse(p)| *p < first) {
-            open.pop();
-        }
-        if start.enters(seg) || open.peek() == Some(&Reverse(first)) {
-            open.push(Reverse(seg.end()));
+        drop_below(&mut open, first);
+        if start.enters(seg) || continues_at(&open, first) {
+            open.push(Reverse((seg.end(), 0, 0)));
             reach = reach.max(seg.end());
         }
     }
@@ -101,7 +116,7 @@ pub(crate) fn walk(sorted: &[Seg<'_>], start: Start, hi: Lsn) -> Walk {
     let mut used = vec![false; sorted.len()];
     let mut breaks = Vec::new();
     let mut base = start;
-    let mut open: BinaryHeap<Reverse<u128>> = BinaryHeap::new();
+    let mut open = Open::new();
     let mut reach = start.lsn();
     // The chain's segment that reaches `reach`, and of every segment seen,
     // the one reaching furthest (it holds a break's first LSN if any does).
@@ -128,12 +143,10 @@ pub(crate) fn walk(sorted: &[Seg<'_>], start: Start, hi: Lsn) -> Walk {
                 base = Start::Holding(reach as Lsn);
             }
         }
-        while open.peek().is_some_and(|Reverse(p)| *p < first) {
-            open.pop();
-        }
-        if base.enters(seg) || open.peek() == Some(&Reverse(first)) {
+        drop_below(&mut open, first);
+        if base.enters(seg) || continues_at(&open, first) {
             used[i] = true;
-            open.push(Reverse(seg.end()));
+            open.push(Reverse((seg.end(), 0, 0)));
             if seg.end() > reach {
                 reach = seg.end();
                 after = seg.name;
@@ -179,7 +192,7 @@ pub(crate) fn shortest(sorted: &[Seg<'_>], start: Start, until: Lsn) -> Option<V
     const NONE: usize = usize::MAX;
     // (position, chain length so far, last segment): the lowest position
     // first, and at one position the shortest chain first.
-    let mut open: BinaryHeap<Reverse<(u128, u32, usize)>> = BinaryHeap::new();
+    let mut open = Open::new();
     if let Start::At(l) = start {
         open.push(Reverse((u128::from(l), 0, NONE)));
     }
@@ -191,9 +204,7 @@ pub(crate) fn shortest(sorted: &[Seg<'_>], start: Start, until: Lsn) -> Option<V
         if first > reach {
             break;
         }
-        while open.peek().is_some_and(|Reverse((p, _, _))| *p < first) {
-            open.pop();
-        }
+        drop_below(&mut open, first);
         let via = match open.peek() {
             Some(Reverse((p, len, prev))) if *p == first => Some((*len + 1, *prev)),
             _ => None,

@@ -196,6 +196,13 @@ impl ArchivedList {
     /// The segments whose names parse, as sorted, deduplicated [`Seg`]s.
     /// An entry without a checksum cannot have been recorded, and is dropped.
     pub(crate) fn segs(&self) -> Vec<Seg<'_>> {
+        self.segs_checked().0
+    }
+
+    /// [`ArchivedList::segs`], and whether the list was that already (in
+    /// order, each name once, every entry whole), so that it can be handed
+    /// back as it is.
+    pub(crate) fn segs_checked(&self) -> (Vec<Seg<'_>>, bool) {
         let mut out: Vec<Seg<'_>> = Names::new(&self.names, &self.ends)
             .iter()
             .enumerate()
@@ -204,8 +211,10 @@ impl ArchivedList {
                 Seg::parse(name?, size, crc)
             })
             .collect();
+        let whole = out.len() == self.ends.len() && self.sizes.len() == self.ends.len() && self.crc32cs.len() == self.ends.len();
+        let ordered = out.windows(2).all(|w| lsn_order(&w[0], &w[1]).is_lt());
         sort_segs(&mut out);
-        out
+        (out, whole && ordered)
     }
 
     /// Packs segments, in the order given.
@@ -373,7 +382,64 @@ pub(crate) fn sort_segs(v: &mut Vec<Seg<'_>>) {
 /// The position of the segment named `name` in `sorted`, if it is there.
 pub(crate) fn find(sorted: &[Seg<'_>], name: &str) -> Option<usize> {
     let n = SegmentName::parse(name).ok()?;
-    sorted.binary_search_by(|s| (s.first, s.last).cmp(&(n.first(), n.last()))).ok()
+    find_seg(sorted, n.first(), n.last())
+}
+
+/// The position of the segment with these LSNs (so, this name) in `sorted`.
+pub(crate) fn find_seg(sorted: &[Seg<'_>], first: Lsn, last: Lsn) -> Option<usize> {
+    sorted.binary_search_by(|s| (s.first, s.last).cmp(&(first, last))).ok()
+}
+
+/// A walk through a list sorted by LSN, for lookups that come in LSN
+/// order: each one moves on from where the last stopped, so a pass of
+/// lookups costs one pass over the list, where a search each cost a
+/// binary search of 100,000 segments per lookup.
+pub(crate) struct Cursor<'s, 'a> {
+    sorted: &'s [Seg<'a>],
+    at: usize,
+}
+
+impl<'s, 'a> Cursor<'s, 'a> {
+    pub(crate) fn new(sorted: &'s [Seg<'a>]) -> Self {
+        Self { sorted, at: 0 }
+    }
+
+    /// The segment with the LSNs of `s`, if the list holds it; `s` must not
+    /// come before the one looked up last.
+    pub(crate) fn seek(&mut self, s: &Seg<'_>) -> Option<&'s Seg<'a>> {
+        while self.sorted.get(self.at).is_some_and(|x| (x.first, x.last) < (s.first, s.last)) {
+            self.at += 1;
+        }
+        self.sorted.get(self.at).filter(|x| (x.first, x.last) == (s.first, s.last))
+    }
+}
+
+/// Merges two lists sorted by LSN into one, keeping the first of each name.
+pub(crate) fn merge<'a>(a: &[Seg<'a>], b: &[Seg<'a>]) -> Vec<Seg<'a>> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let s = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if lsn_order(x, y).is_le() => {
+                i += 1;
+                if lsn_order(x, y).is_eq() {
+                    j += 1;
+                }
+                *x
+            }
+            (Some(x), None) => {
+                i += 1;
+                *x
+            }
+            (_, Some(y)) => {
+                j += 1;
+                *y
+            }
+            (None, None) => break,
+        };
+        out.push(s);
+    }
+    out
 }
 
 #[cfg(test)]

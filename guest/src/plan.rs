@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 
 use crate::chain::{self, Break, Start};
 use crate::name::{NameError, SegmentName};
-use crate::packed::{find, lsn_order, sort_by_lsn, sort_segs, ArchiveListing, ArchivedList, Entry, EntryKind, FailureList, Listing, Seg, SegmentList};
+use crate::packed::{find, lsn_order, merge, sort_by_lsn, sort_segs, Cursor, ArchiveListing, ArchivedList, Entry, EntryKind, FailureList, Listing, Seg, SegmentList};
 use crate::Lsn;
 
 /// How the planner plans.
@@ -229,8 +229,7 @@ fn below_floor(floor: Option<Lsn>, seg: &Seg<'_>) -> bool {
 pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -> ScanReport {
     let mut skipped = Vec::new();
     let listed = listed_segments(listing.entries(), &mut skipped);
-    let prior = state.archived.segs();
-    let is_listed = |name: &str, size: u64| find(&listed, name).map(|i| listed[i].size == size);
+    let (prior, prior_clean) = state.archived.segs_checked();
 
     let mut strays = Vec::new();
     let mut unverified = Vec::new();
@@ -262,15 +261,17 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
                 .cloned()
                 .collect();
             let mut kept = Vec::with_capacity(objects.len());
+            let (mut in_prior, mut in_listed) = (Cursor::new(&prior), Cursor::new(&listed));
             for o in objects {
                 if conflicts.iter().any(|c| c.name == o.name) {
                     continue;
                 }
                 // An object counts when the local file is gone, or was compared with it.
-                let confirmed = find(&prior, o.name).is_some_and(|i| (prior[i].size, prior[i].crc) == (o.size, o.crc));
-                match is_listed(o.name, o.size) {
-                    Some(_) if !confirmed => to_confirm_segs.push(o),
-                    _ => kept.push(o),
+                let confirmed = in_prior.seek(&o).is_some_and(|p| (p.size, p.crc) == (o.size, o.crc));
+                if in_listed.seek(&o).is_some() && !confirmed {
+                    to_confirm_segs.push(o);
+                } else {
+                    kept.push(o);
                 }
             }
             archived = kept;
@@ -278,11 +279,13 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
         None => {
             conflicts = state.conflicts.clone();
             let mut kept = Vec::with_capacity(prior.len());
+            let mut in_listed = Cursor::new(&listed);
             for p in prior.iter().copied() {
                 // A local file of another size than was archived: compare again.
-                match is_listed(p.name, p.size) {
-                    Some(false) => to_confirm_segs.push(p),
-                    _ => kept.push(p),
+                if in_listed.seek(&p).is_some_and(|l| l.size != p.size) {
+                    to_confirm_segs.push(p);
+                } else {
+                    kept.push(p);
                 }
             }
             archived = kept;
@@ -330,15 +333,16 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
         }
     }
     let mut to_confirm = SegmentList::default();
+    let mut in_listed = Cursor::new(&listed);
     for s in &to_confirm_segs {
         // Compared with the local file's listed size: a change shows there.
-        let size = find(&listed, s.name).map_or(s.size, |i| listed[i].size);
+        let size = in_listed.seek(s).map_or(s.size, |l| l.size);
         to_confirm.push(s.name, size);
     }
 
     // Breaks and off-chain segments over everything known: archived and listed.
-    let mut known: Vec<Seg<'_>> = archived.iter().chain(listed.iter()).filter(|s| !below_floor(pruned_below, s)).copied().collect();
-    sort_segs(&mut known);
+    let mut known = merge(&archived, &listed);
+    known.retain(|s| !below_floor(pruned_below, s));
     let (breaks, off_chain) = match (chain_start, known.iter().map(|s| s.last).max()) {
         (Some(start), Some(hi)) => {
             let w = chain::walk(&known, Start::At(start), hi);
@@ -355,14 +359,20 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
             failing.push(f.name, f.attempts, f.reason);
         }
     }
+    let (segments_archived, bytes_archived) = (archived.len() as u64, archived.iter().map(|s| s.size).sum());
+    // The state's own list, when it is still the one (sorted, nothing
+    // dropped): a large archive is not packed again at every scan.
+    let same = prior_clean && archive.is_none() && archived.len() == prior.len() && to_confirm_segs.is_empty();
+    let repacked = (!same).then(|| ArchivedList::from_segs(&archived));
+    let failures = state.failures;
     let new_state = State {
         chain_start,
         last_archived_lsn,
         pruned_below,
-        segments_archived: archived.len() as u64,
-        bytes_archived: archived.iter().map(|s| s.size).sum(),
-        failures: state.failures,
-        archived: ArchivedList::from_segs(&archived),
+        segments_archived,
+        bytes_archived,
+        failures,
+        archived: repacked.unwrap_or(state.archived),
         failing,
         conflicts: conflicts.clone(),
     };
@@ -614,9 +624,10 @@ pub fn deletable(config: &Config, state: &State, listing: &Listing) -> SegmentLi
     let mut failing: Vec<Seg<'_>> = state.failing.iter().filter_map(|f| Seg::parse(f.name, 0, 0)).collect();
     sort_segs(&mut failing);
     let mut ignored = Vec::new();
+    let (mut in_archived, mut in_failing) = (Cursor::new(&archived), Cursor::new(&failing));
     for s in listed_segments(listing.entries(), &mut ignored) {
-        let own_key = find(&archived, s.name).is_some_and(|i| archived[i].size == s.size);
-        let failing = find(&failing, s.name).is_some();
+        let own_key = in_archived.seek(&s).is_some_and(|a| a.size == s.size);
+        let failing = in_failing.seek(&s).is_some();
         let conflict = state.conflicts.iter().any(|c| c.name == s.name);
         if own_key && s.last <= w && !failing && !conflict {
             out.push(s.name, s.size);

@@ -10,6 +10,7 @@ standing in for an object store (a key `{prefix}/{name}` is the file
     {archive}/{prefix}/_chain/start-{016x}                      a recorded chain start
     {archive}/{prefix}/_chain/pruned-below-{016x}               a recorded prune floor
     {archive}/{prefix}/_staging/                                uploads in flight
+    {archive}/{prefix}/_conflicts/                              conflicts another host noted (not listed)
 
 The three `_` folders are the host's own: they are not archive entries.
 
@@ -33,7 +34,8 @@ CHUNK = 1 << 20
 CHECKSUM_DIR = "_checksums"
 CHAIN_DIR = "_chain"
 STAGING_DIR = "_staging"
-OWN_DIRS = {CHECKSUM_DIR.encode(), CHAIN_DIR.encode(), STAGING_DIR.encode()}
+CONFLICT_DIR = "_conflicts"
+OWN_DIRS = {CHECKSUM_DIR.encode(), CHAIN_DIR.encode(), STAGING_DIR.encode(), CONFLICT_DIR.encode()}
 MARKER_INFIX = b".crc32c-"
 HEX = set(b"0123456789abcdef")
 

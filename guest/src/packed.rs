@@ -193,6 +193,11 @@ impl ArchivedList {
         self.ends.is_empty()
     }
 
+    /// The names, in order (a name with bad bounds reads as "").
+    pub fn names(&self) -> Vec<&str> {
+        Names::new(&self.names, &self.ends).iter().map(|n| n.unwrap_or("")).collect()
+    }
+
     /// The segments whose names parse, as sorted, deduplicated [`Seg`]s.
     /// An entry without a checksum cannot have been recorded, and is dropped.
     pub(crate) fn segs(&self) -> Vec<Seg<'_>> {

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # End-to-end benchmark of `wal-archiver archive --once` beside the tools an
 # operator would otherwise use, on the same files in the same run:
-#   P1  to file://, beside `cp` + `sync`                   goal >= 0.85 x cp's throughput
-#   P2  to S3 (s3s-fs on 127.0.0.1), beside `rclone copy`   goal >= 1.2 x rclone's throughput
-#   P5  the archiver's peak RSS (GNU time)                  goal <= 64 MiB + concurrency x chunk
+#   P1  to file://, beside `cp` + `sync`                    goal >= 0.9 x cp's throughput
+#   P2  to S3 (s3s-fs on 127.0.0.1), beside `rclone copy`    goal >= 1.2 x rclone's throughput
+#   P2b requests and request-body bytes per segment to S3,   goal <= 2 requests, <= 1.01 x the bytes
+#       counted by a proxy (bench/count_requests.py), rclone's beside
+#   P5  the archiver's peak RSS (GNU time)                   goal <= 64 MiB + concurrency x buffer
 #   P6  the watcher at rest (CPU ticks from /proc) and the time to archive a new segment
+#   P7  20,000 segments of 16 bytes to file://, beside `cp -a` + `sync`   goal <= 3 x cp's time
 # Each round runs every pair, alternating which goes first; the table gives
 # the medians. Checksums are on (the default) in every archiver run.
 #
-#   bench/archive.sh                      # 64 x 16 MiB segments, 5 rounds
-#   ROUNDS=3 COUNT=16 bench/archive.sh    # a quicker look
+#   bench/archive.sh                                   # 64 x 16 MiB segments, 5 rounds
+#   ROUNDS=3 COUNT=16 SMALL_COUNT=2000 bench/archive.sh  # a quicker look
 #
 # Installs what it lacks: s3s-fs (cargo), rclone and GNU time (Debian).
 set -euo pipefail
@@ -19,8 +22,15 @@ ROUNDS="${ROUNDS:-5}"
 COUNT="${COUNT:-64}"
 SIZE="${SIZE:-16777216}"
 CONCURRENCY="${CONCURRENCY:-4}"
-# The archiver's upload chunk (storage.rs CHUNK), for the P5 budget.
-CHUNK_MIB=8
+SMALL_COUNT="${SMALL_COUNT:-20000}"
+SMALL_SIZE=16
+# The archiver's upload buffer for P5: a whole segment for a PUT of one
+# (up to 64 MiB, store/object.rs SINGLE_PUT_MAX), else an 8 MiB part.
+if [ "$SIZE" -le $((64 << 20)) ] && [ "$SIZE" -gt $((8 << 20)) ]; then
+  BUFFER_MIB=$(((SIZE + (1 << 20) - 1) >> 20))
+else
+  BUFFER_MIB=8
+fi
 
 apt_install() {
   if [ "$(id -u)" = 0 ]; then
@@ -48,6 +58,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$BIN" generate --dir "$WORK/wal" --count "$COUNT" --size "$SIZE" >/dev/null
+"$BIN" generate --dir "$WORK/small" --count "$SMALL_COUNT" --size "$SMALL_SIZE" >/dev/null
 total_bytes=$((COUNT * SIZE))
 
 # s3s-fs keeps each bucket as a directory under its root.
@@ -92,12 +103,13 @@ run() {
   echo "$name $(((t1 - t0) / 1000)) $rss" >>"$results"
 }
 
-# count DIR: the segment files under DIR, to check that each run copied everything.
+# check_count DIR [N]: DIR holds N segment files (default COUNT), to check
+# that each run copied everything.
 check_count() {
-  local n
+  local n want=${2:-$COUNT}
   n=$(find "$1" -maxdepth 1 -name 'wal-*.seg' | wc -l)
-  if [ "$n" != "$COUNT" ]; then
-    echo "bench/archive.sh: $1 holds $n segments, not $COUNT" >&2
+  if [ "$n" != "$want" ]; then
+    echo "bench/archive.sh: $1 holds $n segments, not $want" >&2
     exit 1
   fi
 }
@@ -125,15 +137,38 @@ p2_archiver() {
     --state "$WORK/state.json" --concurrency "$CONCURRENCY"
   check_count "$WORK/s3/bench/archiver"
 }
-echo "$COUNT segments of $SIZE bytes ($((total_bytes >> 20)) MiB), $ROUNDS rounds, concurrency $CONCURRENCY, in $WORK"
+p7_cp() {
+  rm -rf "$WORK/small-cp"
+  run p7-cp bash -c 'cp -a "$0"/small "$0"/small-cp && sync' "$WORK"
+  check_count "$WORK/small-cp" "$SMALL_COUNT"
+}
+p7_archiver() {
+  rm -rf "$WORK/small-archive" "$WORK/small-state.json"
+  run p7-archiver "$BIN" archive --once --wal-dir "$WORK/small" --to "file://$WORK/small-archive" \
+    --state "$WORK/small-state.json" --concurrency "$CONCURRENCY"
+  check_count "$WORK/small-archive" "$SMALL_COUNT"
+}
+echo "$COUNT segments of $SIZE bytes ($((total_bytes >> 20)) MiB) and $SMALL_COUNT of $SMALL_SIZE bytes," \
+  "$ROUNDS rounds, concurrency $CONCURRENCY, in $WORK"
 for round in $(seq 1 "$ROUNDS"); do
   if [ $((round % 2)) = 1 ]; then
-    p1_cp; p1_archiver; p2_rclone; p2_archiver
+    p1_cp; p1_archiver; p2_rclone; p2_archiver; p7_cp; p7_archiver
   else
-    p1_archiver; p1_cp; p2_archiver; p2_rclone
+    p1_archiver; p1_cp; p2_archiver; p2_rclone; p7_archiver; p7_cp
   fi
   echo "round $round done"
 done
+
+# P2b: one more run of each to S3, through a proxy that counts requests and
+# body bytes (not timed).
+rm -rf "$WORK/s3/bench/counted-archiver" "$WORK/s3/bench/counted-rclone" "$WORK/state.json"
+python3 bench/count_requests.py "$port" -- env "${s3_env[@]}" AWS_ENDPOINT=ENDPOINT "$BIN" archive --once \
+  --wal-dir "$WORK/wal" --to s3://bench/counted-archiver --state "$WORK/state.json" --concurrency "$CONCURRENCY" >"$WORK/p2b.txt"
+check_count "$WORK/s3/bench/counted-archiver"
+python3 bench/count_requests.py "$port" -- env -u AWS_CA_BUNDLE "${rclone_env[@]}" RCLONE_CONFIG_BENCH_ENDPOINT=ENDPOINT \
+  rclone copy "$WORK/wal" bench:bench/counted-rclone --include 'wal-*.seg' --transfers "$CONCURRENCY" \
+  --no-check-dest --s3-no-check-bucket --s3-no-head >>"$WORK/p2b.txt"
+check_count "$WORK/s3/bench/counted-rclone"
 
 # P6: the watcher at rest, and how soon it picks up a new segment.
 python3 - "$BIN" "$WORK" "${IDLE_SECONDS:-10}" >"$WORK/p6.txt" <<'P6'
@@ -184,9 +219,10 @@ finally:
 print(f"{used} {idle} {hz} {statistics.median(latencies):.1f} " + " ".join(f"{l:.1f}" for l in latencies))
 P6
 
-python3 - "$results" "$total_bytes" "$CONCURRENCY" "$CHUNK_MIB" "$WORK/p6.txt" <<'EOF'
+python3 - "$results" "$total_bytes" "$CONCURRENCY" "$BUFFER_MIB" "$WORK/p6.txt" "$WORK/p2b.txt" "$COUNT" "$SMALL_COUNT" <<'EOF'
 import statistics, sys
 path, total, concurrency, chunk_mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+count, small_count = int(sys.argv[7]), int(sys.argv[8])
 used, idle, hz, pickup, *pickups = open(sys.argv[5]).read().split()
 runs = {}
 for line in open(path):
@@ -197,17 +233,29 @@ peak = {k: max(r for _, r in v) for k, v in runs.items()}
 mb_s = lambda s: total / s / 1e6
 print()
 print(f"{'run':<14}{'median s':>10}{'MB/s':>9}{'peak RSS MiB':>14}   every run (s)")
-for k in ["p1-cp", "p1-archiver", "p2-rclone", "p2-archiver"]:
+for k in ["p1-cp", "p1-archiver", "p2-rclone", "p2-archiver", "p7-cp", "p7-archiver"]:
     times = " ".join(f"{s:.2f}" for s, _ in runs[k])
-    print(f"{k:<14}{med[k]:>10.2f}{mb_s(med[k]):>9.0f}{peak[k]:>14.1f}   {times}")
+    rate = f"{mb_s(med[k]):>9.0f}" if k[:2] != "p7" else f"{small_count / med[k]:>9.0f}"
+    print(f"{k:<14}{med[k]:>10.2f}{rate}{peak[k]:>14.1f}   {times}")
+print("(MB/s for p1 and p2; segments per second for p7)")
 p1 = med["p1-cp"] / med["p1-archiver"]
 p2 = med["p2-rclone"] / med["p2-archiver"]
+p7 = med["p7-archiver"] / med["p7-cp"]
+(arch_req, arch_bytes, *arch_methods), (rc_req, rc_bytes, *rc_methods) = (l.split() for l in open(sys.argv[6]))
 budget = 64 + concurrency * chunk_mib
 p5 = max(peak["p1-archiver"], peak["p2-archiver"])
 verdict = lambda ok: "met" if ok else "NOT met"
 print()
-print(f"P1 archiver/cp+sync throughput: {p1:.2f} (goal >= 0.85: {verdict(p1 >= 0.85)})")
+print(f"P1 archiver/cp+sync throughput: {p1:.2f} (goal >= 0.9: {verdict(p1 >= 0.9)})")
 print(f"P2 archiver/rclone throughput:  {p2:.2f} (goal >= 1.2: {verdict(p2 >= 1.2)})")
+# Per run, whatever the count: one listing of the archive and the chain-start record.
+per_run = 2
+per_seg, wire = (int(arch_req) - per_run) / count, int(arch_bytes) / total
+print(f"P2b archiver to S3: {arch_req} requests ({' '.join(arch_methods)}): {per_run} per run and {per_seg:.2f} per segment; "
+      f"{int(arch_bytes)} body bytes, {wire:.4f} x the segments (goal <= 2 and <= 1.01: {verdict(per_seg <= 2 and wire <= 1.01)})")
+print(f"    rclone to S3:   {rc_req} requests ({' '.join(rc_methods)}), {int(rc_req) / count:.2f} per segment; "
+      f"{int(rc_bytes)} body bytes, {int(rc_bytes) / total:.4f} x the segments")
+print(f"P7 {small_count} x 16 B, archiver/cp -a+sync time: {p7:.2f} (goal <= 3: {verdict(p7 <= 3)})")
 print(f"P5 archiver peak RSS: {p5:.1f} MiB (goal <= {budget} MiB = 64 + {concurrency} x {chunk_mib} MiB: {verdict(p5 <= budget)})")
 cpu = 100 * int(used) / (int(hz) * int(idle))
 print(f"P6 watcher at rest: {used} CPU ticks in {idle} s ({cpu:.2f} % of a core); "

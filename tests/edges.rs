@@ -104,7 +104,11 @@ fn never_publishes_a_segment_that_keeps_growing(s3: bool) {
     };
     let run = |a: Vec<String>| {
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        if s3 { s3_cmd(&dir, &a).output().unwrap() } else { dir.cmd(&a).output().unwrap() }
+        if s3 {
+            s3_cmd(&dir, &a).output().unwrap()
+        } else {
+            dir.cmd(&a).output().unwrap()
+        }
     };
     let stop = Arc::new(AtomicBool::new(false));
     let writer = keep_growing(path.clone(), stop.clone());
@@ -182,7 +186,14 @@ fn reports_a_conflict_everywhere_and_holds_the_watermark_at_it() {
 
     let status = dir.cmd(&["status", "--wal-dir", dir.wal().to_str().unwrap(), "--to", &dir.archive_url()]).output().unwrap();
     assert_exit(&status, 1);
-    assert!(stdout(&status).contains(&format!("conflict: the archive holds 1500 bytes with CRC32C {:08x} under {short}'s key", crc32c::crc32c(&local_short[..1500]))), "{}", stdout(&status));
+    assert!(
+        stdout(&status).contains(&format!(
+            "conflict: the archive holds 1500 bytes with CRC32C {:08x} under {short}'s key",
+            crc32c::crc32c(&local_short[..1500])
+        )),
+        "{}",
+        stdout(&status)
+    );
     let json = dir.cmd(&["status", "--json", "--wal-dir", dir.wal().to_str().unwrap(), "--to", &dir.archive_url()]).output().unwrap();
     let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(doc["conflicts"].as_array().unwrap().len(), 2, "{doc}");
@@ -191,7 +202,14 @@ fn reports_a_conflict_everywhere_and_holds_the_watermark_at_it() {
     let verify = dir.cmd(&["verify", "--to", &dir.archive_url()]).output().unwrap();
     assert_exit(&verify, 1);
     let text = stdout(&verify);
-    assert!(text.contains(&format!("conflict: {short} is archived with 1500 bytes, CRC32C {:08x}, but the local segment has 2000 bytes, CRC32C {:08x}", crc32c::crc32c(&local_short[..1500]), crc32c::crc32c(&local_short))), "{text}");
+    assert!(
+        text.contains(&format!(
+            "conflict: {short} is archived with 1500 bytes, CRC32C {:08x}, but the local segment has 2000 bytes, CRC32C {:08x}",
+            crc32c::crc32c(&local_short[..1500]),
+            crc32c::crc32c(&local_short)
+        )),
+        "{text}"
+    );
     assert!(text.contains(&format!("conflict: {other}")), "{text}");
 
     let into = dir.path().join("restored");
@@ -221,7 +239,11 @@ fn refuses_to_delete_on_stale_evidence(s3: bool) {
         let mut a = vec!["archive", "--once"];
         a.extend_from_slice(extra);
         a.extend_from_slice(&["--wal-dir", wal.to_str().unwrap(), "--to", &url]);
-        if s3 { s3_cmd(&dir, &a).output().unwrap() } else { dir.cmd(&a).output().unwrap() }
+        if s3 {
+            s3_cmd(&dir, &a).output().unwrap()
+        } else {
+            dir.cmd(&a).output().unwrap()
+        }
     };
     assert_exit(&run(&[]), 0);
     let archive = if s3 { s3_archive(&url) } else { Archive::open(&url).unwrap() };
@@ -424,7 +446,10 @@ fn refuses_a_second_archiver_on_one_wal_directory() {
     let out = dir.archive_once(&[]);
     assert_exit(&out, 2);
     let err = stderr(&out);
-    assert!(err.contains(&format!("another wal-archiver (pid {}) is archiving {}", watcher.id(), std::fs::canonicalize(dir.wal()).unwrap().display())), "{err}");
+    assert!(
+        err.contains(&format!("another wal-archiver (pid {}) is archiving {}", watcher.id(), std::fs::canonicalize(dir.wal()).unwrap().display())),
+        "{err}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     // Another state file does not make it a second directory.
     assert_exit(&dir.archive_once(&["--state", dir.path().join("s.json").to_str().unwrap()]), 2);
@@ -563,7 +588,17 @@ fn watches_a_wal_directory_that_was_replaced() {
     let dir = Dir::new();
     dir.chain(2, 100);
     let mut child = dir
-        .cmd(&["archive", "--interval", "60", "--wal-dir", dir.wal().to_str().unwrap(), "--to", &dir.archive_url(), "--state", dir.path().join("state.json").to_str().unwrap()])
+        .cmd(&[
+            "archive",
+            "--interval",
+            "60",
+            "--wal-dir",
+            dir.wal().to_str().unwrap(),
+            "--to",
+            &dir.archive_url(),
+            "--state",
+            dir.path().join("state.json").to_str().unwrap(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -644,8 +679,18 @@ fn refuses_contradictory_retry_delays_and_config_values_out_of_range() {
     let out = dir.archive_once(&["--retry-base-delay", "5", "--retry-max-delay", "1"]);
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("above the retry max delay"), "{}", stderr(&out));
+    let out = dir.archive_once(&["--batch-bytes", "0"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("at least one byte"), "{}", stderr(&out));
     let conf = dir.path().join("c.toml");
-    for (text, want) in [("concurrency = 1000\n", "concurrency = 1000 from the config file: it must be between 1 and 256"), ("batch-size = 0\n", "batch-size = 0"), ("retry-base-delay = 9\nretry-max-delay = 3\n", "above the retry max delay")] {
+    for (text, want) in [
+        ("concurrency = 1000\n", "concurrency = 1000 from the config file: it must be between 1 and 256"),
+        ("batch-size = 0\n", "batch-size = 0"),
+        ("batch-bytes = 0\n", "batch-bytes = 0"),
+        ("batch-bytes = \"12XB\"\n", "unknown unit \"XB\""),
+        ("batch-bytes = -5\n", "negative"),
+        ("retry-base-delay = 9\nretry-max-delay = 3\n", "above the retry max delay"),
+    ] {
         std::fs::write(&conf, text).unwrap();
         let out = dir.archive_once(&["--config", conf.to_str().unwrap()]);
         assert_exit(&out, 2);

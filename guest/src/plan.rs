@@ -14,7 +14,9 @@ use alloc::vec::Vec;
 
 use crate::chain::{self, Break, Start};
 use crate::name::{NameError, SegmentName};
-use crate::packed::{find, lsn_order, merge, sort_by_lsn, sort_segs, Cursor, ArchiveListing, ArchivedList, Entry, EntryKind, FailureList, Listing, Seg, SegmentList};
+use crate::packed::{
+    find, lsn_order, merge, sort_by_lsn, sort_segs, ArchiveListing, ArchivedList, Cursor, Entry, EntryKind, FailureList, Listing, Seg, SegmentList,
+};
 use crate::Lsn;
 
 /// How the planner plans.
@@ -297,12 +299,7 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
     // The chain start: what the archive records, else what this archiver
     // established, else (until the watermark exists) the lowest segment known.
     let established = state.last_archived_lsn.and(state.chain_start);
-    let lowest = archived
-        .first()
-        .map(|s| s.first)
-        .into_iter()
-        .chain(listed.iter().find(|s| !below_floor(pruned_below, s)).map(|s| s.first))
-        .min();
+    let lowest = archived.first().map(|s| s.first).into_iter().chain(listed.iter().find(|s| !below_floor(pruned_below, s)).map(|s| s.first)).min();
     let chain_start = recorded_start.or(established).or(lowest);
     let last_archived_lsn = watermark(&archived, chain_start);
     let record_chain_start = match archive {
@@ -376,19 +373,7 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
         failing,
         conflicts: conflicts.clone(),
     };
-    ScanReport {
-        state: new_state,
-        pending,
-        to_confirm,
-        pruned,
-        skipped,
-        strays,
-        unverified,
-        breaks,
-        off_chain,
-        conflicts,
-        record_chain_start,
-    }
+    ScanReport { state: new_state, pending, to_confirm, pruned, skipped, strays, unverified, breaks, off_chain, conflicts, record_chain_start }
 }
 
 /// The key of a segment under the prefix, as the seed's `plan_archive` formed it.
@@ -524,19 +509,23 @@ pub fn record_uploads(config: &Config, state: &State, outcomes: &[UploadOutcome]
                     attempts = attempts.saturating_add(1);
                     reason.clone_from(why);
                     failed.push(SegmentFailure { name: ev.name.to_owned(), attempts, last_reason: why.clone() });
+                    last = Some((Event::Failed, *ev));
                 }
             }
             e += 1;
         }
+        // A name's last outcome decides; a failure does not take away a
+        // copy that an earlier run archived and verified.
         match last {
             Some((Event::Archived, seg)) => {
                 added.push(seg);
                 archived_names.push(seg.name.to_owned());
             }
-            Some((_, seg)) => gone.push(seg),
-            None => {}
+            Some((Event::Conflict, seg)) => gone.push(seg),
+            _ => {}
         }
-        if attempts > 0 {
+        let still_archived = prior.binary_search_by(|p| lsn_order(p, &next)).is_ok();
+        if attempts > 0 && !(still_archived && last.is_some_and(|(e, _)| e == Event::Failed)) {
             failing.push(next.name, attempts, &reason);
         }
     }
@@ -604,10 +593,7 @@ pub fn retry_delay(config: &Config, attempts: u32, random: u64) -> u64 {
     if attempts == 0 {
         return 0;
     }
-    let exp = config
-        .retry_base_ms
-        .saturating_mul(1u64.checked_shl(attempts - 1).unwrap_or(u64::MAX))
-        .min(config.retry_max_ms);
+    let exp = config.retry_base_ms.saturating_mul(1u64.checked_shl(attempts - 1).unwrap_or(u64::MAX)).min(config.retry_max_ms);
     let half = exp / 2;
     half + random % (exp - half + 1)
 }
@@ -829,6 +815,26 @@ mod tests {
         assert_eq!(r.state, State::default());
     }
 
+    /// Found by the `plan` fuzz target: a name given twice in one call,
+    /// archived and then failed, counted as archived on its first outcome.
+    #[test]
+    fn counts_a_name_given_twice_by_its_last_outcome() {
+        let n = name(1, 10);
+        let ok = outcome(&n, 100, Ok(receipt(100, 7)));
+        let bad = outcome(&n, 100, Ok(UploadReceipt { stored_size: 99, ..receipt(100, 7) }));
+        let r = record_uploads(&Config::default(), &State::default(), &[ok.clone(), bad.clone()]);
+        assert!(r.archived.is_empty() && r.state.archived.is_empty());
+        assert_eq!(r.state.failing.iter().map(|f| f.attempts).collect::<Vec<_>>(), [1]);
+        let r = record_uploads(&Config::default(), &State::default(), &[bad, ok]);
+        assert_eq!(r.archived, [n.clone()]);
+        assert!(r.state.failing.is_empty());
+        // A failure later does not take away what the state holds archived.
+        let failed = outcome(&n, 100, Err(StorageError::Io("down".into())));
+        let again = record_uploads(&Config::default(), &r.state, &[failed]);
+        assert_eq!(again.state.archived, r.state.archived);
+        assert!(again.state.failing.is_empty());
+    }
+
     #[test]
     fn lists_a_name_listed_twice_once() {
         let entries = [seg(1, 10), seg(1, 10), seg(11, 20)];
@@ -864,11 +870,8 @@ mod tests {
         assert_eq!(report.to_confirm.names(), [name(1, 10), name(11, 20)]);
         assert_eq!(report.pending.names(), [name(21, 30)]);
         assert_eq!(report.state.last_archived_lsn, None, "nothing counts before it is compared");
-        let outcomes: Vec<UploadOutcome> = report
-            .to_confirm
-            .iter()
-            .map(|(n, size)| outcome(n, size, Ok(UploadReceipt { existed: true, ..receipt(size, crc_of(n)) })))
-            .collect();
+        let outcomes: Vec<UploadOutcome> =
+            report.to_confirm.iter().map(|(n, size)| outcome(n, size, Ok(UploadReceipt { existed: true, ..receipt(size, crc_of(n)) }))).collect();
         let r = record_uploads(&Config::default(), &report.state, &outcomes);
         assert_eq!(r.state.last_archived_lsn, Some(20));
         // The next listing of the archive finds them confirmed.

@@ -178,10 +178,7 @@ impl Archiver {
     /// Uploads up to `n` segments of a batch at once (at least 1).
     pub fn with_concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
-        // One buffer per upload, and one more so that a read can go on while parts are sent.
-        if let Some(pool) = self.storage.archive.buffers() {
-            pool.resize(self.concurrency + 1);
-        }
+        self.storage.archive.size_buffers(self.concurrency);
         self
     }
 
@@ -301,8 +298,7 @@ impl Archiver {
         let rt = &self.storage.runtime;
         let archive = if fresh { None } else { Some(rt.block_on(self.storage.archive.list())?) };
         let listing = self.storage.wal.list()?;
-        let files: HashMap<&str, u64> =
-            listing.entries().filter(|e| e.utf8 && e.kind == wit::EntryKind::File).map(|e| (e.name, e.size)).collect();
+        let files: HashMap<&str, u64> = listing.entries().filter(|e| e.utf8 && e.kind == wit::EntryKind::File).map(|e| (e.name, e.size)).collect();
         let scan = planner.scan(state, &listing, archive.as_ref().map(|a| a.to_wit()).as_ref())?;
         let archive_listing = archive.as_ref();
         for (name, size) in scan.pending.iter().chain(scan.to_confirm.iter()) {
@@ -311,7 +307,11 @@ impl Archiver {
             }
         }
         if scan.pending.len() + scan.to_confirm.len() > listing.len() {
-            return Err(self.bad_plan(format!("{} segments to upload or compare for a listing of {}", scan.pending.len() + scan.to_confirm.len(), listing.len())));
+            return Err(self.bad_plan(format!(
+                "{} segments to upload or compare for a listing of {}",
+                scan.pending.len() + scan.to_confirm.len(),
+                listing.len()
+            )));
         }
         *state = scan.state.clone();
         self.save(state, false)?;
@@ -374,7 +374,7 @@ impl Archiver {
                     .collect()
                     .await;
                 let (done, published): (Vec<_>, Vec<_>) = published.into_iter().unzip();
-                let receipts = storage.archive.finish_batch(published, self.concurrency).await;
+                let receipts = storage.finish_batch(published, self.concurrency).await;
                 done.into_iter().zip(receipts).collect::<Vec<_>>()
             });
             for ((name, size), receipt) in uploaded {
@@ -552,9 +552,8 @@ impl Archiver {
     /// (`run-cycle`), as a plugin host with nothing but the imports runs it.
     pub fn run_cycle(&self, state: &mut wit::ArchiverState) -> Result<Summary, ArchiveError> {
         let mut planner = self.runtime.session(Some(self.storage.clone() as Arc<dyn crate::imports::StorageImports>))?;
-        let report = planner
-            .run_cycle(&self.config, state)?
-            .map_err(|e| self.bad_plan(format!("run-cycle failed: {}", describe_storage_error(&e))))?;
+        let report =
+            planner.run_cycle(&self.config, state)?.map_err(|e| self.bad_plan(format!("run-cycle failed: {}", describe_storage_error(&e))))?;
         *state = report.state.clone();
         self.save(state, true)?;
         Ok(report.into())

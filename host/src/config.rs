@@ -30,6 +30,23 @@ pub enum ConfigError {
     Invalid { path: PathBuf, line: usize, why: String },
 }
 
+/// A byte size in the file: `268435456` or `"256MiB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "toml::Value")]
+pub struct Size(pub u64);
+
+impl TryFrom<toml::Value> for Size {
+    type Error = String;
+
+    fn try_from(v: toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::Integer(n) => u64::try_from(n).map(Size).map_err(|_| format!("cannot use {n} as a size: it is negative")),
+            toml::Value::String(text) => crate::size::parse_size(&text).map(Size),
+            other => Err(format!("cannot use {other} as a size: a number of bytes or a string such as \"256MiB\"")),
+        }
+    }
+}
+
 /// The options the file may hold; each one is also a flag of `archive`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -38,6 +55,8 @@ pub struct ConfigFile {
     pub to: Option<String>,
     pub state: Option<PathBuf>,
     pub batch_size: Option<u32>,
+    /// Bytes: a number, or a string with a unit (`"256MiB"`).
+    pub batch_bytes: Option<Size>,
     pub concurrency: Option<u32>,
     pub delete_after_archive: Option<bool>,
     pub verify_checksums: Option<bool>,
@@ -58,17 +77,14 @@ pub struct ConfigFile {
 impl ConfigFile {
     /// Reads and parses a file. Unknown keys and wrong types are errors with their line.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let source = std::fs::read_to_string(path)
-            .map_err(|cause| ConfigError::Read { path: path.to_owned(), cause })?;
+        let source = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read { path: path.to_owned(), cause })?;
         Self::parse(&source, path)
     }
 
     /// Parses the text of a file; `path` names it in errors.
     pub fn parse(source: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut file: ConfigFile = toml::from_str(source).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string().trim_end().replace('\n', "\n  "),
-        })?;
+        let mut file: ConfigFile = toml::from_str(source)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string().trim_end().replace('\n', "\n  ") })?;
         file.source = source.to_owned();
         file.path = path.to_owned();
         Ok(file)
@@ -93,11 +109,15 @@ impl ConfigFile {
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
                 toml::Value::Float(f) => f.to_string(),
-                other => return Err(self.invalid(offset, format!("storage option {key:?} must be a string, number or boolean, not {}", other.type_str()))),
+                other => {
+                    return Err(self.invalid(offset, format!("storage option {key:?} must be a string, number or boolean, not {}", other.type_str())))
+                }
             };
             match Archive::option_is_known(url, key) {
                 Ok(true) => out.push((key.clone(), text)),
-                Ok(false) => return Err(self.invalid(offset, format!("unknown storage option {key:?} for {url}"))),
+                Ok(false) => {
+                    return Err(self.invalid(offset, format!("unknown storage option {key:?} for {url}")));
+                }
                 Err(e) => return Err(self.invalid(offset, e.to_string())),
             }
         }
@@ -126,10 +146,7 @@ mod tests {
         assert_eq!((f.delete_after_archive, f.verify_checksums), (Some(true), Some(false)));
         assert_eq!((f.retry_max_delay, f.request_retries), (Some(9.0), Some(0)));
         let opts = f.storage_options("s3://b/p").unwrap();
-        assert_eq!(opts, vec![
-            ("aws_allow_http".to_string(), "true".to_string()),
-            ("aws_region".to_string(), "eu-west-1".to_string()),
-        ]);
+        assert_eq!(opts, vec![("aws_allow_http".to_string(), "true".to_string()), ("aws_region".to_string(), "eu-west-1".to_string()),]);
     }
 
     #[test]

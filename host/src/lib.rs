@@ -17,6 +17,7 @@
 //! - [`config`]: the TOML config file.
 //! - [`generate`]: sample segments.
 //! - [`lsn`]: LSN arguments.
+//! - [`size`]: byte sizes in settings.
 //!
 //! The `wal-archiver` binary in `main.rs` is the command line over these.
 
@@ -30,6 +31,7 @@ pub mod imports;
 pub mod lock;
 pub mod lsn;
 pub mod restore;
+pub mod size;
 pub mod state;
 pub mod storage;
 pub mod store;

@@ -20,7 +20,7 @@ use tracing::warn;
 
 use wal_archiver::archive::{describe_break, describe_conflict, describe_skip, Archiver, Summary};
 use wal_archiver::component::{wit, Limits, PlannerRuntime, EMBEDDED_COMPONENT};
-use wal_archiver::config::ConfigFile;
+use wal_archiver::config::{ConfigFile, Size};
 use wal_archiver::lock::{DirLock, LOCK_NAME};
 use wal_archiver::lsn::{format_lsn, parse_lsn};
 use wal_archiver::state::StateStore;
@@ -33,7 +33,9 @@ const DEFAULT_STATE_NAME: &str = ".wal-archiver-state.json";
 
 #[derive(Parser)]
 #[command(name = "wal-archiver", version, about = "Continuous WAL archiving to object storage, with a gap-free watermark")]
-#[command(after_help = "Exit codes: 0 done; 1 something was not archived or is not sound (failed, in conflict, overlapping, not deleted, not in the archive); 2 could not run; 101 a bug (a panic).\nLogs go to stderr; set RUST_LOG (default: info).")]
+#[command(
+    after_help = "Exit codes: 0 done; 1 something was not archived or is not sound (failed, in conflict, overlapping, not deleted, not in the archive); 2 could not run; 101 a bug (a panic).\nLogs go to stderr; set RUST_LOG (default: info)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -121,9 +123,14 @@ impl ArchiveArg {
 /// Options of `archive`; each one may also come from the config file.
 #[derive(clap::Args)]
 struct ArchiveArgs {
-    /// The most segments planned in one batch [default: 16].
+    /// The most segments planned in one batch [default: 256]. A batch's
+    /// segments are made durable together and recorded together.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: Option<u32>,
+    /// The most bytes planned in one batch, as `268435456` or `256MiB`
+    /// (a batch holds at least one segment) [default: 256MiB].
+    #[arg(long, value_parser = parse_batch_bytes, value_name = "SIZE")]
+    batch_bytes: Option<u64>,
     /// Segments of a batch uploaded at once [default: 4].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     concurrency: Option<u32>,
@@ -259,6 +266,7 @@ struct Settings {
     state: Option<PathBuf>,
     storage_options: Vec<(String, String)>,
     batch_size: u32,
+    batch_bytes: u64,
     concurrency: u32,
     delete_after_archive: bool,
     verify_checksums: bool,
@@ -267,6 +275,19 @@ struct Settings {
     retry_base: Duration,
     retry_max: Duration,
     request_retries: u32,
+}
+
+/// Segments in a batch: enough that small segments do not pay a sync and a
+/// record each.
+const DEFAULT_BATCH_SIZE: u32 = 256;
+/// Bytes in a batch: large segments are recorded as often as before.
+const DEFAULT_BATCH_BYTES: u64 = 256 << 20;
+
+fn parse_batch_bytes(text: &str) -> Result<u64, String> {
+    match wal_archiver::size::parse_size(text)? {
+        0 => Err("a batch holds at least one byte".to_owned()),
+        n => Ok(n),
+    }
 }
 
 /// A value from the config file, checked against the range its flag takes.
@@ -292,6 +313,7 @@ impl Settings {
         };
         let args = args.unwrap_or(ArchiveArgs {
             batch_size: None,
+            batch_bytes: None,
             concurrency: None,
             delete_after_archive: false,
             no_verify_checksums: false,
@@ -301,10 +323,8 @@ impl Settings {
             retry_max_delay: None,
             request_retries: None,
         });
-        let wal_dir = target
-            .wal_dir
-            .or(file.wal_dir.clone())
-            .context("cannot start: no WAL directory; give --wal-dir or `wal-dir` in the config file")?;
+        let wal_dir =
+            target.wal_dir.or(file.wal_dir.clone()).context("cannot start: no WAL directory; give --wal-dir or `wal-dir` in the config file")?;
         let to = target.to.or(file.to.clone()).context("cannot start: no archive; give --to or `to` in the config file")?;
         let url = Archive::url_for(&to)?;
         let storage_options = file.storage_options(&url)?;
@@ -322,7 +342,13 @@ impl Settings {
             check_state_path(path)?;
         }
         Ok(Self {
-            batch_size: args.batch_size.or(in_range("batch-size", file.batch_size, 1, u32::MAX)?).unwrap_or(16),
+            batch_size: args.batch_size.or(in_range("batch-size", file.batch_size, 1, u32::MAX)?).unwrap_or(DEFAULT_BATCH_SIZE),
+            batch_bytes: match (args.batch_bytes, file.batch_bytes) {
+                (Some(n), _) => n,
+                (None, Some(Size(0))) => anyhow::bail!("cannot use batch-bytes = 0 from the config file: it must be at least 1"),
+                (None, Some(Size(n))) => n,
+                (None, None) => DEFAULT_BATCH_BYTES,
+            },
             concurrency: args.concurrency.or(in_range("concurrency", file.concurrency, 1, 256)?).unwrap_or(4),
             delete_after_archive: args.delete_after_archive || file.delete_after_archive.unwrap_or(false),
             verify_checksums: !args.no_verify_checksums && file.verify_checksums.unwrap_or(true),
@@ -382,6 +408,16 @@ fn main() -> ExitCode {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+    // A local archive holds a descriptor per segment of a batch until the
+    // batch is durable: allow as many as the system lets this process have.
+    // SAFETY: plain calls with a struct of ours.
+    unsafe {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
     // A panic on any thread (an upload task, the watcher, the epoch ticker)
     // ends the process with 101, as on the main thread, instead of leaving
     // it running half alive.
@@ -395,9 +431,7 @@ fn main() -> ExitCode {
         std::thread::spawn(|| panic!("WAL_ARCHIVER_TEST_PANIC is set"));
     }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -578,7 +612,7 @@ fn open(settings: &Settings, rt: &tokio::runtime::Runtime, lock: bool) -> Result
     let config = wit::ArchiverConfig {
         prefix: archive.prefix().to_owned(),
         batch_size: settings.batch_size,
-        batch_bytes: 0,
+        batch_bytes: settings.batch_bytes,
         verify_checksums: settings.verify_checksums,
         delete_after_archive: settings.delete_after_archive,
         retry_base_ms: settings.retry_base.as_millis().try_into().unwrap_or(u64::MAX),
@@ -745,9 +779,7 @@ impl DirWatch {
             let (w, name) = (wake, root.file_name().map(|n| n.to_owned()));
             if let Ok(mut watcher) = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 let Ok(event) = event else { return };
-                if !matches!(event.kind, notify::EventKind::Access(_))
-                    && event.paths.iter().any(|p| p.file_name().map(|n| n.to_owned()) == name)
-                {
+                if !matches!(event.kind, notify::EventKind::Access(_)) && event.paths.iter().any(|p| p.file_name().map(|n| n.to_owned()) == name) {
                     w.notify_one();
                 }
             }) && watcher.watch(parent, notify::RecursiveMode::NonRecursive).is_ok()
@@ -798,7 +830,11 @@ fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 fn watermark_text(state: &wit::ArchiverState) -> String {

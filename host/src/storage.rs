@@ -122,17 +122,32 @@ impl Storage {
     pub async fn publish_segment(&self, name: &str, key: &str, size: u64, verify: bool) -> Result<crate::store::Published, StorageError> {
         self.check_key(name, key)?;
         let file = self.wal.open_segment(name)?;
-        let published = self.archive.publish(&file, key, size, verify).await?;
-        if let Some(crc) = published.receipt.stored_crc32c.filter(|c| *c == published.receipt.read_crc32c) {
-            self.remember(name, file.opened, crc);
+        self.archive.publish(&file, key, size, verify).await
+    }
+
+    /// Makes a batch of published uploads count ([`crate::store::Archive::finish_batch`]),
+    /// and remembers each verified one as this process's own proof.
+    pub async fn finish_batch(
+        &self,
+        published: Vec<Result<crate::store::Published, StorageError>>,
+        concurrency: usize,
+    ) -> Vec<Result<wit::UploadReceipt, StorageError>> {
+        let read: Vec<Option<(String, Stat)>> = published.iter().map(|p| p.as_ref().ok().map(|p| (p.name.clone(), p.read_from))).collect();
+        let receipts = self.archive.finish_batch(published, concurrency).await;
+        for (r, read) in receipts.iter().zip(read) {
+            if let (Ok(r), Some((name, stat))) = (r, read)
+                && r.stored_crc32c == Some(r.read_crc32c)
+            {
+                self.remember(&name, stat, r.read_crc32c);
+            }
         }
-        Ok(published)
+        receipts
     }
 
     /// Uploads one segment and makes it durable: `upload` of the storage imports.
     pub async fn upload_segment(&self, name: &str, key: &str, size: u64, verify: bool) -> Result<wit::UploadReceipt, StorageError> {
         let published = self.publish_segment(name, key, size, verify).await;
-        self.archive.finish_batch(vec![published], 1).await.pop().expect("one upload in, one receipt out")
+        self.finish_batch(vec![published], 1).await.pop().expect("one upload in, one receipt out")
     }
 
     /// Compares a local segment with the object under its key, without

@@ -34,12 +34,7 @@ pub struct Stat {
 impl Stat {
     fn of(file: &File) -> io::Result<Self> {
         let m = file.metadata()?;
-        Ok(Self {
-            size: m.len(),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-            dev: m.dev(),
-            ino: m.ino(),
-        })
+        Ok(Self { size: m.len(), mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()), dev: m.dev(), ino: m.ino() })
     }
 }
 
@@ -95,19 +90,28 @@ fn describe_mtime(ns: i128) -> String {
 /// `pread` so that the descriptor's own position does not matter.
 pub fn checksum_reader(file: &File, path: &Path) -> Result<(u64, u32), StorageError> {
     use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; 1 << 20];
-    let (mut size, mut crc) = (0u64, 0u32);
-    loop {
-        match file.read_at(&mut buf, size) {
-            Ok(0) => return Ok((size, crc)),
-            Ok(n) => {
-                crc = crc32c::crc32c_append(crc, &buf[..n]);
-                size += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(cause) => return Err(StorageError::Io { verb: "read", path: path.to_owned(), cause }),
-        }
+    thread_local! {
+        // One buffer per thread, kept: small segments would otherwise pay
+        // for a fresh megabyte each.
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    BUF.with_borrow_mut(|buf| {
+        buf.resize(1 << 20, 0);
+        let (mut size, mut crc) = (0u64, 0u32);
+        loop {
+            match file.read_at(buf, size) {
+                Ok(0) => return Ok((size, crc)),
+                Ok(n) => {
+                    crc = crc32c::crc32c_append(crc, &buf[..n]);
+                    size += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(cause) => {
+                    return Err(StorageError::Io { verb: "read", path: path.to_owned(), cause });
+                }
+            }
+        }
+    })
 }
 
 impl WalDir {
@@ -224,8 +228,12 @@ impl WalDir {
         match path.symlink_metadata() {
             Ok(m) if m.file_type().is_file() => {}
             Ok(_) => return Err(StorageError::NotAFile { path }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StorageError::NotFound { path }),
-            Err(cause) => return Err(StorageError::Io { verb: "stat", path, cause }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StorageError::NotFound { path });
+            }
+            Err(cause) => {
+                return Err(StorageError::Io { verb: "stat", path, cause });
+            }
         }
         std::fs::remove_file(&path).map_err(|cause| StorageError::Io { verb: "delete", path: path.clone(), cause })
     }

@@ -28,9 +28,7 @@ impl S3 {
     pub fn get() -> &'static S3 {
         static SERVER: OnceLock<S3> = OnceLock::new();
         SERVER.get_or_init(|| {
-            if let (Ok(endpoint), Ok(bucket)) =
-                (std::env::var("WAL_ARCHIVER_TEST_S3_ENDPOINT"), std::env::var("WAL_ARCHIVER_TEST_S3_BUCKET"))
-            {
+            if let (Ok(endpoint), Ok(bucket)) = (std::env::var("WAL_ARCHIVER_TEST_S3_ENDPOINT"), std::env::var("WAL_ARCHIVER_TEST_S3_BUCKET")) {
                 return S3 { endpoint, bucket };
             }
             let endpoint = start_moto();
@@ -86,9 +84,19 @@ impl S3 {
 }
 
 fn start_moto() -> String {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let mut cmd = Command::new("moto_server");
-    cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+    spawn_server(cmd, port, "moto_server", "pip install 'moto[server]'")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts a server that dies with this process and waits until it listens.
+fn spawn_server(mut cmd: Command, port: u16, name: &str, install: &str) -> String {
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
     // SAFETY: prctl in the child before exec; it only asks the kernel to
     // kill the server when this test process dies.
     unsafe {
@@ -106,16 +114,32 @@ fn start_moto() -> String {
             std::thread::park();
         }
     });
-    rx.recv().unwrap().unwrap_or_else(|e| {
-        panic!("cannot start moto_server for the S3 tests ({e}); install it with `pip install 'moto[server]'`")
-    });
+    rx.recv().unwrap().unwrap_or_else(|e| panic!("cannot start {name} for the S3 tests ({e}); install it with `{install}`"));
     let endpoint = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto_server did not listen on {endpoint} within 30 s");
+        assert!(Instant::now() < deadline, "{name} did not listen on {endpoint} within 30 s");
         std::thread::sleep(Duration::from_millis(50));
     }
     endpoint
+}
+
+/// A second S3 server for what moto does not do: s3s-fs checks the
+/// checksum sent with a PUT against the body it received (moto 5.2 stores
+/// the body whatever the checksum says). Its buckets are directories under
+/// its root; it dies with the test process.
+pub fn checking() -> &'static S3 {
+    static SERVER: OnceLock<S3> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("s3s-fs-{}", std::process::id()));
+        let bucket = "wal-archiver-test".to_owned();
+        std::fs::create_dir_all(root.join(&bucket)).unwrap();
+        let port = free_port();
+        let mut cmd = Command::new("s3s-fs");
+        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY]).arg(&root);
+        let endpoint = spawn_server(cmd, port, "s3s-fs", "cargo install s3s-fs --version 0.14.1 --features binary --locked");
+        S3 { endpoint, bucket }
+    })
 }
 
 /// `PUT /bucket`, unsigned: moto does not check signatures.

@@ -3,29 +3,37 @@
 //! at a name it cannot encode, follows symlinks, and copies through user
 //! space).
 //!
-//! A segment is published in four steps: the kernel copies it
-//! (`copy_file_range`, or read and write where the filesystem cannot) into a
-//! new file under `_staging/`; the copy's CRC32C is computed by reading it
-//! back (from the page cache, just written) and its data synced; the source
-//! is checked unchanged (`fstat` on its descriptor: size and modification
-//! time); then the copy is published under its key with `link`, which fails
-//! if anything is there: create-only. The directories are synced once per
-//! batch by the caller ([`LocalDir::sync`]), before the checksum records
-//! are written.
+//! A segment is published in two halves. [`LocalDir::stage`]: the kernel
+//! copies it (`copy_file_range`, or read and write where the filesystem
+//! cannot) into a file without a name in the archive's directory
+//! (`O_TMPFILE`; where the filesystem has no such files, a new name under
+//! `_staging/`); the copy's CRC32C is computed by reading it back (from the
+//! page cache, just written); the source is checked unchanged (`fstat` on
+//! its descriptor: size and modification time). Then, for a whole batch at
+//! once, [`LocalDir::publish_staged`]: every copy's data is synced (the
+//! syncs run side by side, so that the filesystem can commit them
+//! together), each copy is given its key with `link`, which fails if
+//! anything is there (create-only), and the archive's directory is synced
+//! once. The caller writes the checksum records only after that, and syncs
+//! their directory once. A crash before the link leaves nothing behind: an
+//! unnamed file vanishes with its last descriptor.
 //!
 //! What "verified" means here: the object under the key was copied from the
 //! segment's open descriptor while it did not change, holds as many bytes,
-//! and its CRC32C, read back from the copy itself, is the one recorded.
+//! and its CRC32C, read back from the copy itself, is the one recorded;
+//! its data was synced before it got its key. The read-back comes from the
+//! page cache: a disk that later returns other bytes is found by
+//! `verify --deep`, which reads every object back.
 //! Nothing here follows a symlink: listings report symlinks as strays, and
 //! every file is opened with `O_NOFOLLOW`.
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -34,6 +42,52 @@ use super::{Outcome, PutError, CHAIN_DIR, CHECKSUM_DIR, CONFLICT_DIR, STAGING_DI
 use crate::bindings::wit;
 use crate::storage::StorageError;
 use crate::wal::{kind_of, sync_dir, SegmentFile};
+
+/// Data syncs of one batch in flight at once.
+const SYNCS_IN_FLIGHT: usize = 16;
+
+/// A copy, checked, waiting to be published.
+#[derive(Debug)]
+pub(super) struct Copy {
+    tmp: Tmp,
+    pub(super) dest: PathBuf,
+    pub(super) size: u64,
+    pub(super) crc: u32,
+}
+
+/// Where a copy waits: a file without a name in the archive's directory
+/// (`O_TMPFILE`: nothing to clean up after a crash, no name made and
+/// removed per segment), or, where the filesystem has no such files, a
+/// named file under `_staging/`.
+#[derive(Debug)]
+struct Tmp {
+    file: File,
+    /// Its name under `_staging/`, if it has one.
+    named: Option<PathBuf>,
+}
+
+impl Tmp {
+    /// The path to name in an error about the copy.
+    fn shown(&self, root: &Path) -> PathBuf {
+        self.named.clone().unwrap_or_else(|| root.to_owned())
+    }
+
+    fn discard(&self) {
+        if let Some(path) = &self.named {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!("cannot remove staging file {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+/// What staging a segment gave.
+#[derive(Debug)]
+pub(super) enum Staged {
+    Copy(Copy),
+    /// Something was already under the key: the local file against it.
+    Existing(Outcome),
+}
 
 /// The archive's own sub-folders: listed for their records, never as entries.
 const OWN_DIRS: [&str; 4] = [CHECKSUM_DIR, CHAIN_DIR, CONFLICT_DIR, STAGING_DIR];
@@ -44,6 +98,12 @@ const READ_CHUNK: usize = 1 << 20;
 #[derive(Debug)]
 pub struct LocalDir {
     root: PathBuf,
+    /// False once the filesystem or the system refused an unnamed file
+    /// (no `O_TMPFILE`, or no `/proc` to link one through): copies are then
+    /// staged under `_staging/`.
+    unnamed: AtomicBool,
+    /// True once `_staging/` is known to exist: made once, not per segment.
+    staging_made: AtomicBool,
 }
 
 fn io_at<'a>(verb: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StorageError + 'a {
@@ -66,7 +126,12 @@ impl LocalDir {
             }
         }
         match std::fs::symlink_metadata(root) {
-            Ok(m) if m.is_dir() => Ok(Self { root: root.to_owned() }),
+            Ok(m) if m.is_dir() => Ok(Self {
+                root: root.to_owned(),
+                // An unnamed file is linked through /proc: without it, names.
+                unnamed: AtomicBool::new(Path::new("/proc/self/fd").is_dir()),
+                staging_made: AtomicBool::new(false),
+            }),
             Ok(_) => Err(StorageError::Io {
                 verb: "use archive",
                 path: root.to_owned(),
@@ -112,75 +177,106 @@ impl LocalDir {
         .await
     }
 
-    /// Publishes the segment open in `file` under `key`; see the module docs.
-    pub(super) async fn publish(&self, file: &SegmentFile, key: &str, size: u64) -> Result<Outcome, StorageError> {
+    /// Copies the segment open in `file` to a file without a name in the
+    /// archive's directory (or under `_staging/`) and checks the source
+    /// unchanged; see the module docs. Nothing is published yet.
+    pub(super) async fn stage(&self, file: &SegmentFile, key: &str, size: u64) -> Result<Staged, StorageError> {
         let dest = self.path(key)?;
-        let staging = self.root.join(STAGING_DIR);
         let src = file.file.try_clone().map_err(io_at("read", &file.path))?;
-        let (src_path, name) = (file.path.clone(), file.name.clone());
+        let (src_path, name, root) = (file.path.clone(), file.name.clone(), self.root.clone());
+        let (unnamed, staging_made) = (self.unnamed.load(Ordering::Relaxed), self.staging_made.load(Ordering::Relaxed));
         let dest2 = dest.clone();
-        let copied = blocking(move || -> Result<Option<(PathBuf, u64, u32)>, StorageError> {
+        let staged = blocking(move || -> Result<Option<(Tmp, u64, u32, bool)>, StorageError> {
             if std::fs::symlink_metadata(&dest2).is_ok() {
                 return Ok(None);
             }
-            std::fs::create_dir_all(&staging).map_err(io_at("create", &staging))?;
-            let tmp = staging.join(staging_name(&name));
-            let mut out = OpenOptions::new()
-                .write(true)
-                .read(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&tmp)
-                .map_err(io_at("create", &tmp))?;
+            let (mut tmp, made) = create_tmp(&root, &name, unnamed, staging_made)?;
             let copied = (|| {
-                let n = copy(&src, &src_path, &mut out, &tmp)?;
-                let (read_back, crc) = crate::wal::checksum_reader(&out, &tmp)?;
+                let tmp_path = tmp.shown(&root);
+                let n = copy(&src, &src_path, &mut tmp.file, &tmp_path)?;
+                let (read_back, crc) = crate::wal::checksum_reader(&tmp.file, &tmp_path)?;
                 if read_back != n {
                     return Err(StorageError::Io {
                         verb: "read back",
-                        path: tmp.clone(),
+                        path: tmp_path,
                         cause: io::Error::other(format!("{n} bytes were copied but {read_back} read back")),
                     });
                 }
-                out.sync_data().map_err(io_at("sync", &tmp))?;
                 Ok((n, crc))
             })();
             match copied {
-                Ok((n, crc)) => Ok(Some((tmp, n, crc))),
+                Ok((n, crc)) => Ok(Some((tmp, n, crc, made))),
                 Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
+                    tmp.discard();
                     Err(e)
                 }
             }
         })
         .await?;
-        let Some((tmp, copied, crc)) = copied else {
-            return self.existing(file, key, size).await;
+        let Some((tmp, copied, crc, made)) = staged else {
+            return Ok(Staged::Existing(self.existing(file, key, size).await?));
         };
-        let remove_tmp = |tmp: &Path| {
-            if let Err(e) = std::fs::remove_file(tmp) {
-                tracing::warn!("cannot remove staging file {}: {e}", tmp.display());
-            }
-        };
+        if tmp.named.is_some() {
+            self.unnamed.store(false, Ordering::Relaxed);
+        }
+        if made {
+            self.staging_made.store(true, Ordering::Relaxed);
+        }
         // The source must be as it was: else nothing carries the key.
         if let Err(e) = file.check_unchanged(copied, Some(size)) {
-            remove_tmp(&tmp);
+            tmp.discard();
             return Err(e);
         }
-        let linked = {
-            let (tmp, dest) = (tmp.clone(), dest.clone());
-            blocking(move || std::fs::hard_link(&tmp, &dest)).await
-        };
-        remove_tmp(&tmp);
-        match linked {
-            Ok(()) => Ok(Outcome {
-                receipt: wit::UploadReceipt { read_size: copied, read_crc32c: crc, stored_size: copied, stored_crc32c: Some(crc), existed: false },
-                existing: None,
-            }),
-            // Another archiver published it first: compare with it.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self.existing(file, key, size).await,
-            Err(cause) => Err(StorageError::Io { verb: "publish", path: dest, cause }),
-        }
+        Ok(Staged::Copy(Copy { tmp, dest, size: copied, crc }))
+    }
+
+    /// Publishes a batch of staged copies: syncs their data, links each under
+    /// its key (create-only), removes the staging names, and syncs the
+    /// archive's directory once. For each copy: published, or `false` when
+    /// something got under the key first, or why it failed.
+    pub(super) async fn publish_staged(&self, copies: Vec<Copy>) -> Vec<Result<bool, StorageError>> {
+        use futures::StreamExt;
+        let root = self.root.clone();
+        // Side by side, so that the filesystem can commit them together.
+        let copies: Vec<(Copy, Result<(), StorageError>)> = futures::stream::iter(copies)
+            .map(|c| {
+                let root = root.clone();
+                blocking(move || {
+                    let synced = c.tmp.file.sync_data().map_err(io_at("sync", &c.tmp.shown(&root)));
+                    (c, synced)
+                })
+            })
+            .buffered(SYNCS_IN_FLIGHT)
+            .collect()
+            .await;
+        let linked = blocking(move || {
+            let mut out = Vec::with_capacity(copies.len());
+            for (c, synced) in &copies {
+                let linked = match synced {
+                    Ok(()) => match link_tmp(&c.tmp, &c.dest) {
+                        Ok(()) => Ok(true),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                        Err(cause) => Err(StorageError::Io { verb: "publish", path: c.dest.clone(), cause }),
+                    },
+                    Err(e) => Err(StorageError::Io { verb: "sync", path: c.dest.clone(), cause: io::Error::other(e.to_string()) }),
+                };
+                c.tmp.discard();
+                out.push(linked);
+            }
+            if out.iter().any(|r| matches!(r, Ok(true))) {
+                if let Err(cause) = sync_dir(&root) {
+                    // The links may not outlive a crash: none of them counts.
+                    for r in &mut out {
+                        if matches!(r, Ok(true)) {
+                            *r = Err(StorageError::Io { verb: "sync", path: root.clone(), cause: io::Error::new(cause.kind(), cause.to_string()) });
+                        }
+                    }
+                }
+            }
+            out
+        })
+        .await;
+        linked
     }
 
     /// The outcome when `key` already holds something: the local file's size
@@ -189,13 +285,7 @@ impl LocalDir {
         let (read_size, read_crc) = super::read_checksum(file, Some(size)).await?;
         let (stored_size, stored_crc) = self.checksum(key).await?;
         Ok(Outcome {
-            receipt: wit::UploadReceipt {
-                read_size,
-                read_crc32c: read_crc,
-                stored_size,
-                stored_crc32c: Some(stored_crc),
-                existed: true,
-            },
+            receipt: wit::UploadReceipt { read_size, read_crc32c: read_crc, stored_size, stored_crc32c: Some(stored_crc), existed: true },
             existing: Some((stored_size, stored_crc)),
         })
     }
@@ -248,12 +338,10 @@ impl LocalDir {
 
     fn open_object(&self, key: &str) -> Result<File, StorageError> {
         let path = self.path(key)?;
-        OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&path).map_err(|cause| {
-            match cause.raw_os_error() {
-                Some(libc::ENOENT) => StorageError::Missing { verb: "read", url: path.display().to_string() },
-                Some(libc::ELOOP) => StorageError::NotAFile { path: path.clone() },
-                _ => StorageError::Io { verb: "read", path: path.clone(), cause },
-            }
+        OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&path).map_err(|cause| match cause.raw_os_error() {
+            Some(libc::ENOENT) => StorageError::Missing { verb: "read", url: path.display().to_string() },
+            Some(libc::ELOOP) => StorageError::NotAFile { path: path.clone() },
+            _ => StorageError::Io { verb: "read", path: path.clone(), cause },
         })
     }
 
@@ -282,7 +370,9 @@ impl LocalDir {
                                 return Ok(buf);
                             }
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(cause) => return Err(StorageError::Io { verb: "read", path, cause }),
+                            Err(cause) => {
+                                return Err(StorageError::Io { verb: "read", path, cause });
+                            }
                         }
                     }
                 })
@@ -307,7 +397,9 @@ impl LocalDir {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(cause) => return Err(StorageError::Io { verb: "delete", path, cause }),
+                Err(cause) => {
+                    return Err(StorageError::Io { verb: "delete", path, cause });
+                }
             }
             let dir = path.parent().unwrap_or(Path::new("/"));
             sync_dir(dir).map_err(io_at("sync", dir))
@@ -346,6 +438,49 @@ fn list_dir(dir: &Path, sub: Option<&str>, out: &mut Vec<(Vec<String>, bool, wit
     Ok(())
 }
 
+/// Makes the file a copy waits in: an unnamed one in `root` when `unnamed`
+/// and the filesystem has them, else a new name under `_staging/` (made
+/// unless `staging_made`). Also says whether it made `_staging/`.
+fn create_tmp(root: &Path, name: &str, unnamed: bool, staging_made: bool) -> Result<(Tmp, bool), StorageError> {
+    if unnamed {
+        match OpenOptions::new().read(true).write(true).mode(0o644).custom_flags(libc::O_TMPFILE).open(root) {
+            Ok(file) => return Ok((Tmp { file, named: None }, false)),
+            // No unnamed files on this filesystem (or this kernel): use names.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOENT)) => {}
+            Err(e) => return Err(io_at("create a file in", root)(e)),
+        }
+    }
+    let staging = root.join(STAGING_DIR);
+    let made = !staging_made;
+    if made {
+        std::fs::create_dir_all(&staging).map_err(io_at("create", &staging))?;
+    }
+    let tmp = staging.join(staging_name(name));
+    let file = OpenOptions::new().write(true).read(true).create_new(true).custom_flags(libc::O_NOFOLLOW).open(&tmp).map_err(io_at("create", &tmp))?;
+    Ok((Tmp { file, named: Some(tmp) }, made))
+}
+
+/// Gives the waiting copy its name, create-only: `link` fails if anything
+/// is at `dest`. An unnamed file is linked through `/proc/self/fd`, which
+/// needs no privilege (unlike `AT_EMPTY_PATH`).
+fn link_tmp(tmp: &Tmp, dest: &Path) -> io::Result<()> {
+    match &tmp.named {
+        Some(path) => std::fs::hard_link(path, dest),
+        None => {
+            use std::os::unix::ffi::OsStrExt;
+            let from = std::ffi::CString::new(format!("/proc/self/fd/{}", tmp.file.as_raw_fd())).expect("no NUL in a number");
+            let to = std::ffi::CString::new(dest.as_os_str().as_bytes()).map_err(io::Error::other)?;
+            // SAFETY: both paths are NUL-terminated and live through the call.
+            let rc = unsafe { libc::linkat(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW) };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        }
+    }
+}
+
 /// A staging name unique to this upload.
 fn staging_name(name: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -362,9 +497,7 @@ fn copy(src: &File, src_path: &Path, dst: &mut File, dst_path: &Path) -> Result<
         let mut off_in = copied as libc::loff_t;
         // SAFETY: both descriptors are open for as long as the call runs;
         // the offsets are ours, the output file's own offset moves.
-        let n = unsafe {
-            libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), std::ptr::null_mut(), 1 << 30, 0)
-        };
+        let n = unsafe { libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), std::ptr::null_mut(), 1 << 30, 0) };
         if n > 0 {
             copied += n as u64;
             continue;
@@ -379,7 +512,9 @@ fn copy(src: &File, src_path: &Path, dst: &mut File, dst_path: &Path) -> Result<
             Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL) if copied == 0 => {
                 return copy_through_user_space(src, src_path, dst, dst_path);
             }
-            _ => return Err(StorageError::Io { verb: "copy", path: src_path.to_owned(), cause: e }),
+            _ => {
+                return Err(StorageError::Io { verb: "copy", path: src_path.to_owned(), cause: e });
+            }
         }
     }
 }
@@ -387,14 +522,14 @@ fn copy(src: &File, src_path: &Path, dst: &mut File, dst_path: &Path) -> Result<
 fn copy_through_user_space(src: &File, src_path: &Path, dst: &mut File, dst_path: &Path) -> Result<u64, StorageError> {
     let mut buf = vec![0u8; READ_CHUNK];
     let mut copied = 0u64;
-    let mut reader = src;
-    let _ = (&mut reader).read(&mut []);
     loop {
         let n = match src.read_at(&mut buf, copied) {
             Ok(0) => return Ok(copied),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(cause) => return Err(StorageError::Io { verb: "read", path: src_path.to_owned(), cause }),
+            Err(cause) => {
+                return Err(StorageError::Io { verb: "read", path: src_path.to_owned(), cause });
+            }
         };
         dst.write_all(&buf[..n]).map_err(io_at("write", dst_path))?;
         copied += n as u64;
@@ -413,5 +548,70 @@ mod tests {
             assert!(local.path(key).is_err(), "{key:?}");
         }
         assert_eq!(local.path("_chain/start-1").unwrap(), dir.path().join("_chain").join("start-1"));
+    }
+
+    /// Stages and publishes one segment, with unnamed files or without,
+    /// and returns what the archive then holds.
+    fn stage_and_publish(unnamed: bool) -> (Vec<String>, Vec<u8>, Vec<String>) {
+        let wal = tempfile::tempdir().unwrap();
+        let archive = tempfile::tempdir().unwrap();
+        let name = "wal-0000000000000001-0000000000000010.seg";
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+        std::fs::write(wal.path().join(name), &bytes).unwrap();
+        let segment = crate::wal::WalDir::open(wal.path()).unwrap().open_segment(name).unwrap();
+        let local = LocalDir::open(archive.path(), false).unwrap();
+        local.unnamed.store(unnamed, Ordering::Relaxed);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let Staged::Copy(copy) = rt.block_on(local.stage(&segment, name, bytes.len() as u64)).unwrap() else {
+            panic!("nothing was under the key, yet staging found something")
+        };
+        assert_eq!((copy.size, copy.crc), (bytes.len() as u64, crc32c::crc32c(&bytes)));
+        assert_eq!(copy.tmp.named.is_some(), !unnamed, "{copy:?}");
+        assert!(!archive.path().join(name).exists(), "published before the batch was");
+        let published = rt.block_on(local.publish_staged(vec![copy]));
+        assert!(matches!(published.as_slice(), [Ok(true)]), "{published:?}");
+        let entries = |dir: &Path| -> Vec<String> {
+            let mut v: Vec<String> =
+                std::fs::read_dir(dir).map_or_else(|_| Vec::new(), |d| d.map(|e| e.unwrap().file_name().into_string().unwrap()).collect());
+            v.sort();
+            v
+        };
+        (entries(archive.path()), std::fs::read(archive.path().join(name)).unwrap(), entries(&archive.path().join(STAGING_DIR)))
+    }
+
+    #[test]
+    fn publishes_an_unnamed_copy_under_its_key_and_leaves_no_staging_file() {
+        let (entries, stored, staging) = stage_and_publish(true);
+        assert_eq!(entries, ["wal-0000000000000001-0000000000000010.seg"]);
+        assert_eq!(stored.len(), 100_000);
+        assert!(staging.is_empty(), "{staging:?}");
+    }
+
+    #[test]
+    fn publishes_through_a_named_staging_file_where_unnamed_files_are_refused() {
+        let (entries, stored, staging) = stage_and_publish(false);
+        assert_eq!(entries, [STAGING_DIR, "wal-0000000000000001-0000000000000010.seg"]);
+        assert_eq!(stored, (0..100_000u32).map(|i| (i * 7) as u8).collect::<Vec<u8>>());
+        assert!(staging.is_empty(), "the staging name is left: {staging:?}");
+    }
+
+    #[test]
+    fn refuses_to_publish_over_anything_already_under_the_key() {
+        for unnamed in [true, false] {
+            let wal = tempfile::tempdir().unwrap();
+            let archive = tempfile::tempdir().unwrap();
+            let name = "wal-0000000000000001-0000000000000010.seg";
+            std::fs::write(wal.path().join(name), b"the segment").unwrap();
+            let segment = crate::wal::WalDir::open(wal.path()).unwrap().open_segment(name).unwrap();
+            let local = LocalDir::open(archive.path(), false).unwrap();
+            local.unnamed.store(unnamed, Ordering::Relaxed);
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let Staged::Copy(copy) = rt.block_on(local.stage(&segment, name, 11)).unwrap() else { panic!("staged nothing") };
+            // Another writer gets there between staging and publishing.
+            std::fs::write(archive.path().join(name), b"other bytes").unwrap();
+            let published = rt.block_on(local.publish_staged(vec![copy]));
+            assert!(matches!(published.as_slice(), [Ok(false)]), "unnamed {unnamed}: {published:?}");
+            assert_eq!(std::fs::read(archive.path().join(name)).unwrap(), b"other bytes", "unnamed {unnamed}: overwritten");
+        }
     }
 }

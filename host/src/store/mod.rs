@@ -91,10 +91,7 @@ fn parse_marker(marker: &str) -> Option<(&str, u32, u64)> {
 /// The name of a conflict record: the local file's and the archived
 /// object's CRC32C and size; the inverse of [`parse_conflict`].
 fn conflict_name(c: &wit::SegmentConflict) -> String {
-    format!(
-        "{}{CONFLICT_INFIX}{:08x}-{}{CONFLICT_ARCHIVED}{:08x}-{}",
-        c.name, c.local_crc32c, c.local_size, c.archived_crc32c, c.archived_size
-    )
+    format!("{}{CONFLICT_INFIX}{:08x}-{}{CONFLICT_ARCHIVED}{:08x}-{}", c.name, c.local_crc32c, c.local_size, c.archived_crc32c, c.archived_size)
 }
 
 fn parse_conflict(record: &str) -> Option<wit::SegmentConflict> {
@@ -122,7 +119,26 @@ pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
         }
         cause = c.source();
     }
-    text
+    plain_xml_error(&text)
+}
+
+/// A store's XML error document (S3, GCS and Azure answer with one) as
+/// its code and message: `BadDigest: checksum mismatch`, not the markup.
+fn plain_xml_error(text: &str) -> String {
+    let field = |tag: &str| {
+        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+        let start = text.find(&open)? + open.len();
+        Some(&text[start..start + text[start..].find(&close)?])
+    };
+    let (Some(doc), Some(code)) = (text.find("<?xml").or_else(|| text.find("<Error>")), field("Code")) else {
+        return text.to_owned();
+    };
+    let end = text.rfind("</Error>").map_or(text.len(), |i| i + "</Error>".len());
+    let plain = match field("Message") {
+        Some(message) if !message.is_empty() => format!("{code}: {message}"),
+        _ => code.to_owned(),
+    };
+    format!("{}{plain}{}", &text[..doc], &text[end.max(doc)..])
 }
 
 /// One entry directly under the archive's prefix.
@@ -202,7 +218,9 @@ impl Listing {
         }
         out.objects.sort_by(|a, b| a.name.cmp(&b.name));
         for o in &mut out.objects {
-            let Some(marks) = out.markers.get(&o.name) else { continue };
+            let Some(marks) = out.markers.get(&o.name) else {
+                continue;
+            };
             let mut crcs: Vec<u32> = marks.iter().filter(|(_, size)| *size == o.size).map(|(crc, _)| *crc).collect();
             crcs.dedup();
             o.crc32c = match crcs.as_slice() {
@@ -232,6 +250,13 @@ pub struct Published {
     /// The record to write once the object is durable: set when the object
     /// under the key holds exactly the bytes that were read.
     marker: Option<(String, u32, u64)>,
+    /// On a local archive, the copy still to be published with its batch,
+    /// and the segment's name.
+    staged: Option<(local::Copy, String)>,
+    /// The segment's name, and the descriptor's `fstat` when it was read: a
+    /// proof that the object holds these bytes is about this file as it was.
+    pub name: String,
+    pub read_from: crate::wal::Stat,
 }
 
 #[derive(Debug, Clone)]
@@ -282,14 +307,26 @@ impl Archive {
         settings::option_is_known(url, key)
     }
 
-    /// An archive over a store the caller built (tests, fault injection).
+    /// An archive over a store the caller built (tests, fault injection),
+    /// which checks no checksum on a PUT: uploads are staged and verified.
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, url: &str) -> Self {
+        Self::with_store(store, prefix, url, false)
+    }
+
+    /// An archive over a store; with `verified_puts`, a store that checks
+    /// the checksum each PUT carries, so that a segment goes in one PUT.
+    pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, url: &str, verified_puts: bool) -> Self {
         let ranged = url.starts_with("file:") || url.starts_with("memory:");
         Self {
-            backend: Backend::Store(object::StoreBackend::new(store, ranged)),
+            backend: Backend::Store(object::StoreBackend::new(store, ranged, verified_puts)),
             prefix: prefix.trim_matches('/').to_owned(),
             url: url.trim_end_matches('/').to_owned(),
         }
+    }
+
+    /// True when segments up to [`object::SINGLE_PUT_MAX`] go in one PUT the store verifies.
+    pub fn verified_puts(&self) -> bool {
+        matches!(&self.backend, Backend::Store(s) if s.verified_puts())
     }
 
     /// An archive in a local directory of our own.
@@ -297,12 +334,18 @@ impl Archive {
         Self { backend: Backend::Local(Arc::new(dir)), prefix: String::new(), url: url.trim_end_matches('/').to_owned() }
     }
 
-    /// The upload buffers, to size them to the uploads that run at once
-    /// (a local archive copies in the kernel and has none).
+    /// The upload buffers (a local archive copies in the kernel and has none).
     pub fn buffers(&self) -> Option<&BufferPool> {
         match &self.backend {
             Backend::Store(s) => Some(s.buffers()),
             Backend::Local(_) => None,
+        }
+    }
+
+    /// Sizes the upload buffers for `uploads` running at once.
+    pub fn size_buffers(&self, uploads: usize) {
+        if let Backend::Store(s) = &self.backend {
+            s.size_buffers(uploads);
         }
     }
 
@@ -323,7 +366,11 @@ impl Archive {
 
     /// The key of `name` under the prefix, as the planner forms it.
     pub fn key_of(&self, name: &str) -> String {
-        if self.prefix.is_empty() { name.to_owned() } else { format!("{}/{name}", self.prefix) }
+        if self.prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}/{name}", self.prefix)
+        }
     }
 
     /// A key as a user reads it: the archive URL and the key below the prefix.
@@ -355,7 +402,26 @@ impl Archive {
     /// bytes are a conflict, leaving the object alone.
     pub async fn publish(&self, file: &SegmentFile, key: &str, size: u64, verify: bool) -> Result<Published, StorageError> {
         let outcome = match &self.backend {
-            Backend::Local(dir) => dir.publish(file, key, size).await?,
+            Backend::Local(dir) => match dir.stage(file, key, size).await? {
+                local::Staged::Existing(outcome) => outcome,
+                local::Staged::Copy(copy) => {
+                    let receipt = wit::UploadReceipt {
+                        read_size: copy.size,
+                        read_crc32c: copy.crc,
+                        stored_size: copy.size,
+                        stored_crc32c: Some(copy.crc),
+                        existed: false,
+                    };
+                    let marker = Some((key.to_owned(), copy.crc, copy.size));
+                    return Ok(Published {
+                        receipt,
+                        marker,
+                        staged: Some((copy, file.name.clone())),
+                        name: file.name.clone(),
+                        read_from: file.opened,
+                    });
+                }
+            },
             Backend::Store(s) => s.publish(file, key, size, verify, &self.prefix, &self.url).await?,
         };
         let receipt = outcome.receipt;
@@ -374,7 +440,7 @@ impl Archive {
             }
             None => receipt,
         };
-        Ok(Published { receipt, marker })
+        Ok(Published { receipt, marker, staged: None, name: file.name.clone(), read_from: file.opened })
     }
 
     fn conflict(&self, verb: &'static str, key: &str, name: &str, local: (u64, u32), archived: (u64, u32)) -> StorageError {
@@ -394,7 +460,8 @@ impl Archive {
     async fn record_conflict(&self, e: &StorageError) {
         let Some(c) = e.conflict() else { return };
         let key = self.key_of(&format!("{CONFLICT_DIR}/{}", conflict_name(&c)));
-        if let Err(e) = self.put_create(&key, Bytes::new()).await {
+        // The record's name holds its content: one already there is this one.
+        if let Err(PutError::Failed(e)) = self.put_create(&key, Bytes::new()).await {
             tracing::warn!("cannot record the conflict of {}: {e}", c.name);
         }
     }
@@ -407,24 +474,56 @@ impl Archive {
     /// The caller must not count an upload as archived before this returns
     /// its receipt. An upload whose sync or record fails is an error; a
     /// retry finds the identical object and goes on.
-    pub async fn finish_batch(&self, published: Vec<Result<Published, StorageError>>, concurrency: usize) -> Vec<Result<wit::UploadReceipt, StorageError>> {
+    pub async fn finish_batch(
+        &self,
+        published: Vec<Result<Published, StorageError>>,
+        concurrency: usize,
+    ) -> Vec<Result<wit::UploadReceipt, StorageError>> {
         use futures::StreamExt;
         let mut published = published;
-        if let Backend::Local(dir) = &self.backend
-            && published.iter().any(|p| p.as_ref().is_ok_and(|p| p.marker.is_some()))
-            && let Err((path, e)) = dir.sync("").await
-        {
-            for p in &mut published {
-                if p.as_ref().is_ok_and(|p| p.marker.is_some()) {
-                    *p = Err(StorageError::Io { verb: "sync", path: path.clone(), cause: std::io::Error::new(e.kind(), e.to_string()) });
-                }
+        if let Backend::Local(dir) = &self.backend {
+            // The batch's copies: data synced, linked, the directory synced once.
+            let at: Vec<usize> = (0..published.len()).filter(|&i| published[i].as_ref().is_ok_and(|p| p.staged.is_some())).collect();
+            let mut names = Vec::with_capacity(at.len());
+            let copies: Vec<local::Copy> = at
+                .iter()
+                .map(|&i| {
+                    let (copy, name) = published[i].as_mut().expect("a staged upload").staged.take().expect("a staged copy");
+                    names.push(name);
+                    copy
+                })
+                .collect();
+            let sums: Vec<(u64, u32)> = copies.iter().map(|c| (c.size, c.crc)).collect();
+            let linked = dir.publish_staged(copies).await;
+            for (((&i, result), (size, crc)), name) in at.iter().zip(linked).zip(sums).zip(names) {
+                let key = self.key_of(&name);
+                published[i] = match result {
+                    Ok(true) => published[i].take_ok(),
+                    // Another archiver published it first: the same bytes, or a conflict.
+                    Ok(false) => match self.checksum(&key).await {
+                        Ok(found) if found == (size, crc) => {
+                            tracing::info!(to = %self.display_key(&key), "already archived with identical content");
+                            published[i].take_ok().map(|mut p| {
+                                p.receipt.existed = true;
+                                p
+                            })
+                        }
+                        Ok(found) => {
+                            let e = self.conflict("archive", &key, &name, (size, crc), found);
+                            self.record_conflict(&e).await;
+                            Err(e)
+                        }
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                };
             }
         }
         let marked: Vec<(bool, Result<wit::UploadReceipt, StorageError>)> = futures::stream::iter(published)
             .map(|p| async move {
                 match p {
-                    Ok(Published { receipt, marker: Some((key, crc, size)) }) => (true, self.put_marker(&key, crc, size).await.map(|()| receipt)),
-                    Ok(Published { receipt, marker: None }) => (false, Ok(receipt)),
+                    Ok(Published { receipt, marker: Some((key, crc, size)), .. }) => (true, self.put_marker(&key, crc, size).await.map(|()| receipt)),
+                    Ok(Published { receipt, marker: None, .. }) => (false, Ok(receipt)),
                     Err(e) => (false, Err(e)),
                 }
             })
@@ -521,9 +620,7 @@ impl Archive {
             .filter(|m| **m != (crc, size))
             .map(|&(c, s)| format!("{CHECKSUM_DIR}/{}", marker_name(name, c, s)))
             .collect();
-        doomed.extend(
-            listing.conflicts.iter().filter(|c| c.name == name).map(|c| format!("{CONFLICT_DIR}/{}", conflict_name(c))),
-        );
+        doomed.extend(listing.conflicts.iter().filter(|c| c.name == name).map(|c| format!("{CONFLICT_DIR}/{}", conflict_name(c))));
         for key in doomed {
             if let Err(e) = self.delete(&self.key_of(&key)).await {
                 tracing::warn!("cannot remove the stale record {key}: {e}");
@@ -538,7 +635,9 @@ impl Archive {
     pub async fn prove(&self, name: &str, key: &str, size: u64, crc: u32) -> Result<(), StorageError> {
         let found = match self.checksum(key).await {
             Ok(found) => found,
-            Err(StorageError::Missing { .. }) => return Err(StorageError::Missing { verb: "delete the local copy of", url: self.display_key(key) }),
+            Err(StorageError::Missing { .. }) => {
+                return Err(StorageError::Missing { verb: "delete the local copy of", url: self.display_key(key) });
+            }
             Err(e) => return Err(e),
         };
         if found != (size, crc) {
@@ -617,6 +716,18 @@ impl Archive {
     }
 }
 
+/// Moves an `Ok` out of a slot, leaving a placeholder error behind (the slot
+/// is written again at once).
+trait TakeOk {
+    fn take_ok(&mut self) -> Self;
+}
+
+impl TakeOk for Result<Published, StorageError> {
+    fn take_ok(&mut self) -> Self {
+        std::mem::replace(self, Err(StorageError::RefusedName { name: String::new(), why: "moved" }))
+    }
+}
+
 /// Why a create-only write did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum PutError {
@@ -639,15 +750,27 @@ struct Outcome {
 async fn read_checksum(file: &SegmentFile, listed: Option<u64>) -> Result<(u64, u32), StorageError> {
     let f = file.file.try_clone().map_err(|cause| StorageError::Io { verb: "read", path: file.path.clone(), cause })?;
     let path = file.path.clone();
-    let (size, crc) = tokio::task::spawn_blocking(move || crate::wal::checksum_reader(&f, &path))
-        .await
-        .map_err(|e| StorageError::Io { verb: "read", path: file.path.clone(), cause: std::io::Error::other(e) })??;
+    let (size, crc) = tokio::task::spawn_blocking(move || crate::wal::checksum_reader(&f, &path)).await.map_err(|e| StorageError::Io {
+        verb: "read",
+        path: file.path.clone(),
+        cause: std::io::Error::other(e),
+    })??;
     file.check_unchanged(size, listed)?;
     Ok((size, crc))
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn shows_a_stores_xml_error_as_its_code_and_message() {
+        let text = "Server returned non-2xx status code: 400 Bad Request: <?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+                    <Error><Code>BadDigest</Code><Message>checksum_crc64nvme mismatch</Message></Error>";
+        assert_eq!(super::plain_xml_error(text), "Server returned non-2xx status code: 400 Bad Request: BadDigest: checksum_crc64nvme mismatch");
+        let bare = "412 Precondition Failed: <Error><Code>PreconditionFailed</Code></Error> (retried 0 times)";
+        assert_eq!(super::plain_xml_error(bare), "412 Precondition Failed: PreconditionFailed (retried 0 times)");
+        assert_eq!(super::plain_xml_error("connection refused"), "connection refused");
+    }
+
     use super::*;
 
     #[test]

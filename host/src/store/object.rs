@@ -1,13 +1,25 @@
 //! Archives behind object_store: S3, GCS, Azure, memory, and stores a test
 //! builds itself.
 //!
-//! A segment is streamed to a staging object under `_staging/` in parts,
-//! from a bounded pool of reused buffers, with its CRC32C computed on the
-//! way. Once the whole file is read and its descriptor shows no change, the
-//! staged object is checked (its size, and with `verify` its CRC32C read
-//! back) and published under its key with a create-only copy: a torn or
-//! truncated upload never carries a segment's key, and an archived object
-//! is never overwritten.
+//! Two ways to publish a segment:
+//!
+//! - **One verified PUT** (S3, up to [`SINGLE_PUT_MAX`]): the segment is read
+//!   whole into pooled buffers with its CRC32C computed on the way; once its
+//!   descriptor shows no change, it is sent in one create-only request
+//!   (`If-None-Match: *`) carrying its CRC64NVME, which the store checks
+//!   against the bytes it received and refuses on a mismatch. Nothing is
+//!   staged, copied or read back: a torn body is refused by the store, and
+//!   the object is whole or absent.
+//! - **Staged** (larger segments, and stores that check no checksum: GCS and
+//!   Azure through object_store 0.14, which sends them none): the segment is
+//!   streamed to a staging object under `_staging/` in parts, from a bounded
+//!   pool of reused buffers, with its CRC32C computed on the way. Once the
+//!   whole file is read and its descriptor shows no change, the staged object
+//!   is checked (its size, and with `verify` its CRC32C read back) and
+//!   published under its key with a create-only copy.
+//!
+//! Either way a torn or truncated upload never carries a segment's key, and
+//! an archived object is never overwritten.
 
 use std::sync::Arc;
 
@@ -32,6 +44,10 @@ const READBACK_RANGE: u64 = 1024 * 1024;
 const DEFAULT_BUFFERS: usize = 5;
 /// Parts in flight at once during one upload: bounds memory per upload.
 const PARTS_IN_FLIGHT: usize = 2;
+/// The largest segment sent in one verified PUT; larger ones are staged in
+/// parts. A whole segment is held in memory while it is sent, so this and
+/// the concurrency bound what uploads hold.
+pub const SINGLE_PUT_MAX: u64 = 64 << 20;
 
 /// An object store and how to read it back.
 #[derive(Debug, Clone)]
@@ -40,6 +56,9 @@ pub struct StoreBackend {
     buffers: Arc<BufferPool>,
     /// Read back in ranges (a local or in-memory store), or in one streamed GET (a remote one).
     ranged_readback: bool,
+    /// The store checks a checksum sent with each PUT against the bytes it
+    /// received (S3 with a checksum algorithm): segments go in one PUT.
+    verified_puts: bool,
 }
 
 fn store_err<'a>(verb: &'static str, url: &'a str) -> impl FnOnce(object_store::Error) -> StorageError + 'a {
@@ -51,8 +70,25 @@ fn location(key: &str) -> Result<ObjectPath, StorageError> {
 }
 
 impl StoreBackend {
-    pub fn new(store: Arc<dyn ObjectStore>, ranged_readback: bool) -> Self {
-        Self { store, buffers: BufferPool::new(DEFAULT_BUFFERS), ranged_readback }
+    pub fn new(store: Arc<dyn ObjectStore>, ranged_readback: bool, verified_puts: bool) -> Self {
+        let backend = Self { store, buffers: BufferPool::new(DEFAULT_BUFFERS), ranged_readback, verified_puts };
+        backend.size_buffers(1);
+        backend
+    }
+
+    /// Sizes the buffer pool for `uploads` at once: each one whole segment
+    /// of up to [`SINGLE_PUT_MAX`] with verified PUTs, else one part at a
+    /// time, and one buffer more so that a read can go on while parts are
+    /// sent. Buffers are made only when taken, so this bounds memory; it
+    /// does not fill it.
+    pub fn size_buffers(&self, uploads: usize) {
+        let per_upload = if self.verified_puts { SINGLE_PUT_MAX.div_ceil(CHUNK as u64) as usize } else { 1 };
+        self.buffers.resize((uploads.max(1) * per_upload + 1).max(DEFAULT_BUFFERS));
+    }
+
+    /// True when segments up to [`SINGLE_PUT_MAX`] go in one verified PUT.
+    pub fn verified_puts(&self) -> bool {
+        self.verified_puts
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -79,9 +115,20 @@ impl StoreBackend {
         Ok(out)
     }
 
-    /// Publishes through a staging object; see the module docs.
-    pub(super) async fn publish(&self, file: &SegmentFile, key: &str, size: u64, verify: bool, prefix: &str, url: &str) -> Result<Outcome, StorageError> {
+    /// Publishes in one verified PUT or through a staging object; see the module docs.
+    pub(super) async fn publish(
+        &self,
+        file: &SegmentFile,
+        key: &str,
+        size: u64,
+        verify: bool,
+        prefix: &str,
+        url: &str,
+    ) -> Result<Outcome, StorageError> {
         let display = |k: &str| format!("{url}/{}", k.strip_prefix(&format!("{prefix}/")).unwrap_or(k));
+        if self.verified_puts && size <= SINGLE_PUT_MAX {
+            return self.put_whole(file, key, size, &display(key)).await;
+        }
         let dest = location(key)?;
         let name = key.rsplit('/').next().unwrap_or(key);
         let staging_key = staging_key(prefix, name);
@@ -91,13 +138,8 @@ impl StoreBackend {
             // The file must be as it was, and whole: else nothing carries the key.
             file.check_unchanged(read_size, Some(size))?;
             let staged_size = self.store.head(&staging).await.map_err(store_err("stat", &display(&staging_key)))?.size;
-            let receipt = |stored_size, stored_crc32c| wit::UploadReceipt {
-                read_size,
-                read_crc32c: read_crc,
-                stored_size,
-                stored_crc32c,
-                existed: false,
-            };
+            let receipt =
+                |stored_size, stored_crc32c| wit::UploadReceipt { read_size, read_crc32c: read_crc, stored_size, stored_crc32c, existed: false };
             if staged_size != read_size {
                 // A store that acknowledged fewer bytes than were sent: never publish it.
                 return Ok(Outcome { receipt: receipt(staged_size, None), existing: None });
@@ -124,6 +166,54 @@ impl StoreBackend {
             tracing::warn!("cannot remove staging object {}: {}", display(&staging_key), super::describe(&e));
         }
         outcome
+    }
+
+    /// Sends the whole segment in one create-only PUT that carries its
+    /// checksum for the store to check. The store's check is the
+    /// verification: the object holds the bytes read, or the PUT failed.
+    async fn put_whole(&self, file: &SegmentFile, key: &str, size: u64, url: &str) -> Result<Outcome, StorageError> {
+        use std::os::unix::fs::FileExt;
+        let dest = location(key)?;
+        // Every buffer the segment needs, taken at once: two uploads that each
+        // held some and waited for more could wait for each other.
+        let chunks = self.buffers.take_many(size.div_ceil(CHUNK as u64).max(1) as usize).await;
+        let io_err = |cause| StorageError::Io { verb: "read", path: file.path.clone(), cause };
+        let src = file.file.try_clone().map_err(io_err)?;
+        let (chunks, read) = tokio::task::spawn_blocking(move || {
+            let mut chunks = chunks;
+            let mut offset = 0u64;
+            for chunk in &mut chunks {
+                while chunk.len < chunk.buf.len() {
+                    match src.read_at(&mut chunk.buf[chunk.len..], offset) {
+                        Ok(0) => return (chunks, Ok(offset)),
+                        Ok(n) => {
+                            chunk.len += n;
+                            offset += n as u64;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return (chunks, Err(e)),
+                    }
+                }
+            }
+            (chunks, Ok(offset))
+        })
+        .await
+        .map_err(|e| io_err(std::io::Error::other(e)))?;
+        let read = read.map_err(io_err)?;
+        // The file must be as it was, and whole: else nothing is sent.
+        file.check_unchanged(read, Some(size))?;
+        let crc = chunks.iter().fold(0u32, |crc, c| crc32c::crc32c_append(crc, c.as_ref()));
+        let payload: object_store::PutPayload = chunks.into_iter().filter(|c| c.len > 0).map(Bytes::from_owner).collect();
+        let receipt =
+            |stored_size, stored_crc32c, existed| wit::UploadReceipt { read_size: read, read_crc32c: crc, stored_size, stored_crc32c, existed };
+        match self.store.put_opts(&dest, payload, PutMode::Create.into()).await {
+            Ok(_) => Ok(Outcome { receipt: receipt(read, Some(crc), false), existing: None }),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let (found_size, found_crc) = self.checksum(key, url).await?;
+                Ok(Outcome { receipt: receipt(found_size, Some(found_crc), true), existing: Some((found_size, found_crc)) })
+            }
+            Err(cause) => Err(StorageError::Store { verb: "upload to", url: url.to_owned(), cause }),
+        }
     }
 
     /// Streams the file into a multipart upload at `location`.
@@ -229,7 +319,11 @@ fn staging_key(prefix: &str, name: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let token = format!("{name}.{}-{nanos:x}-{n}", std::process::id());
-    if prefix.is_empty() { format!("{STAGING_DIR}/{token}") } else { format!("{prefix}/{STAGING_DIR}/{token}") }
+    if prefix.is_empty() {
+        format!("{STAGING_DIR}/{token}")
+    } else {
+        format!("{prefix}/{STAGING_DIR}/{token}")
+    }
 }
 
 /// The upload buffers of one archive, [`CHUNK`] bytes each. An upload waits
@@ -252,11 +346,7 @@ impl std::fmt::Debug for BufferPool {
 impl BufferPool {
     fn new(size: usize) -> Arc<Self> {
         let size = size.max(2);
-        Arc::new(Self {
-            permits: Arc::new(tokio::sync::Semaphore::new(size)),
-            free: std::sync::Mutex::new(Vec::new()),
-            size: size.into(),
-        })
+        Arc::new(Self { permits: Arc::new(tokio::sync::Semaphore::new(size)), free: std::sync::Mutex::new(Vec::new()), size: size.into() })
     }
 
     /// How many buffers may exist at once.
@@ -279,6 +369,19 @@ impl BufferPool {
 
     async fn take(self: &Arc<Self>) -> PooledChunk {
         let permit = self.permits.clone().acquire_owned().await.expect("the pool's semaphore is never closed");
+        self.chunk(permit)
+    }
+
+    /// `n` buffers, taken at once (no more than the pool holds).
+    async fn take_many(self: &Arc<Self>, n: usize) -> Vec<PooledChunk> {
+        let n = n.clamp(1, self.size());
+        let mut permits = self.permits.clone().acquire_many_owned(n as u32).await.expect("the pool's semaphore is never closed");
+        let mut out: Vec<PooledChunk> = (1..n).map(|_| self.chunk(permits.split(1).expect("one permit of several"))).collect();
+        out.push(self.chunk(permits));
+        out
+    }
+
+    fn chunk(self: &Arc<Self>, permit: tokio::sync::OwnedSemaphorePermit) -> PooledChunk {
         let buf = self.free.lock().expect("pool lock").pop().unwrap_or_else(|| vec![0u8; CHUNK]);
         PooledChunk { buf, len: 0, pool: self.clone(), _permit: permit }
     }

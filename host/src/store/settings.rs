@@ -61,6 +61,7 @@ pub fn open(url: &str, options: &[(String, String)], request_retries: usize, cre
             None => Ok(()),
         }
     };
+    let mut verified_puts = false;
     let store: Arc<dyn ObjectStore> = match scheme {
         ObjectStoreScheme::Local => {
             no_options("local")?;
@@ -75,14 +76,21 @@ pub fn open(url: &str, options: &[(String, String)], request_retries: usize, cre
             Arc::new(object_store::memory::InMemory::new())
         }
         ObjectStoreScheme::AmazonS3 => {
-            use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3CopyIfNotExists};
-            let mut b = AmazonS3Builder::new().with_copy_if_not_exists(S3CopyIfNotExists::Multipart);
+            use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, Checksum, S3CopyIfNotExists};
+            // Every PUT carries a CRC64NVME that S3 checks against the bytes
+            // it received, so a segment goes in one create-only PUT; with a
+            // checksum the store checks, the payload need not be signed too.
+            let mut b = AmazonS3Builder::new()
+                .with_copy_if_not_exists(S3CopyIfNotExists::Multipart)
+                .with_checksum_algorithm(Checksum::CRC64NVME)
+                .with_unsigned_payload(true);
             let settings = cloud_settings("AWS_", options);
             for (key, value) in &settings {
                 let parsed_key: AmazonS3ConfigKey = key.parse().map_err(|_| unknown_key(url, key))?;
                 b = b.with_config(parsed_key, value);
             }
             check_aws_credentials(url, &settings)?;
+            verified_puts = b.get_config_value(&AmazonS3ConfigKey::Checksum).is_some_and(|c| !c.is_empty());
             Arc::new(b.with_url(url).with_retry(retry_config(request_retries)).build().map_err(|e| bad(url, super::describe(&e)))?)
         }
         ObjectStoreScheme::GoogleCloudStorage => {
@@ -110,7 +118,7 @@ pub fn open(url: &str, options: &[(String, String)], request_retries: usize, cre
             ));
         }
     };
-    Ok(Archive::new(store, path.as_ref(), url))
+    Ok(Archive::with_store(store, path.as_ref(), url, verified_puts))
 }
 
 /// Whether `key` is an option of the backend that `url` names. Local
@@ -159,7 +167,10 @@ fn unknown_key(url: &str, key: &str) -> StorageError {
 fn check_aws_credentials(url: &str, settings: &[(String, String)]) -> Result<(), StorageError> {
     let has = |k: &str| settings.iter().any(|(key, v)| key == k && !v.is_empty());
     let truthy = |k: &str| settings.iter().any(|(key, v)| key == k && matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
-    if has("aws_access_key_id") || has("aws_secret_access_key") || has("access_key_id") || has("secret_access_key")
+    if has("aws_access_key_id")
+        || has("aws_secret_access_key")
+        || has("access_key_id")
+        || has("secret_access_key")
         || (has("aws_web_identity_token_file") && has("aws_role_arn"))
         || has("aws_container_credentials_relative_uri")
         || has("aws_container_credentials_full_uri")
@@ -168,10 +179,8 @@ fn check_aws_credentials(url: &str, settings: &[(String, String)]) -> Result<(),
     {
         return Ok(());
     }
-    let endpoint = settings
-        .iter()
-        .find(|(k, _)| k == "aws_metadata_endpoint" || k == "metadata_endpoint")
-        .map_or("http://169.254.169.254", |(_, v)| v.as_str());
+    let endpoint =
+        settings.iter().find(|(k, _)| k == "aws_metadata_endpoint" || k == "metadata_endpoint").map_or("http://169.254.169.254", |(_, v)| v.as_str());
     if imds_answers(endpoint) {
         return Ok(());
     }
@@ -191,9 +200,13 @@ fn check_aws_credentials(url: &str, settings: &[(String, String)]) -> Result<(),
 /// a sandbox) is no metadata service.
 fn imds_answers(endpoint: &str) -> bool {
     use std::io::{Read, Write};
-    let Some(url) = Url::parse(endpoint).ok() else { return false };
+    let Some(url) = Url::parse(endpoint).ok() else {
+        return false;
+    };
     let host = url.host_str().unwrap_or("").to_owned();
-    let Some(addrs) = url.socket_addrs(|| Some(80)).ok() else { return false };
+    let Some(addrs) = url.socket_addrs(|| Some(80)).ok() else {
+        return false;
+    };
     addrs.iter().any(|addr| {
         let Ok(mut conn) = std::net::TcpStream::connect_timeout(addr, Duration::from_secs(1)) else { return false };
         let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
@@ -214,11 +227,7 @@ fn imds_answers(endpoint: &str) -> bool {
 /// archiver retries whole segments itself, with backoff, and counts them.
 fn retry_config(max_retries: usize) -> object_store::RetryConfig {
     object_store::RetryConfig {
-        backoff: object_store::BackoffConfig {
-            init_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(2),
-            base: 2.0,
-        },
+        backoff: object_store::BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2), base: 2.0 },
         max_retries,
         retry_timeout: Duration::from_secs(30),
     }
@@ -230,7 +239,13 @@ mod tests {
 
     #[test]
     fn refuses_a_path_that_looks_like_a_url_with_a_slash_missing() {
-        for (arg, meant) in [("s3:/bucket", "s3://bucket"), ("s3:bucket/wal", "s3://bucket/wal"), ("gs:/b/p", "gs://b/p"), ("az:c", "az://c"), ("file:/tmp/a", "file:///tmp/a")] {
+        for (arg, meant) in [
+            ("s3:/bucket", "s3://bucket"),
+            ("s3:bucket/wal", "s3://bucket/wal"),
+            ("gs:/b/p", "gs://b/p"),
+            ("az:c", "az://c"),
+            ("file:/tmp/a", "file:///tmp/a"),
+        ] {
             let err = url_for(arg).unwrap_err().to_string();
             assert!(err.contains(&format!("did you mean {meant}?")), "{arg}: {err}");
         }

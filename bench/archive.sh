@@ -162,10 +162,10 @@ done
 # P2b: one more run of each to S3, through a proxy that counts requests and
 # body bytes (not timed).
 rm -rf "$WORK/s3/bench/counted-archiver" "$WORK/s3/bench/counted-rclone" "$WORK/state.json"
-python3 bench/count_requests.py "$port" -- env "${s3_env[@]}" AWS_ENDPOINT=ENDPOINT "$BIN" archive --once \
+python3 bench/count_requests.py "$port" -- env "${s3_env[@]}" AWS_ENDPOINT=@PROXY@ "$BIN" archive --once \
   --wal-dir "$WORK/wal" --to s3://bench/counted-archiver --state "$WORK/state.json" --concurrency "$CONCURRENCY" >"$WORK/p2b.txt"
 check_count "$WORK/s3/bench/counted-archiver"
-python3 bench/count_requests.py "$port" -- env -u AWS_CA_BUNDLE "${rclone_env[@]}" RCLONE_CONFIG_BENCH_ENDPOINT=ENDPOINT \
+python3 bench/count_requests.py "$port" -- env -u AWS_CA_BUNDLE "${rclone_env[@]}" RCLONE_CONFIG_BENCH_ENDPOINT=@PROXY@ \
   rclone copy "$WORK/wal" bench:bench/counted-rclone --include 'wal-*.seg' --transfers "$CONCURRENCY" \
   --no-check-dest --s3-no-check-bucket --s3-no-head >>"$WORK/p2b.txt"
 check_count "$WORK/s3/bench/counted-rclone"

@@ -2,7 +2,7 @@
 """Counts the HTTP requests and the request-body bytes a command sends to an
 S3 server: a proxy on 127.0.0.1 relays every request to the server, reading
 each one whole to count it, while the command runs with its endpoint pointed
-at the proxy (the word ENDPOINT in its arguments is replaced by the proxy's
+at the proxy (the word @PROXY@ in its arguments is replaced by the proxy's
 URL). Prints one line: requests, body bytes, and requests by method.
 
     count_requests.py UPSTREAM_PORT -- CMD ARGS...
@@ -82,7 +82,7 @@ def accept():
 
 
 threading.Thread(target=accept, daemon=True).start()
-result = subprocess.run([a.replace("ENDPOINT", endpoint) for a in command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+result = subprocess.run([a.replace("@PROXY@", endpoint) for a in command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 if result.returncode != 0:
     sys.stderr.write(result.stderr.decode(errors="replace")[-2000:])
     sys.exit(f"count_requests.py: the command exited with {result.returncode}")

@@ -67,9 +67,10 @@ struct Tmp {
 }
 
 impl Tmp {
-    /// The path to name in an error about the copy.
-    fn shown(&self, root: &Path) -> PathBuf {
-        self.named.clone().unwrap_or_else(|| root.to_owned())
+    /// The path to name in an error about the copy: its staging name, or
+    /// the key it is meant for.
+    fn shown(&self, dest: &Path) -> PathBuf {
+        self.named.clone().unwrap_or_else(|| dest.to_owned())
     }
 
     fn discard(&self) {
@@ -192,7 +193,7 @@ impl LocalDir {
             }
             let (mut tmp, made) = create_tmp(&root, &name, unnamed, staging_made)?;
             let copied = (|| {
-                let tmp_path = tmp.shown(&root);
+                let tmp_path = tmp.shown(&dest2);
                 let n = copy(&src, &src_path, &mut tmp.file, &tmp_path)?;
                 let (read_back, crc) = crate::wal::checksum_reader(&tmp.file, &tmp_path)?;
                 if read_back != n {
@@ -240,26 +241,22 @@ impl LocalDir {
         // Side by side, so that the filesystem can commit them together.
         let copies: Vec<(Copy, Result<(), StorageError>)> = futures::stream::iter(copies)
             .map(|c| {
-                let root = root.clone();
                 blocking(move || {
-                    let synced = c.tmp.file.sync_data().map_err(io_at("sync", &c.tmp.shown(&root)));
+                    let synced = c.tmp.file.sync_data().map_err(io_at("sync", &c.tmp.shown(&c.dest)));
                     (c, synced)
                 })
             })
             .buffered(SYNCS_IN_FLIGHT)
             .collect()
             .await;
-        let linked = blocking(move || {
+        blocking(move || {
             let mut out = Vec::with_capacity(copies.len());
-            for (c, synced) in &copies {
-                let linked = match synced {
-                    Ok(()) => match link_tmp(&c.tmp, &c.dest) {
-                        Ok(()) => Ok(true),
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-                        Err(cause) => Err(StorageError::Io { verb: "publish", path: c.dest.clone(), cause }),
-                    },
-                    Err(e) => Err(StorageError::Io { verb: "sync", path: c.dest.clone(), cause: io::Error::other(e.to_string()) }),
-                };
+            for (c, synced) in copies {
+                let linked = synced.and_then(|()| match link_tmp(&c.tmp, &c.dest) {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                    Err(cause) => Err(StorageError::Io { verb: "publish", path: c.dest.clone(), cause }),
+                });
                 c.tmp.discard();
                 out.push(linked);
             }
@@ -275,8 +272,7 @@ impl LocalDir {
             }
             out
         })
-        .await;
-        linked
+        .await
     }
 
     /// The outcome when `key` already holds something: the local file's size

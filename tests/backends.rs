@@ -38,8 +38,13 @@ fn open(backend: &Backend, dir: &Dir) -> Archive {
 
 /// Asserts that every local segment is in the S3 archive at `url`, byte for byte.
 fn assert_in_s3(url: &str, paths: &[std::path::PathBuf]) {
+    assert_in(S3::get(), url, paths);
+}
+
+/// The same on another S3 server.
+fn assert_in(s3: &S3, url: &str, paths: &[std::path::PathBuf]) {
     let rt = tokio_rt();
-    let archive = Archive::open_with(url, &S3::get().options(), DEFAULT_REQUEST_RETRIES).unwrap();
+    let archive = Archive::open_with(url, &s3.options(), DEFAULT_REQUEST_RETRIES).unwrap();
     for p in paths {
         let name = p.file_name().unwrap().to_str().unwrap();
         assert_eq!(read(&rt, &archive, &archive.key_of(name)).unwrap(), std::fs::read(p).unwrap(), "{name}");
@@ -396,29 +401,33 @@ fn archive_through(dir: &Dir, s3: &S3, endpoint: &str, url: &str, extra: &[&str]
 
 /// A segment goes to S3 in one PUT and nothing of it comes back: per
 /// segment one PUT of its bytes and one empty PUT of its checksum record,
-/// no GET, no copy, and the bytes on the wire those of the segments.
+/// no GET, no copy, and the bytes on the wire those of the segments. (On
+/// s3s-fs, which checks the checksum a PUT carries, as S3 does.)
 #[test]
 fn sends_each_segment_to_s3_in_one_put_and_reads_none_back() {
-    let _one_at_a_time = S3::exclusive();
-    let s3 = S3::get();
+    let s3 = crate::util::s3::checking();
     let dir = Dir::new();
     let paths = dir.chain(16, 1 << 20);
     let url = s3.url("one-put");
     let recorder = Recorder::start(&s3.endpoint, false);
     let out = archive_through(&dir, s3, &recorder.endpoint, &url, &[]);
     assert_exit(&out, 0);
-    assert_in_s3(&url, &paths);
+    assert_in(s3, &url, &paths);
     let seen = recorder.seen();
     let listing: Vec<String> = seen.iter().map(|r| format!("{} {} ({} bytes)", r.method, r.target, r.body)).collect();
     let segment_puts = seen.iter().filter(|r| r.method == "PUT" && r.target.contains(".seg") && !r.target.contains("/_")).count();
     assert_eq!(segment_puts, 16, "one PUT per segment:\n{}", listing.join("\n"));
     let reads: Vec<&String> = listing.iter().filter(|l| l.starts_with("GET") && l.contains(".seg")).collect();
     assert!(reads.is_empty(), "segments read back: {reads:?}");
-    assert!(!seen.iter().any(|r| r.target.contains("_staging") || r.target.contains("uploads")), "staged or multipart:\n{}", listing.join("\n"));
+    let staged = seen.iter().any(|r| (r.target.contains("_staging") && !r.target.contains("checksum-probe")) || r.target.contains("uploads"));
+    assert!(!staged, "staged or multipart:\n{}", listing.join("\n"));
     let body: u64 = seen.iter().map(|r| r.body).sum();
     let segments = 16u64 << 20;
     assert!(body as f64 <= segments as f64 * 1.01, "{body} bytes sent for {segments} bytes of segments");
-    // Two per segment, and a few per run (listings, the chain start).
+    // Two per segment, and a few per run (the listing, the probe and its
+    // removal, the chain start).
+    let probes = seen.iter().filter(|r| r.method == "PUT" && r.target.contains("checksum-probe")).count();
+    assert_eq!(probes, 1, "one probe:\n{}", listing.join("\n"));
     assert!(seen.len() <= 2 * 16 + 6, "{} requests for 16 segments:\n{}", seen.len(), listing.join("\n"));
     eprintln!("{} requests, {body} body bytes for 16 segments of 1 MiB:\n{}", seen.len(), listing.join("\n"));
 }
@@ -474,4 +483,39 @@ fn a_segment_corrupted_on_the_way_to_s3_is_refused_by_the_store() {
             assert!(bytes == std::fs::read(p).unwrap(), "restore gave other bytes for {}", p.display());
         }
     }
+}
+
+/// A store that does not check the checksum a PUT carries (moto 5.2 stores
+/// whatever body it got) is found out by the probe: the archiver says so,
+/// and stages and reads back every segment there, as before one PUT.
+#[test]
+fn stages_and_reads_back_where_the_store_does_not_check_the_checksum() {
+    let _one_at_a_time = S3::exclusive();
+    let s3 = S3::get();
+    let dir = Dir::new();
+    let paths = dir.chain(4, 100_000);
+    let url = s3.url("unchecked");
+    let recorder = Recorder::start(&s3.endpoint, false);
+    let out = archive_through(&dir, s3, &recorder.endpoint, &url, &[]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("does not check the checksum sent with a PUT"), "{}", stderr(&out));
+    assert_in_s3(&url, &paths);
+    let seen = recorder.seen();
+    let listing: Vec<String> = seen.iter().map(|r| format!("{} {} ({} bytes)", r.method, r.target, r.body)).collect();
+    for p in &paths {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        let staged = seen.iter().any(|r| r.method == "PUT" && r.target.contains("_staging") && r.target.contains(name));
+        let read_back = seen.iter().any(|r| r.method == "GET" && r.target.contains(&format!("/_staging/{name}.")));
+        assert!(staged && read_back, "{name} not staged and read back:\n{}", listing.join("\n"));
+    }
+    // The probe asked once, and removed.
+    let probes = listing.iter().filter(|l| l.contains("checksum-probe")).count();
+    assert_eq!(probes, 1, "{}", listing.join("\n"));
+    let mut verify = dir.cmd(&["verify", "--to", &url]);
+    for (k, v) in s3.env_via(&s3.endpoint) {
+        verify.env(k, v);
+    }
+    let verify = verify.output().unwrap();
+    assert_exit(&verify, 0);
+    assert!(!stdout(&verify).contains("staging area"), "{}", stdout(&verify));
 }

@@ -14,6 +14,7 @@
 
 pub mod local;
 pub mod object;
+pub mod probe;
 pub mod settings;
 
 use std::collections::HashMap;
@@ -310,23 +311,19 @@ impl Archive {
     /// An archive over a store the caller built (tests, fault injection),
     /// which checks no checksum on a PUT: uploads are staged and verified.
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, url: &str) -> Self {
-        Self::with_store(store, prefix, url, false)
+        Self::with_store(store, prefix, url, None)
     }
 
-    /// An archive over a store; with `verified_puts`, a store that checks
-    /// the checksum each PUT carries, so that a segment goes in one PUT.
-    pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, url: &str, verified_puts: bool) -> Self {
+    /// An archive over a store; with a probe slot, an S3 store whose HTTP
+    /// client reports there, asked whether it checks the checksum each PUT
+    /// carries (if it does, a segment goes in one PUT).
+    pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, url: &str, probe: Option<Arc<probe::ProbeSlot>>) -> Self {
         let ranged = url.starts_with("file:") || url.starts_with("memory:");
         Self {
-            backend: Backend::Store(object::StoreBackend::new(store, ranged, verified_puts)),
+            backend: Backend::Store(object::StoreBackend::new(store, ranged, probe)),
             prefix: prefix.trim_matches('/').to_owned(),
             url: url.trim_end_matches('/').to_owned(),
         }
-    }
-
-    /// True when segments up to [`object::SINGLE_PUT_MAX`] go in one PUT the store verifies.
-    pub fn verified_puts(&self) -> bool {
-        matches!(&self.backend, Backend::Store(s) if s.verified_puts())
     }
 
     /// An archive in a local directory of our own.

@@ -3,20 +3,22 @@
 //!
 //! Two ways to publish a segment:
 //!
-//! - **One verified PUT** (S3, up to [`SINGLE_PUT_MAX`]): the segment is read
-//!   whole into pooled buffers with its CRC32C computed on the way; once its
-//!   descriptor shows no change, it is sent in one create-only request
-//!   (`If-None-Match: *`) carrying its CRC64NVME, which the store checks
-//!   against the bytes it received and refuses on a mismatch. Nothing is
-//!   staged, copied or read back: a torn body is refused by the store, and
-//!   the object is whole or absent.
-//! - **Staged** (larger segments, and stores that check no checksum: GCS and
-//!   Azure through object_store 0.14, which sends them none): the segment is
-//!   streamed to a staging object under `_staging/` in parts, from a bounded
-//!   pool of reused buffers, with its CRC32C computed on the way. Once the
-//!   whole file is read and its descriptor shows no change, the staged object
-//!   is checked (its size, and with `verify` its CRC32C read back) and
-//!   published under its key with a create-only copy.
+//! - **One verified PUT** (S3 stores that check the checksum a PUT carries,
+//!   up to [`SINGLE_PUT_MAX`]; whether a store checks is asked once per
+//!   process, see [`super::probe`]): the segment is read whole into pooled
+//!   buffers with its CRC32C computed on the way; once its descriptor shows
+//!   no change, it is sent in one create-only request (`If-None-Match: *`)
+//!   carrying its CRC64NVME, which the store checks against the bytes it
+//!   received and refuses on a mismatch. Nothing is staged, copied or read
+//!   back: a torn body is refused by the store, and the object is whole or
+//!   absent.
+//! - **Staged** (larger segments; S3 stores that do not check the checksum,
+//!   such as moto; GCS and Azure, to which object_store 0.14 sends none):
+//!   the segment is streamed to a staging object under `_staging/` in parts,
+//!   from a bounded pool of reused buffers, with its CRC32C computed on the
+//!   way. Once the whole file is read and its descriptor shows no change,
+//!   the staged object is checked (its size, and with `verify` its CRC32C
+//!   read back) and published under its key with a create-only copy.
 //!
 //! Either way a torn or truncated upload never carries a segment's key, and
 //! an archived object is never overwritten.
@@ -29,6 +31,7 @@ use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, WriteMultipart};
 
+use super::probe::{ProbeSlot, PROBE_NAME};
 use super::{Outcome, PutError, STAGING_DIR};
 use crate::bindings::wit;
 use crate::storage::StorageError;
@@ -56,9 +59,12 @@ pub struct StoreBackend {
     buffers: Arc<BufferPool>,
     /// Read back in ranges (a local or in-memory store), or in one streamed GET (a remote one).
     ranged_readback: bool,
-    /// The store checks a checksum sent with each PUT against the bytes it
-    /// received (S3 with a checksum algorithm): segments go in one PUT.
-    verified_puts: bool,
+    /// Set for S3 with a checksum algorithm: where the probe's wrapper
+    /// reports; see [`super::probe`].
+    probe: Option<Arc<ProbeSlot>>,
+    /// The probe's answer, once asked: segments up to [`SINGLE_PUT_MAX`]
+    /// go in one PUT only where the store checks its checksum.
+    checks_puts: Arc<tokio::sync::OnceCell<bool>>,
 }
 
 fn store_err<'a>(verb: &'static str, url: &'a str) -> impl FnOnce(object_store::Error) -> StorageError + 'a {
@@ -70,8 +76,8 @@ fn location(key: &str) -> Result<ObjectPath, StorageError> {
 }
 
 impl StoreBackend {
-    pub fn new(store: Arc<dyn ObjectStore>, ranged_readback: bool, verified_puts: bool) -> Self {
-        let backend = Self { store, buffers: BufferPool::new(DEFAULT_BUFFERS), ranged_readback, verified_puts };
+    pub fn new(store: Arc<dyn ObjectStore>, ranged_readback: bool, probe: Option<Arc<ProbeSlot>>) -> Self {
+        let backend = Self { store, buffers: BufferPool::new(DEFAULT_BUFFERS), ranged_readback, probe, checks_puts: Default::default() };
         backend.size_buffers(1);
         backend
     }
@@ -82,13 +88,19 @@ impl StoreBackend {
     /// sent. Buffers are made only when taken, so this bounds memory; it
     /// does not fill it.
     pub fn size_buffers(&self, uploads: usize) {
-        let per_upload = if self.verified_puts { SINGLE_PUT_MAX.div_ceil(CHUNK as u64) as usize } else { 1 };
+        let per_upload = if self.probe.is_some() { SINGLE_PUT_MAX.div_ceil(CHUNK as u64) as usize } else { 1 };
         self.buffers.resize((uploads.max(1) * per_upload + 1).max(DEFAULT_BUFFERS));
     }
 
-    /// True when segments up to [`SINGLE_PUT_MAX`] go in one verified PUT.
-    pub fn verified_puts(&self) -> bool {
-        self.verified_puts
+    /// True when segments up to [`SINGLE_PUT_MAX`] go in one verified PUT:
+    /// the store checks the checksum each PUT carries. Asked of the store
+    /// once, at the first upload.
+    pub async fn verified_puts(&self, prefix: &str, url: &str) -> bool {
+        let Some(slot) = &self.probe else { return false };
+        *self
+            .checks_puts
+            .get_or_init(|| async { super::probe::store_checks_puts(&*self.store, slot, &staging_key(prefix, PROBE_NAME), url).await })
+            .await
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -126,7 +138,7 @@ impl StoreBackend {
         url: &str,
     ) -> Result<Outcome, StorageError> {
         let display = |k: &str| format!("{url}/{}", k.strip_prefix(&format!("{prefix}/")).unwrap_or(k));
-        if self.verified_puts && size <= SINGLE_PUT_MAX {
+        if size <= SINGLE_PUT_MAX && self.verified_puts(prefix, url).await {
             return self.put_whole(file, key, size, &display(key)).await;
         }
         let dest = location(key)?;

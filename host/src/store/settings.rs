@@ -61,7 +61,7 @@ pub fn open(url: &str, options: &[(String, String)], request_retries: usize, cre
             None => Ok(()),
         }
     };
-    let mut verified_puts = false;
+    let mut probe = None;
     let store: Arc<dyn ObjectStore> = match scheme {
         ObjectStoreScheme::Local => {
             no_options("local")?;
@@ -78,7 +78,7 @@ pub fn open(url: &str, options: &[(String, String)], request_retries: usize, cre
         ObjectStoreScheme::AmazonS3 => {
             use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, Checksum, S3CopyIfNotExists};
             // Every PUT carries a CRC64NVME that S3 checks against the bytes
-            // it received, so a segment goes in one create-only PUT; with a
+            // it received, so a segment can go in one create-only PUT; with a
             // checksum the store checks, the payload need not be signed too.
             let mut b = AmazonS3Builder::new()
                 .with_copy_if_not_exists(S3CopyIfNotExists::Multipart)
@@ -90,7 +90,13 @@ pub fn open(url: &str, options: &[(String, String)], request_retries: usize, cre
                 b = b.with_config(parsed_key, value);
             }
             check_aws_credentials(url, &settings)?;
-            verified_puts = b.get_config_value(&AmazonS3ConfigKey::Checksum).is_some_and(|c| !c.is_empty());
+            // Whether the store checks that checksum is asked of it once,
+            // through a wrapper around the HTTP client; see store::probe.
+            if b.get_config_value(&AmazonS3ConfigKey::Checksum).is_some_and(|c| !c.is_empty()) {
+                let slot = Arc::new(super::probe::ProbeSlot::default());
+                b = b.with_http_connector(super::probe::ProbingConnector { slot: slot.clone() });
+                probe = Some(slot);
+            }
             Arc::new(b.with_url(url).with_retry(retry_config(request_retries)).build().map_err(|e| bad(url, super::describe(&e)))?)
         }
         ObjectStoreScheme::GoogleCloudStorage => {
@@ -118,7 +124,7 @@ pub fn open(url: &str, options: &[(String, String)], request_retries: usize, cre
             ));
         }
     };
-    Ok(Archive::with_store(store, path.as_ref(), url, verified_puts))
+    Ok(Archive::with_store(store, path.as_ref(), url, probe))
 }
 
 /// Whether `key` is an option of the backend that `url` names. Local

@@ -12,9 +12,7 @@
 //! its descriptor: size and modification time). Then, for a whole batch at
 //! once, [`LocalDir::publish_staged`]: every copy's data is synced (the
 //! syncs run side by side, so that the filesystem can commit them
-//! together; from [`SYNCFS_FROM`] copies on, one `syncfs` of the archive's
-//! filesystem replaces them, which also reports any write-back error on it
-//! since the last one), each copy is given its key with `link`, which fails if
+//! together), each copy is given its key with `link`, which fails if
 //! anything is there (create-only), and the archive's directory is synced
 //! once. The caller writes the checksum records only after that, and syncs
 //! their directory once. A crash before the link leaves nothing behind: an
@@ -47,8 +45,6 @@ use crate::wal::{kind_of, sync_dir, SegmentFile};
 
 /// Data syncs of one batch in flight at once.
 const SYNCS_IN_FLIGHT: usize = 16;
-/// From this many copies in a batch, one `syncfs` replaces their data syncs.
-const SYNCFS_FROM: usize = 16;
 
 /// A copy, checked, waiting to be published.
 #[derive(Debug)]
@@ -109,11 +105,6 @@ pub struct LocalDir {
     unnamed: AtomicBool,
     /// True once `_staging/` is known to exist: made once, not per segment.
     staging_made: AtomicBool,
-    /// The archive directory, open for `syncfs`: a batch of many copies is
-    /// made durable with one sync of the filesystem. Kept open for the
-    /// archive's life, because `syncfs` reports a write-back error on the
-    /// filesystem since the last `syncfs` through the same descriptor.
-    fs: File,
 }
 
 fn io_at<'a>(verb: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StorageError + 'a {
@@ -141,11 +132,6 @@ impl LocalDir {
                 // An unnamed file is linked through /proc: without it, names.
                 unnamed: AtomicBool::new(Path::new("/proc/self/fd").is_dir()),
                 staging_made: AtomicBool::new(false),
-                fs: OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-                    .open(root)
-                    .map_err(io_at("open", root))?,
             }),
             Ok(_) => Err(StorageError::Io {
                 verb: "use archive",
@@ -252,38 +238,19 @@ impl LocalDir {
     pub(super) async fn publish_staged(&self, copies: Vec<Copy>) -> Vec<Result<bool, StorageError>> {
         use futures::StreamExt;
         let root = self.root.clone();
-        let copies: Vec<(Copy, Result<(), StorageError>)> = if copies.len() >= SYNCFS_FROM {
-            // Many copies: one sync of the filesystem makes them all durable,
-            // and the filesystem writes them out together.
-            let fs = self.fs.try_clone();
-            let synced: io::Result<()> = blocking(move || {
-                let fs = fs?;
-                // SAFETY: a descriptor we own, open for the whole call.
-                match unsafe { libc::syncfs(fs.as_raw_fd()) } {
-                    0 => Ok(()),
-                    _ => Err(io::Error::last_os_error()),
-                }
-            })
-            .await;
-            let failed = |e: &io::Error| StorageError::Io {
-                verb: "sync the filesystem of",
-                path: root.clone(),
-                cause: io::Error::new(e.kind(), e.to_string()),
-            };
-            copies.into_iter().map(|c| (c, synced.as_ref().map(|_| ()).map_err(failed))).collect()
-        } else {
-            // Side by side, so that the filesystem can commit them together.
-            futures::stream::iter(copies)
-                .map(|c| {
-                    blocking(move || {
-                        let synced = c.tmp.file.sync_data().map_err(io_at("sync", &c.tmp.shown(&c.dest)));
-                        (c, synced)
-                    })
+        // Side by side, so that the filesystem can commit them together.
+        // Each copy's own data sync, not one `syncfs`: on FUSE and network
+        // filesystems only a file's own sync is sure to reach the storage.
+        let copies: Vec<(Copy, Result<(), StorageError>)> = futures::stream::iter(copies)
+            .map(|c| {
+                blocking(move || {
+                    let synced = c.tmp.file.sync_data().map_err(io_at("sync", &c.tmp.shown(&c.dest)));
+                    (c, synced)
                 })
-                .buffered(SYNCS_IN_FLIGHT)
-                .collect()
-                .await
-        };
+            })
+            .buffered(SYNCS_IN_FLIGHT)
+            .collect()
+            .await;
         blocking(move || {
             let mut out = Vec::with_capacity(copies.len());
             for (c, synced) in copies {
@@ -634,13 +601,13 @@ mod tests {
     }
 
     #[test]
-    fn publishes_a_batch_of_many_copies_with_one_sync_of_the_filesystem() {
+    fn publishes_a_batch_of_many_copies_each_synced() {
         let wal = tempfile::tempdir().unwrap();
         let archive = tempfile::tempdir().unwrap();
         let local = LocalDir::open(archive.path(), false).unwrap();
         let dir = crate::wal::WalDir::open(wal.path()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let names: Vec<String> = (0..SYNCFS_FROM as u64 + 4).map(|i| format!("wal-{:016x}-{:016x}.seg", i * 16 + 1, i * 16 + 16)).collect();
+        let names: Vec<String> = (0..SYNCS_IN_FLIGHT as u64 + 4).map(|i| format!("wal-{:016x}-{:016x}.seg", i * 16 + 1, i * 16 + 16)).collect();
         let mut copies = Vec::new();
         for (i, name) in names.iter().enumerate() {
             std::fs::write(wal.path().join(name), vec![i as u8; 16]).unwrap();

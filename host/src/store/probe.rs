@@ -21,9 +21,11 @@ pub(super) const PROBE_NAME: &str = ".checksum-probe";
 /// The probe's body, as object_store checksums it.
 const PROBE_BODY: &[u8] = b"wal-archiver: does this store check the checksum of a PUT?\n";
 
-/// Where the wrapper leaves the HTTP status of the probe's PUT.
+/// What the probe and the wrapper share: the probe's key while it is in
+/// flight, and the HTTP status of its PUT.
 #[derive(Debug, Default)]
 pub struct ProbeSlot {
+    key: Mutex<Option<String>>,
     status: Mutex<Option<u16>>,
 }
 
@@ -47,16 +49,20 @@ struct Probing {
     slot: Arc<ProbeSlot>,
 }
 
-fn is_probe(req: &HttpRequest) -> bool {
+/// Only the PUT of the probe in flight, by the last part of its key (a
+/// name of safe characters, so not changed by URL encoding).
+fn is_probe(req: &HttpRequest, slot: &ProbeSlot) -> bool {
+    let key = slot.key.lock().expect("probe slot lock");
+    let Some(name) = key.as_deref().and_then(|k| k.rsplit('/').next()) else { return false };
     req.method() == http::Method::PUT
-        && req.uri().path().contains(&format!("/_staging/{PROBE_NAME}."))
+        && req.uri().path().ends_with(&format!("/{name}"))
         && req.body().content_length() == PROBE_BODY.len()
 }
 
 #[async_trait::async_trait]
 impl HttpService for Probing {
     async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
-        if !is_probe(&req) {
+        if !is_probe(&req, &self.slot) {
             return self.inner.execute(req).await;
         }
         let (parts, _) = req.into_parts();
@@ -73,7 +79,9 @@ impl HttpService for Probing {
 pub(super) async fn store_checks_puts(store: &dyn ObjectStore, slot: &ProbeSlot, key: &str, url: &str) -> bool {
     let location = ObjectPath::from(key);
     *slot.status.lock().expect("probe slot lock") = None;
+    *slot.key.lock().expect("probe slot lock") = Some(key.to_owned());
     let result = store.put_opts(&location, PROBE_BODY.into(), PutMode::Create.into()).await;
+    *slot.key.lock().expect("probe slot lock") = None;
     let status = slot.status.lock().expect("probe slot lock").take();
     if let Err(e) = store.delete(&location).await {
         if !matches!(e, object_store::Error::NotFound { .. }) {
@@ -107,5 +115,29 @@ pub(super) async fn store_checks_puts(store: &dyn ObjectStore, slot: &ProbeSlot,
             tracing::warn!("cannot tell whether {url} checks the checksum of a PUT: segments are staged and read back");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(path: &str, body: &[u8]) -> HttpRequest {
+        http::Request::builder().method(http::Method::PUT).uri(format!("http://127.0.0.1:9/bucket/{path}")).body(Bytes::copy_from_slice(body).into()).unwrap()
+    }
+
+    #[test]
+    fn corrupts_only_the_put_of_the_probe_in_flight() {
+        let slot = ProbeSlot::default();
+        let key = "wal/_staging/.checksum-probe.42-18eba-0";
+        assert!(!is_probe(&put(key, PROBE_BODY), &slot), "no probe in flight");
+        *slot.key.lock().unwrap() = Some(key.to_owned());
+        assert!(is_probe(&put(key, PROBE_BODY), &slot));
+        // A segment, even under a prefix that looks like the probe's, and a
+        // body of another length, are left alone.
+        assert!(!is_probe(&put("wal/_staging/.checksum-probe.42-18eba-0/wal-0000000000000001-0000000000000010.seg", PROBE_BODY), &slot));
+        assert!(!is_probe(&put(key, b"another body"), &slot));
+        let get = http::Request::builder().uri(format!("http://127.0.0.1:9/bucket/{key}")).body(Bytes::new().into()).unwrap();
+        assert!(!is_probe(&get, &slot));
     }
 }

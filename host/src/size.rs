@@ -25,7 +25,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// Formats a size in the largest unit that holds it exactly: `256MiB`.
 pub fn format_size(bytes: u64) -> String {
-    let (name, scale) = UNITS.iter().find(|(_, scale)| bytes != 0 && bytes % scale == 0).copied().unwrap_or(("B", 1));
+    let (name, scale) = UNITS.iter().find(|(_, scale)| bytes != 0 && bytes.is_multiple_of(*scale)).copied().unwrap_or(("B", 1));
     format!("{}{name}", bytes / scale)
 }
 

@@ -74,10 +74,10 @@ impl Tmp {
     }
 
     fn discard(&self) {
-        if let Some(path) = &self.named {
-            if let Err(e) = std::fs::remove_file(path) {
-                tracing::warn!("cannot remove staging file {}: {e}", path.display());
-            }
+        if let Some(path) = &self.named
+            && let Err(e) = std::fs::remove_file(path)
+        {
+            tracing::warn!("cannot remove staging file {}: {e}", path.display());
         }
     }
 }
@@ -262,13 +262,13 @@ impl LocalDir {
                 c.tmp.discard();
                 out.push(linked);
             }
-            if out.iter().any(|r| matches!(r, Ok(true))) {
-                if let Err(cause) = sync_dir(&root) {
-                    // The links may not outlive a crash: none of them counts.
-                    for r in &mut out {
-                        if matches!(r, Ok(true)) {
-                            *r = Err(StorageError::Io { verb: "sync", path: root.clone(), cause: io::Error::new(cause.kind(), cause.to_string()) });
-                        }
+            if out.iter().any(|r| matches!(r, Ok(true)))
+                && let Err(cause) = sync_dir(&root)
+            {
+                // The links may not outlive a crash: none of them counts.
+                for r in &mut out {
+                    if matches!(r, Ok(true)) {
+                        *r = Err(StorageError::Io { verb: "sync", path: root.clone(), cause: io::Error::new(cause.kind(), cause.to_string()) });
                     }
                 }
             }

@@ -83,10 +83,10 @@ pub(super) async fn store_checks_puts(store: &dyn ObjectStore, slot: &ProbeSlot,
     let result = store.put_opts(&location, PROBE_BODY.into(), PutMode::Create.into()).await;
     *slot.key.lock().expect("probe slot lock") = None;
     let status = slot.status.lock().expect("probe slot lock").take();
-    if let Err(e) = store.delete(&location).await {
-        if !matches!(e, object_store::Error::NotFound { .. }) {
-            tracing::warn!("cannot remove the checksum probe {key} from {url}: {}", super::describe(&e));
-        }
+    if let Err(e) = store.delete(&location).await
+        && !matches!(e, object_store::Error::NotFound { .. })
+    {
+        tracing::warn!("cannot remove the checksum probe {key} from {url}: {}", super::describe(&e));
     }
     let refused_for_checksum = |e: &object_store::Error| {
         let text = super::describe(e);

@@ -340,7 +340,7 @@ fn reads_every_option_from_a_config_file_and_lets_flags_override_it() {
     std::fs::write(
         &conf,
         format!(
-            "wal-dir = \"{}\"\nto = \"{}\"\nbatch-size = 2\nbatch-bytes = \"64KiB\"\nconcurrency = 2\ndelete-after-archive = true\n\
+            "wal-dir = \"{}\"\nto = \"{}\"\nbatch-size = 2\nbatch-bytes = \"64KiB\"\nstaging-max-age = 3600\nconcurrency = 2\ndelete-after-archive = true\n\
              verify-checksums = true\nmax-attempts = 2\nretry-base-delay = 0.01\nretry-max-delay = 0.02\n",
             dir.wal().display(),
             dir.archive_url()
@@ -419,13 +419,15 @@ fn sends_each_segment_to_s3_in_one_put_and_reads_none_back() {
     assert_eq!(segment_puts, 16, "one PUT per segment:\n{}", listing.join("\n"));
     let reads: Vec<&String> = listing.iter().filter(|l| l.starts_with("GET") && l.contains(".seg")).collect();
     assert!(reads.is_empty(), "segments read back: {reads:?}");
-    let staged = seen.iter().any(|r| (r.target.contains("_staging") && !r.target.contains("checksum-probe")) || r.target.contains("uploads"));
+    // The staging area is listed once at start, for leftovers; nothing of a
+    // segment goes there.
+    let staged = seen.iter().any(|r| r.method != "GET" && ((r.target.contains("_staging") && !r.target.contains("checksum-probe")) || r.target.contains("uploads")));
     assert!(!staged, "staged or multipart:\n{}", listing.join("\n"));
     let body: u64 = seen.iter().map(|r| r.body).sum();
     let segments = 16u64 << 20;
     assert!(body as f64 <= segments as f64 * 1.01, "{body} bytes sent for {segments} bytes of segments");
-    // Two per segment, and a few per run (the listing, the probe and its
-    // removal, the chain start).
+    // Two per segment, and a few per run (the listings of the staging area
+    // and of the archive, the probe and its removal, the chain start).
     let probes = seen.iter().filter(|r| r.method == "PUT" && r.target.contains("checksum-probe")).count();
     assert_eq!(probes, 1, "one probe:\n{}", listing.join("\n"));
     assert!(seen.len() <= 2 * 16 + 6, "{} requests for 16 segments:\n{}", seen.len(), listing.join("\n"));
@@ -518,4 +520,90 @@ fn stages_and_reads_back_where_the_store_does_not_check_the_checksum() {
     let verify = verify.output().unwrap();
     assert_exit(&verify, 0);
     assert!(!stdout(&verify).contains("staging area"), "{}", stdout(&verify));
+}
+
+/// At start, `archive` removes the staging leftovers of killed uploads
+/// that are older than `--staging-max-age` and of its own naming; a younger
+/// one (an upload in flight), a file of another naming and a symlink stay,
+/// and `verify` still lists what stays. On file://.
+#[test]
+fn removes_old_staging_leftovers_of_its_own_naming_only_file() {
+    let dir = Dir::new();
+    dir.chain(2, 1000);
+    let staging = dir.archive_dir().join("_staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let old = "wal-0000000000000001-0000000000000064.seg.4242-18eba33421bf8cc6-0";
+    let young = "wal-0000000000000065-00000000000000c8.seg.4242-18eba33421bf8cc7-1";
+    let foreign = "notes.txt";
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 86_400);
+    for name in [old, young, foreign] {
+        let f = std::fs::File::create(staging.join(name)).unwrap();
+        if name != young {
+            f.set_modified(two_days_ago).unwrap();
+        }
+    }
+    let link = "wal-00000000000000c9-000000000000012c.seg.4242-18eba33421bf8cc8-2";
+    std::os::unix::fs::symlink(staging.join(foreign), staging.join(link)).unwrap();
+
+    let out = dir.archive_once(&[]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("removed staging leftovers") && stderr(&out).contains(old), "{}", stderr(&out));
+    assert!(!staging.join(old).exists(), "the old leftover is still there");
+    for kept in [young, foreign, link] {
+        assert!(std::fs::symlink_metadata(staging.join(kept)).is_ok(), "{kept} was removed");
+    }
+    let verify = dir.cmd(&["verify", "--to", &dir.archive_url()]).output().unwrap();
+    assert!(stdout(&verify).contains(young), "{}", stdout(&verify));
+
+    // A shorter age takes the young one too, on the next run.
+    let out = dir.archive_once(&["--staging-max-age", "0.001"]);
+    assert_exit(&out, 0);
+    assert!(!staging.join(young).exists(), "{}", stderr(&out));
+    assert!(staging.join(foreign).exists());
+}
+
+/// The same on S3, where the age is the store's last-modified time (whole
+/// seconds): leftovers put before a pause are removed, one put just before
+/// the run and one of another naming stay.
+#[test]
+fn removes_old_staging_leftovers_of_its_own_naming_only_s3() {
+    let _one_at_a_time = S3::exclusive();
+    let s3 = S3::get();
+    let dir = Dir::new();
+    let paths = dir.chain(2, 1000);
+    let url = s3.url("leftovers");
+    let archive = Archive::open_with(&url, &s3.options(), DEFAULT_REQUEST_RETRIES).unwrap();
+    let rt = tokio_rt();
+    let put = |name: &str| rt.block_on(archive.put_create(&archive.key_of(&format!("_staging/{name}")), bytes::Bytes::from_static(b"part"))).unwrap();
+    let old = "wal-0000000000000001-0000000000000064.seg.4242-18eba33421bf8cc6-0";
+    let young = "wal-0000000000000065-00000000000000c8.seg.4242-18eba33421bf8cc7-1";
+    let foreign = "notes.txt";
+    put(old);
+    put(foreign);
+    std::thread::sleep(Duration::from_millis(4500));
+    put(young);
+    let out = archive_through(&dir, s3, &s3.endpoint, &url, &["--staging-max-age", "2"]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("removed staging leftovers") && stderr(&out).contains(old), "{}", stderr(&out));
+    let left: Vec<String> = rt.block_on(archive.list()).unwrap().staging;
+    assert!(!left.iter().any(|n| n == old), "{left:?}");
+    assert!(left.iter().any(|n| n == young) && left.iter().any(|n| n == foreign), "{left:?}");
+    assert_in_s3(&url, &paths);
+}
+
+/// A state file the archiver left in the WAL directory before `--state`
+/// moved it elsewhere is the archiver's own, not a name to report.
+#[test]
+fn does_not_report_its_own_old_state_file_as_skipped() {
+    let dir = Dir::new();
+    dir.chain(2, 1000);
+    std::fs::write(dir.wal().join(".wal-archiver-state.json"), b"{}").unwrap();
+    std::fs::write(dir.wal().join(".wal-archiver-state.json.tmp"), b"{").unwrap();
+    let elsewhere = dir.path().join("state.json");
+    let out = dir.archive_once(&["--state", elsewhere.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("skipped: 0"), "{}", stdout(&out));
+    let status = dir.cmd(&["status", "--json", "--wal-dir", dir.wal().to_str().unwrap(), "--to", &dir.archive_url(), "--state", elsewhere.to_str().unwrap()]).output().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(doc["skipped"].as_array().map(Vec::len), Some(0), "{doc}");
 }

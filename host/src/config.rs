@@ -61,6 +61,7 @@ pub struct ConfigFile {
     pub delete_after_archive: Option<bool>,
     pub verify_checksums: Option<bool>,
     pub interval: Option<f64>,
+    pub staging_max_age: Option<f64>,
     pub max_attempts: Option<u32>,
     pub retry_base_delay: Option<f64>,
     pub retry_max_delay: Option<f64>,

@@ -143,6 +143,10 @@ struct ArchiveArgs {
     /// Seconds between cycles when watching [default: 1].
     #[arg(long, value_name = "SECONDS")]
     interval: Option<f64>,
+    /// At start, remove this archiver's staging objects older than this
+    /// many seconds: leftovers of killed uploads [default: 86400, a day].
+    #[arg(long, value_name = "SECONDS")]
+    staging_max_age: Option<f64>,
     /// With --once, the most attempts per segment in this run before giving up (it stays pending) [default: 5].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     max_attempts: Option<u32>,
@@ -271,6 +275,7 @@ struct Settings {
     delete_after_archive: bool,
     verify_checksums: bool,
     interval: Duration,
+    staging_max_age: Duration,
     max_attempts: u32,
     retry_base: Duration,
     retry_max: Duration,
@@ -318,6 +323,7 @@ impl Settings {
             delete_after_archive: false,
             no_verify_checksums: false,
             interval: None,
+            staging_max_age: None,
             max_attempts: None,
             retry_base_delay: None,
             retry_max_delay: None,
@@ -353,6 +359,7 @@ impl Settings {
             delete_after_archive: args.delete_after_archive || file.delete_after_archive.unwrap_or(false),
             verify_checksums: !args.no_verify_checksums && file.verify_checksums.unwrap_or(true),
             interval: seconds("--interval", args.interval.or(file.interval).unwrap_or(1.0))?,
+            staging_max_age: seconds("--staging-max-age", args.staging_max_age.or(file.staging_max_age).unwrap_or(86_400.0))?,
             max_attempts: args.max_attempts.or(in_range("max-attempts", file.max_attempts, 1, u32::MAX)?).unwrap_or(5),
             retry_base,
             retry_max,
@@ -590,7 +597,9 @@ fn prune(url: &str, before: u64, dry_run: bool, arg: &ArchiveArg) -> Result<Exit
 /// Builds the archiver: the WAL directory (locked when `lock`), the state
 /// file (checked before anything is created), then the archive.
 fn open(settings: &Settings, rt: &tokio::runtime::Runtime, lock: bool) -> Result<(Archiver, Option<DirLock>)> {
-    let mut wal = WalDir::open(&settings.wal_dir)?.hide(LOCK_NAME);
+    // The archiver's own files: the lock, and the default state file even
+    // when --state has moved the state elsewhere (it may be left from before).
+    let mut wal = WalDir::open(&settings.wal_dir)?.hide(LOCK_NAME).hide(DEFAULT_STATE_NAME).hide(format!("{DEFAULT_STATE_NAME}.tmp"));
     let held = if lock { Some(DirLock::acquire(wal.root())?) } else { None };
     let state_path = settings.state_file();
     if let Some(path) = &state_path
@@ -658,6 +667,15 @@ fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
             b.inc(seg.size);
             b.set_message(format!("{n} segments archived, last {}", seg.name));
         });
+    }
+    // Leftovers of uploads killed midway, old enough not to be another
+    // archiver's upload in flight. Best effort: archiving goes on without.
+    match rt.block_on(archiver.storage().archive.remove_staging_leftovers(settings.staging_max_age)) {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(count = removed.len(), "removed staging leftovers older than {} s: {}", settings.staging_max_age.as_secs(), removed.join(", "))
+        }
+        Ok(_) => {}
+        Err(e) => warn!("cannot clean the staging area: {e}"),
     }
     let mut state = archiver.load_state()?;
     let stop = Arc::new(AtomicBool::new(false));

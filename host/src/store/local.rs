@@ -277,6 +277,40 @@ impl LocalDir {
         .await
     }
 
+    /// Removes the files under `_staging/` of this archiver's naming that
+    /// `stale` says are old enough (by their modification time). Symlinks
+    /// and other entries are left alone.
+    pub(super) async fn remove_staging_leftovers(
+        &self,
+        stale: impl Fn(std::time::SystemTime) -> bool + Send + 'static,
+    ) -> Result<Vec<String>, StorageError> {
+        let staging = self.root.join(STAGING_DIR);
+        blocking(move || {
+            let entries = match std::fs::read_dir(&staging) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(cause) => return Err(StorageError::Io { verb: "list", path: staging, cause }),
+            };
+            let mut removed = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(io_at("list", &staging))?;
+                let Ok(name) = entry.file_name().into_string() else { continue };
+                let path = entry.path();
+                let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+                if !meta.file_type().is_file() || !super::is_own_staging_name(&name) || !meta.modified().is_ok_and(&stale) {
+                    continue;
+                }
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed.push(name),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(cause) => return Err(StorageError::Io { verb: "remove", path, cause }),
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
     /// The outcome when `key` already holds something: the local file's size
     /// and CRC32C against the object's.
     async fn existing(&self, file: &SegmentFile, key: &str, size: u64) -> Result<Outcome, StorageError> {

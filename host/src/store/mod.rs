@@ -107,6 +107,16 @@ fn parse_conflict(record: &str) -> Option<wit::SegmentConflict> {
     Some(wit::SegmentConflict { name: name.to_owned(), local_size, local_crc32c, archived_size, archived_crc32c })
 }
 
+/// True for a staging name of this archiver's making,
+/// `{name}.{pid}-{hex time}-{n}`: only those are ever removed.
+pub(crate) fn is_own_staging_name(name: &str) -> bool {
+    let Some((base, token)) = name.rsplit_once('.') else { return false };
+    let mut fields = token.split('-');
+    let (Some(pid), Some(time), Some(n), None) = (fields.next(), fields.next(), fields.next(), fields.next()) else { return false };
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    !base.is_empty() && digits(pid) && digits(n) && !time.is_empty() && time.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// An error and its causes, each once: object_store's errors often repeat
 /// their cause in their own message, and again as their source.
 pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
@@ -386,6 +396,22 @@ impl Archive {
             Backend::Store(s) => s.list(&self.prefix, &self.url).await?,
         };
         Ok(Listing::build(entries, display))
+    }
+
+    /// Removes the objects under `_staging/` that this archiver's naming
+    /// made and that are older than `max_age`: leftovers of uploads killed
+    /// midway. A younger one may be an upload in flight (of this archiver
+    /// or another on the same prefix) and is left. Returns their names.
+    pub async fn remove_staging_leftovers(&self, max_age: std::time::Duration) -> Result<Vec<String>, StorageError> {
+        let now = std::time::SystemTime::now();
+        let stale = move |modified: std::time::SystemTime| now.duration_since(modified).is_ok_and(|age| age > max_age);
+        match &self.backend {
+            Backend::Local(dir) => dir.remove_staging_leftovers(stale).await,
+            Backend::Store(s) => {
+                let staging = self.key_of(STAGING_DIR);
+                s.remove_staging_leftovers(&staging, &self.display_key(&staging), |t| stale(std::time::UNIX_EPOCH + t)).await
+            }
+        }
     }
 
     /// Publishes the segment open in `file`, listed with `size` bytes,
@@ -758,6 +784,16 @@ async fn read_checksum(file: &SegmentFile, listed: Option<u64>) -> Result<(u64, 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn knows_its_own_staging_names_and_no_others() {
+        for own in ["wal-0000000000000001-0000000000000010.seg.4242-18eba33421bf8cc6-0", ".checksum-probe.7-1a-12"] {
+            assert!(super::is_own_staging_name(own), "{own}");
+        }
+        for other in ["notes.txt", "wal-1.seg", "x.1-2", "x.1-2-3-4", "x.a-2-3", "x.1-g-3", "x.1--3", ".1-2-3", "backup.tar"] {
+            assert!(!super::is_own_staging_name(other), "{other}");
+        }
+    }
+
     #[test]
     fn shows_a_stores_xml_error_as_its_code_and_message() {
         let text = "Server returned non-2xx status code: 400 Bad Request: <?xml version=\"1.0\" encoding=\"UTF-8\"?>\

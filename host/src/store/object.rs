@@ -127,6 +127,35 @@ impl StoreBackend {
         Ok(out)
     }
 
+    /// Removes the objects under `staging` (a key) of this archiver's
+    /// naming that `stale` says are old enough, given their last
+    /// modification as time since the epoch.
+    pub(super) async fn remove_staging_leftovers(
+        &self,
+        staging: &str,
+        url: &str,
+        stale: impl Fn(std::time::Duration) -> bool,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut listing = self.store.list(Some(&ObjectPath::from(staging)));
+        let mut old = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(store_err("list", url))?;
+            let Some(name) = meta.location.filename().map(str::to_owned) else { continue };
+            let modified = u64::try_from(meta.last_modified.timestamp()).map(std::time::Duration::from_secs);
+            if super::is_own_staging_name(&name) && modified.is_ok_and(&stale) {
+                old.push((meta.location, name));
+            }
+        }
+        let mut removed = Vec::new();
+        for (location, name) in old {
+            match self.store.delete(&location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => removed.push(name),
+                Err(cause) => return Err(StorageError::Store { verb: "remove a leftover from", url: url.to_owned(), cause }),
+            }
+        }
+        Ok(removed)
+    }
+
     /// Publishes in one verified PUT or through a staging object; see the module docs.
     pub(super) async fn publish(
         &self,

@@ -607,3 +607,57 @@ fn does_not_report_its_own_old_state_file_as_skipped() {
     let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(doc["skipped"].as_array().map(Vec::len), Some(0), "{doc}");
 }
+
+/// `--log-format json`: every log line is one JSON object, and an archived
+/// segment's line carries its name, LSNs and bytes as fields.
+#[test]
+fn logs_one_json_object_per_line_with_the_segments_fields() {
+    let dir = Dir::new();
+    dir.chain(3, 1000);
+    let out = dir.archive_once(&["--log-format", "json"]);
+    assert_exit(&out, 0);
+    let lines: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON object ({e}): {l}")))
+        .collect();
+    let archived: Vec<&serde_json::Value> = lines.iter().filter(|l| l["message"] == "archived").collect();
+    assert_eq!(archived.len(), 3, "{lines:?}");
+    let first = archived.iter().find(|l| l["segment"] == segment_name(1, 100)).unwrap_or_else(|| panic!("{archived:?}"));
+    assert_eq!((first["first_lsn"].as_u64(), first["last_lsn"].as_u64(), first["bytes"].as_u64()), (Some(1), Some(100), Some(1000)), "{first}");
+    assert_eq!(first["level"], "INFO");
+    assert!(first["timestamp"].is_string(), "{first}");
+    // The summary stays on stdout, as text.
+    assert!(stdout(&out).contains("archived 3 segments"), "{}", stdout(&out));
+
+    // An error that stops the run is a JSON line too, naming the directory.
+    let missing = dir.path().join("no-such-wal");
+    let out = dir.cmd(&["archive", "--once", "--log-format", "json", "--wal-dir", missing.to_str().unwrap(), "--to", &dir.archive_url()]).output().unwrap();
+    assert_exit(&out, 2);
+    let lines: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON object ({e}): {l}")))
+        .collect();
+    let error = lines.iter().find(|l| l["level"] == "ERROR").unwrap_or_else(|| panic!("{lines:?}"));
+    assert!(error["message"].as_str().is_some_and(|m| m.contains("no-such-wal")), "{error}");
+}
+
+/// A failed upload in the JSON log: the error and the attempt as fields.
+#[test]
+fn logs_a_failed_upload_as_json_with_its_error_and_attempt() {
+    let s3 = crate::util::s3::checking();
+    let dir = Dir::new();
+    dir.chain(1, 1000);
+    let url = s3.url("json-failure");
+    let flipper = Recorder::start(&s3.endpoint, true);
+    let out = archive_through(&dir, s3, &flipper.endpoint, &url, &["--max-attempts", "1", "--log-format", "json"]);
+    assert_exit(&out, 1);
+    let failure = stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("not a JSON object ({e}): {l}")))
+        .find(|l| l["message"] == "cannot archive segment")
+        .unwrap_or_else(|| panic!("no failure logged:\n{}", stderr(&out)));
+    assert_eq!(failure["segment"], segment_name(1, 100), "{failure}");
+    assert_eq!((failure["first_lsn"].as_u64(), failure["last_lsn"].as_u64(), failure["attempts"].as_u64()), (Some(1), Some(100), Some(1)), "{failure}");
+    assert!(failure["error"].as_str().is_some_and(|e| e.contains("BadDigest")), "{failure}");
+    assert_eq!(failure["level"], "WARN");
+}

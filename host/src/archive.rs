@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::bindings::wit;
 use crate::component::{CycleReport, Planner, PlannerError, PlannerRuntime, ScanReport};
-use crate::lsn::format_lsn;
+use crate::lsn::{format_lsn, segment_lsns};
 use crate::state::{StateError, StateStore};
 use crate::storage::{Storage, StorageError};
 
@@ -469,7 +469,16 @@ impl Archiver {
             if let (Some(listing), Ok(r)) = (listing, &o.receipt) {
                 self.storage.runtime.block_on(self.storage.archive.forget_stale(name, r.read_size, r.read_crc32c, listing));
             }
-            info!(segment = %name, bytes = o.size, to = %self.storage.archive.display_key(&self.storage.archive.key_of(name)), existed, "archived");
+            let (first_lsn, last_lsn) = segment_lsns(name).unwrap_or_default();
+            info!(
+                segment = %name,
+                first_lsn,
+                last_lsn,
+                bytes = o.size,
+                to = %self.storage.archive.display_key(&self.storage.archive.key_of(name)),
+                existed,
+                "archived"
+            );
             let a = Archived { name: name.clone(), size: o.size, existed };
             if let Some(progress) = &self.progress {
                 progress(&a);
@@ -482,12 +491,14 @@ impl Archiver {
             let entry = retries.entry(f.name.clone()).or_insert(Retry { due: Instant::now(), attempts: 0 });
             entry.attempts += 1;
             entry.due = Instant::now() + delay;
-            warn!(segment = %f.name, attempts = f.attempts, retry_in = ?delay, "cannot archive segment: {}", f.last_reason);
+            let (first_lsn, last_lsn) = segment_lsns(&f.name).unwrap_or_default();
+            warn!(segment = %f.name, first_lsn, last_lsn, attempts = f.attempts, retry_in = ?delay, error = %f.last_reason, "cannot archive segment");
             summary.failed.push(f);
         }
         for c in report.conflicts {
             self.retries().remove(&c.name);
-            warn!(segment = %c.name, "{}", describe_conflict(&c));
+            let (first_lsn, last_lsn) = segment_lsns(&c.name).unwrap_or_default();
+            warn!(segment = %c.name, first_lsn, last_lsn, "{}", describe_conflict(&c));
             summary.conflicts.retain(|x| x.name != c.name);
             summary.conflicts.push(c);
         }

@@ -39,6 +39,35 @@ const DEFAULT_STATE_NAME: &str = ".wal-archiver-state.json";
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text, or as one JSON object per line for a log
+    /// pipeline (each event's fields as keys: segment, first_lsn,
+    /// last_lsn, bytes, attempts, error, ...).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "WAL_ARCHIVER_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Set with `--log-format json`: then every line on stderr is a JSON object.
+static JSON_LOGS: AtomicBool = AtomicBool::new(false);
+
+/// A line for the operator on stderr: plain text (whatever `RUST_LOG`
+/// says), or a log event when the logs are JSON, so that a log pipeline
+/// reads every line.
+fn say(level: tracing::Level, text: &str) {
+    if !JSON_LOGS.load(Ordering::Relaxed) {
+        eprintln!("wal-archiver: {text}");
+    } else if level == tracing::Level::ERROR {
+        tracing::error!("{text}");
+    } else if level == tracing::Level::WARN {
+        tracing::warn!("{text}");
+    } else {
+        tracing::info!("{text}");
+    }
 }
 
 #[derive(clap::Args)]
@@ -437,16 +466,20 @@ fn main() -> ExitCode {
     if std::env::var_os("WAL_ARCHIVER_TEST_PANIC").is_some() {
         std::thread::spawn(|| panic!("WAL_ARCHIVER_TEST_PANIC is set"));
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => {
+            JSON_LOGS.store(true, Ordering::Relaxed);
+            logs.json().flatten_event(true).with_current_span(false).with_span_list(false).init()
+        }
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("wal-archiver: {e:#}");
+            say(tracing::Level::ERROR, &format!("{e:#}"));
             ExitCode::from(2)
         }
     }
@@ -499,7 +532,7 @@ fn finding_or_error<T>(result: Result<T, wal_archiver::restore::RestoreError>) -
     match result {
         Ok(v) => Ok(Ok(v)),
         Err(e) if e.is_finding() => {
-            eprintln!("wal-archiver: {e}");
+            say(tracing::Level::ERROR, &e.to_string());
             Ok(Err(ExitCode::from(1)))
         }
         Err(e) => Err(e.into()),
@@ -700,11 +733,14 @@ fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
         own.extend([name, tmp]);
     }
     let mut watch = DirWatch::start(&root, own.clone(), wake.clone());
-    eprintln!(
-        "wal-archiver: watching {} for completed segments, archiving to {}; stop with Ctrl-C or SIGTERM \
-         (once: finish the upload in flight; twice: exit at once)",
-        root.display(),
-        archiver.storage().archive.url()
+    say(
+        tracing::Level::INFO,
+        &format!(
+            "watching {} for completed segments, archiving to {}; stop with Ctrl-C or SIGTERM \
+             (once: finish the upload in flight; twice: exit at once)",
+            root.display(),
+            archiver.storage().archive.url()
+        ),
     );
     let mut clean = true;
     while !stop.load(Ordering::SeqCst) {
@@ -748,7 +784,7 @@ fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
     }
     drop(watch);
     drop(lock);
-    eprintln!("wal-archiver: stopped; in-flight uploads finished");
+    say(tracing::Level::INFO, "stopped; in-flight uploads finished");
     Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
@@ -831,10 +867,10 @@ fn watch_signals(rt: &tokio::runtime::Runtime, stop: Arc<AtomicBool>, wake: Arc<
                 _ = term.recv() => {}
             }
             if stop.swap(true, Ordering::SeqCst) {
-                eprintln!("wal-archiver: second signal, exiting now");
+                say(tracing::Level::WARN, "second signal, exiting now");
                 std::process::exit(130);
             }
-            eprintln!("wal-archiver: stopping after the upload in flight (signal again to exit now)");
+            say(tracing::Level::INFO, "stopping after the upload in flight (signal again to exit now)");
             wake.notify_one();
         }
     });

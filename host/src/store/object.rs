@@ -51,6 +51,9 @@ const PARTS_IN_FLIGHT: usize = 2;
 /// parts. A whole segment is held in memory while it is sent, so this and
 /// the concurrency bound what uploads hold.
 pub const SINGLE_PUT_MAX: u64 = 64 << 20;
+/// How long an archiver goes on staging after a probe that could not tell
+/// whether the store checks a PUT's checksum, before it asks again.
+const PROBE_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// An object store and how to read it back.
 #[derive(Debug, Clone)]
@@ -62,9 +65,10 @@ pub struct StoreBackend {
     /// Set for S3 with a checksum algorithm: where the probe's wrapper
     /// reports; see [`super::probe`].
     probe: Option<Arc<ProbeSlot>>,
-    /// The probe's answer, once asked: segments up to [`SINGLE_PUT_MAX`]
-    /// go in one PUT only where the store checks its checksum.
-    checks_puts: Arc<tokio::sync::OnceCell<bool>>,
+    /// The probe's answer, once it gave one: segments up to
+    /// [`SINGLE_PUT_MAX`] go in one PUT only where the store checks its
+    /// checksum. Until then, when the last probe could not tell.
+    checks_puts: Arc<tokio::sync::Mutex<(Option<bool>, Option<std::time::Instant>)>>,
 }
 
 fn store_err<'a>(verb: &'static str, url: &'a str) -> impl FnOnce(object_store::Error) -> StorageError + 'a {
@@ -97,10 +101,19 @@ impl StoreBackend {
     /// once, at the first upload.
     pub async fn verified_puts(&self, prefix: &str, url: &str) -> bool {
         let Some(slot) = &self.probe else { return false };
-        *self
-            .checks_puts
-            .get_or_init(|| async { super::probe::store_checks_puts(&*self.store, slot, &staging_key(prefix, PROBE_NAME), url).await })
-            .await
+        // Uploads wait for a probe in flight rather than each sending one.
+        let mut known = self.checks_puts.lock().await;
+        if let (Some(answer), _) = *known {
+            return answer;
+        }
+        // A probe that could not tell (a network error, say) is asked again
+        // after a while; meanwhile segments take the staged path.
+        if known.1.is_some_and(|t| t.elapsed() < PROBE_AGAIN_AFTER) {
+            return false;
+        }
+        let answer = super::probe::store_checks_puts(&*self.store, slot, &staging_key(prefix, PROBE_NAME), url).await;
+        *known = (answer, Some(std::time::Instant::now()));
+        answer.unwrap_or(false)
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {

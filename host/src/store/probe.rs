@@ -75,8 +75,10 @@ impl HttpService for Probing {
 }
 
 /// Asks the store under `key` (a staging key); see the module docs.
-/// True only when the store refused the corrupted body for its checksum.
-pub(super) async fn store_checks_puts(store: &dyn ObjectStore, slot: &ProbeSlot, key: &str, url: &str) -> bool {
+/// `Some(true)` when the store refused the corrupted body for its
+/// checksum, `Some(false)` when it stored it, `None` when the answer said
+/// neither (a network error, another refusal): ask again later.
+pub(super) async fn store_checks_puts(store: &dyn ObjectStore, slot: &ProbeSlot, key: &str, url: &str) -> Option<bool> {
     let location = ObjectPath::from(key);
     *slot.status.lock().expect("probe slot lock") = None;
     *slot.key.lock().expect("probe slot lock") = Some(key.to_owned());
@@ -95,25 +97,26 @@ pub(super) async fn store_checks_puts(store: &dyn ObjectStore, slot: &ProbeSlot,
     match (status, &result) {
         (Some(400), Err(e)) if refused_for_checksum(e) => {
             tracing::info!("{url} checks the checksum of each PUT: segments up to 64 MiB go in one PUT");
-            true
+            Some(true)
         }
         (Some(200..=299), _) => {
             tracing::warn!(
                 "{url} does not check the checksum sent with a PUT (a body that did not match it was stored): \
                  segments are staged and read back"
             );
-            false
+            Some(false)
         }
         (_, Err(e)) => {
             tracing::warn!(
-                "cannot tell whether {url} checks the checksum of a PUT ({}): segments are staged and read back",
+                "cannot tell whether {url} checks the checksum of a PUT ({}): segments are staged and read back \
+                 until it can be asked again",
                 super::describe(e)
             );
-            false
+            None
         }
         (_, Ok(_)) => {
-            tracing::warn!("cannot tell whether {url} checks the checksum of a PUT: segments are staged and read back");
-            false
+            tracing::warn!("cannot tell whether {url} checks the checksum of a PUT: segments are staged and read back until it can be asked again");
+            None
         }
     }
 }

@@ -6,6 +6,7 @@ mod util;
 mod backends;
 mod durability;
 mod edges;
+mod metrics;
 mod plugin;
 mod restore;
 

@@ -4,12 +4,13 @@
 //! whole `run-cycle` over a backlog through in-memory storage imports; and
 //! the host's start and per-cycle instantiation (P4).
 //!
-//! Run: `cargo bench -p wal-archiver --bench planner`. Criterion measures
-//! the P3 cases; the table at the end gives the medians of the samples it
-//! took and the ratio of the component to native code. The component's
+//! Run: `cargo bench -p wal-archiver --bench planner`. Each P3 case is
+//! warmed up for half a second, then timed in 20 samples of as many calls as
+//! fill about two seconds; the table at the end gives the medians of those
+//! samples and the ratio of the component to native code. The component's
 //! time is the whole call: lowering the inputs into the guest, the guest's
 //! work, and lifting the report back. `WAL_ARCHIVER_BENCH_QUICK=1` takes
-//! medians of a few calls instead of criterion's samples and skips the 1M
+//! medians of a few calls instead of those samples and skips the 1M
 //! row and P4, for a quick look.
 
 use std::collections::BTreeMap;
@@ -17,7 +18,6 @@ use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion};
 use wal_archiver::bindings::empty_state;
 use wal_archiver::cache::CompileCache;
 use wal_archiver::component::{wit, Limits, Planner, PlannerRuntime, EMBEDDED_COMPONENT};
@@ -31,25 +31,40 @@ const SEGMENT_BYTES: u64 = 16 << 20;
 /// How many of the listed segments are new in the steady case.
 const NEW: usize = 16;
 
-/// Seconds per call of every sample criterion took, by case.
+/// Seconds per call of every sample taken, by case.
 #[derive(Default)]
 struct Samples(Mutex<BTreeMap<String, Vec<f64>>>);
 
+/// Calls made before any sample counts: caches and the allocator settle.
+const WARM_UP: Duration = Duration::from_millis(500);
+/// Roughly how long the samples of one case take together.
+const MEASURE: Duration = Duration::from_secs(2);
+
 impl Samples {
-    /// Times `f` as criterion asks and keeps each sample's time per call.
-    fn run(&self, c: &mut Criterion, group: &str, case: &str, n: usize, mut f: impl FnMut()) {
+    /// Warms `f` up, then times `sample_size` samples of the same number of
+    /// calls each, and keeps each sample's time per call.
+    fn run(&self, sample_size: usize, group: &str, case: &str, n: usize, mut f: impl FnMut()) {
         let key = format!("{group}/{case}/{n}");
-        c.benchmark_group(group).bench_with_input(BenchmarkId::new(case, n), &n, |b, _| {
-            b.iter_custom(|iters| {
-                let t = Instant::now();
-                for _ in 0..iters {
-                    f();
-                }
-                let d = t.elapsed();
-                self.0.lock().unwrap().entry(key.clone()).or_default().push(d.as_secs_f64() / iters as f64);
-                d
-            })
-        });
+        let warm = Instant::now();
+        let mut calls = 0u32;
+        while warm.elapsed() < WARM_UP {
+            f();
+            calls += 1;
+        }
+        let per_call = warm.elapsed().as_secs_f64() / f64::from(calls);
+        let iters = ((MEASURE.as_secs_f64() / sample_size as f64) / per_call).ceil().max(1.0) as u32;
+        let mut times = Vec::with_capacity(sample_size);
+        for _ in 0..sample_size {
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            times.push(t.elapsed().as_secs_f64() / f64::from(iters));
+        }
+        let mut sorted = times.clone();
+        sorted.sort_by(f64::total_cmp);
+        println!("{key:<32} {:>12.3} µs per call ({sample_size} samples of {iters} calls)", sorted[sorted.len() / 2] * 1e6);
+        self.0.lock().unwrap().entry(key).or_default().extend(times);
     }
 
     /// The median of the last `sample_size` samples: the warm-up calls come first.
@@ -63,7 +78,7 @@ impl Samples {
 }
 
 /// The median of `runs` timed calls of `f`, in seconds (for the rows that
-/// criterion does not take: the scaling table and whole cycles).
+/// are not sampled: the scaling table and whole cycles).
 fn median_of(runs: usize, mut f: impl FnMut()) -> f64 {
     let mut times: Vec<f64> = (0..runs)
         .map(|_| {
@@ -320,11 +335,6 @@ fn outcomes(n: usize) -> (Vec<plan::UploadOutcome>, Vec<wit::UploadOutcome>) {
 fn main() {
     let quick = std::env::var_os("WAL_ARCHIVER_BENCH_QUICK").is_some();
     let sample_size = 20;
-    let mut c = Criterion::default()
-        .sample_size(sample_size)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .configure_from_args();
     let samples = Samples::default();
     // The compile cache in a directory of its own, warmed once.
     let cache_dir = tempfile::tempdir().unwrap();
@@ -361,10 +371,10 @@ fn main() {
                 samples.0.lock().unwrap().insert(format!("{group}/native/{n}"), vec![native]);
                 samples.0.lock().unwrap().insert(format!("{group}/component/{n}"), vec![wasm]);
             } else {
-                samples.run(&mut c, &group, "native", n, || {
+                samples.run(sample_size, &group, "native", n, || {
                     black_box(plan::scan(black_box(input.state.clone()), black_box(&input.listing), input.archive.as_ref()));
                 });
-                samples.run(&mut c, &group, "component", n, || {
+                samples.run(sample_size, &group, "component", n, || {
                     black_box(planner.scan(black_box(&input.wit_state), black_box(&input.wit_listing), input.wit_archive.as_ref()).unwrap());
                 });
             }
@@ -385,16 +395,16 @@ fn main() {
             let crossing = median_of(7, || drop(black_box(planner.deletable(&off, &input.wit_state, &input.wit_listing).unwrap())));
             samples.0.lock().unwrap().insert(format!("crossing/component/{n}"), vec![crossing]);
         } else {
-            samples.run(&mut c, "record-batch", "native", n, || {
+            samples.run(sample_size, "record-batch", "native", n, || {
                 black_box(plan::record_uploads(&cfg, black_box(&input.state), black_box(batch_native)));
             });
-            samples.run(&mut c, "record-batch", "component", n, || {
+            samples.run(sample_size, "record-batch", "component", n, || {
                 black_box(planner.record_uploads(&wcfg, black_box(&input.wit_state), black_box(batch_wit)).unwrap());
             });
             // The crossing alone: `deletable` with deletion off returns at
             // once, so this is lowering the listing and the state, and nothing else.
             let off = wit::ArchiverConfig { delete_after_archive: false, ..config() };
-            samples.run(&mut c, "crossing", "component", n, || {
+            samples.run(sample_size, "crossing", "component", n, || {
                 black_box(planner.deletable(&off, &input.wit_state, black_box(&input.wit_listing)).unwrap());
             });
         }
@@ -474,20 +484,19 @@ fn main() {
     // P4: a host start with the compiled component in the cache, beside a
     // start that compiles it; and a fresh instance, as each cycle makes.
     if !quick {
-        samples.run(&mut c, "start", "cached", 1, || {
+        samples.run(sample_size, "start", "cached", 1, || {
             black_box(PlannerRuntime::load(&bytes, "(bench)", Limits::default(), Some(&cache)).unwrap());
         });
-        samples.run(&mut c, "start", "compiling", 1, || {
+        samples.run(sample_size, "start", "compiling", 1, || {
             black_box(PlannerRuntime::load(&bytes, "(bench)", Limits::default(), None).unwrap());
         });
-        samples.run(&mut c, "instantiate", "session", 1, || {
+        samples.run(sample_size, "instantiate", "session", 1, || {
             black_box(runtime.session(None).unwrap());
         });
         let config = config();
-        samples.run(&mut c, "instantiate", "call", 1, || {
+        samples.run(sample_size, "instantiate", "call", 1, || {
             black_box(planner.retry_delay(&config, 3, 7).unwrap());
         });
-        c.final_summary();
     }
 
     let ms = |s: f64| format!("{:.3} ms", s * 1e3);

@@ -59,6 +59,10 @@ pub struct Summary {
     pub off_chain: Vec<String>,
     pub pruned: Vec<String>,
     pub strays: Vec<wit::SkippedEntry>,
+    /// Segments of the listing still to upload or compare after the run.
+    pub pending: usize,
+    /// The last LSN of the newest segment in the WAL directory's listing.
+    pub newest_lsn: Option<u64>,
 }
 
 impl Summary {
@@ -89,6 +93,8 @@ impl Summary {
             off_chain: scan.off_chain.clone(),
             pruned: scan.pruned.clone(),
             strays: scan.strays.clone(),
+            pending: scan.pending.len() + scan.to_confirm.len(),
+            newest_lsn: None,
         }
     }
 }
@@ -107,6 +113,8 @@ impl From<CycleReport> for Summary {
             off_chain: Vec::new(),
             pruned: Vec::new(),
             strays: Vec::new(),
+            pending: 0,
+            newest_lsn: None,
         }
     }
 }
@@ -129,6 +137,8 @@ pub struct Archiver {
     rng: Mutex<u64>,
     concurrency: usize,
     progress: Option<Box<dyn Fn(&Archived) + Send + Sync>>,
+    /// Told how long each segment's upload took, when it succeeded.
+    on_upload: Option<Box<dyn Fn(Duration) + Send + Sync>>,
     /// How long the archive's listing stays good between cycles; zero: every cycle.
     reconcile_every: Duration,
     /// When the last reconciliation happened, if its cycle went cleanly.
@@ -150,6 +160,7 @@ impl Archiver {
             rng: Mutex::new(seed | 1),
             concurrency: 1,
             progress: None,
+            on_upload: None,
             reconcile_every: Duration::ZERO,
             reconciled: Mutex::new(None),
             last_saved: Mutex::new((None, None)),
@@ -172,6 +183,13 @@ impl Archiver {
     /// Calls `f` with each segment as soon as it counts as archived.
     pub fn with_progress(mut self, f: impl Fn(&Archived) + Send + Sync + 'static) -> Self {
         self.progress = Some(Box::new(f));
+        self
+    }
+
+    /// Calls `f` with the time each successful upload took (sent, verified
+    /// and published; the batch's sync comes after).
+    pub fn with_upload_timer(mut self, f: impl Fn(Duration) + Send + Sync + 'static) -> Self {
+        self.on_upload = Some(Box::new(f));
         self
     }
 
@@ -263,6 +281,8 @@ impl Archiver {
             total.off_chain = pass.off_chain;
             total.pruned = pass.pruned;
             total.strays = pass.strays;
+            total.pending = pass.pending;
+            total.newest_lsn = total.newest_lsn.max(pass.newest_lsn);
         }
         // What failed in this run and is failing still, with its last reason.
         total.failed = state.failing.iter().filter(|f| tried.contains(&f.name)).collect();
@@ -367,7 +387,11 @@ impl Archiver {
                     .take_while(|_| std::future::ready(!stop.load(Ordering::SeqCst)))
                     .map(|(name, size)| async move {
                         let key = storage.archive.key_of(&name);
+                        let began = Instant::now();
                         let published = storage.publish_segment(&name, &key, size, self.config.verify_checksums).await;
+                        if let (Ok(_), Some(timer)) = (&published, &self.on_upload) {
+                            timer(began.elapsed());
+                        }
                         ((name, size), published)
                     })
                     .buffer_unordered(self.concurrency)
@@ -406,6 +430,13 @@ impl Archiver {
             }
         }
         summary.state = state.clone();
+        summary.pending = summary.pending.saturating_sub(summary.archived.len());
+        summary.newest_lsn = listing
+            .entries()
+            .filter(|e| e.utf8 && e.kind == wit::EntryKind::File)
+            .filter_map(|e| segment_lsns(e.name))
+            .map(|(_, last)| last)
+            .max();
         Ok(summary)
     }
 

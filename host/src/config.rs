@@ -66,6 +66,9 @@ pub struct ConfigFile {
     pub retry_base_delay: Option<f64>,
     pub retry_max_delay: Option<f64>,
     pub request_retries: Option<u32>,
+    /// `HOST:PORT` for `/metrics` and `/healthz`.
+    #[serde(alias = "metrics_addr")]
+    pub metrics_addr: Option<String>,
     /// object_store options for the destination's backend (`aws_region`, ...).
     #[serde(default)]
     pub storage: BTreeMap<String, Spanned<toml::Value>>,

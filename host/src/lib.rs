@@ -13,6 +13,7 @@
 //! - [`lock`]: one archiver per WAL directory.
 //! - [`archive`]: the loop that lists, asks the planner, uploads, records, deletes.
 //! - [`restore`]: verify, restore to an LSN, prune.
+//! - [`metrics`]: Prometheus metrics and `/healthz` for a running archiver.
 //! - [`state`]: the state file, written atomically.
 //! - [`config`]: the TOML config file.
 //! - [`generate`]: sample segments.
@@ -30,6 +31,7 @@ pub mod generate;
 pub mod imports;
 pub mod lock;
 pub mod lsn;
+pub mod metrics;
 pub mod restore;
 pub mod size;
 pub mod state;

@@ -23,6 +23,7 @@ use wal_archiver::component::{wit, Limits, PlannerRuntime, EMBEDDED_COMPONENT};
 use wal_archiver::config::{ConfigFile, Size};
 use wal_archiver::lock::{DirLock, LOCK_NAME};
 use wal_archiver::lsn::{format_lsn, parse_lsn};
+use wal_archiver::metrics::{CycleFigures, Metrics};
 use wal_archiver::state::StateStore;
 use wal_archiver::storage::Storage;
 use wal_archiver::store::{Archive, DEFAULT_REQUEST_RETRIES};
@@ -189,6 +190,11 @@ struct ArchiveArgs {
     /// segment counts as failed and is retried with backoff [default: 3].
     #[arg(long)]
     request_retries: Option<u32>,
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics, and
+    /// /healthz (200 while the last cycle succeeded, 503 otherwise).
+    /// Port 0 picks a free port, named in the log.
+    #[arg(long, value_name = "HOST:PORT", env = "WAL_ARCHIVER_METRICS_ADDR")]
+    metrics_addr: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -309,6 +315,7 @@ struct Settings {
     retry_base: Duration,
     retry_max: Duration,
     request_retries: u32,
+    metrics_addr: Option<String>,
 }
 
 /// Segments in a batch: enough that small segments do not pay a sync and a
@@ -357,6 +364,7 @@ impl Settings {
             retry_base_delay: None,
             retry_max_delay: None,
             request_retries: None,
+            metrics_addr: None,
         });
         let wal_dir =
             target.wal_dir.or(file.wal_dir.clone()).context("cannot start: no WAL directory; give --wal-dir or `wal-dir` in the config file")?;
@@ -396,6 +404,7 @@ impl Settings {
                 .request_retries
                 .or(in_range("request-retries", file.request_retries, 0, 100)?)
                 .unwrap_or(DEFAULT_REQUEST_RETRIES as u32),
+            metrics_addr: args.metrics_addr.or(file.metrics_addr.clone()),
             // The planner last: compiling it is the slow part, and a refused
             // plugin must leave nothing behind.
             runtime: Arc::new(target.plugin.runtime()?),
@@ -685,7 +694,21 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
     let rt = runtime()?;
+    // Bound before anything is opened: an address in use stops the run
+    // before it takes the lock or touches the archive.
+    let metrics = match &settings.metrics_addr {
+        None => None,
+        Some(addr) => {
+            let metrics = Arc::new(Metrics::new());
+            let bound = metrics.serve(addr, &rt)?;
+            say(tracing::Level::INFO, &format!("serving metrics on http://{bound}/metrics and health on http://{bound}/healthz"));
+            Some(metrics)
+        }
+    };
     let (mut archiver, mut lock) = open(settings, &rt, true)?;
+    if let Some(m) = metrics.clone() {
+        archiver = archiver.with_upload_timer(move |took| m.observe_upload(took));
+    }
     if !once {
         // A watcher lists the archive at its first cycle, after a failure,
         // and every few minutes; not on every wake-up.
@@ -718,6 +741,9 @@ fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
     if once {
         let summary = archiver.run_until_done(&mut state, &stop, settings.max_attempts)?;
         bar.finish_and_clear();
+        if let Some(m) = &metrics {
+            m.cycle_done(&figures(&archiver, &summary));
+        }
         print_summary(&archiver, &summary);
         return Ok(if summary.is_clean() && !stop.load(Ordering::SeqCst) { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
@@ -759,6 +785,9 @@ fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
         match archiver.run_once(&mut state, &stop) {
             Ok(summary) => {
                 clean = summary.is_clean();
+                if let Some(m) = &metrics {
+                    m.cycle_done(&figures(&archiver, &summary));
+                }
                 if !summary.archived.is_empty() || !summary.failed.is_empty() || !summary.conflicts.is_empty() {
                     print_summary(&archiver, &summary);
                 }
@@ -766,6 +795,9 @@ fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
             // A cycle that cannot run is retried on the next one; it never marks anything archived.
             Err(e) => {
                 clean = false;
+                if let Some(m) = &metrics {
+                    m.cycle_failed(&e.to_string());
+                }
                 warn!("cycle failed, retrying in {:?}: {e}", settings.interval);
             }
         }
@@ -786,6 +818,34 @@ fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
     drop(lock);
     say(tracing::Level::INFO, "stopped; in-flight uploads finished");
     Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// A run's figures, for the metrics.
+fn figures(archiver: &Archiver, s: &Summary) -> CycleFigures {
+    let watermark = s.state.last_archived_lsn;
+    let current = s.newest_lsn.max(watermark).unwrap_or(0);
+    let rpo_gap = archiver.rpo_gap(&s.state, current).unwrap_or_else(|e| {
+        warn!("cannot measure the RPO gap: {e}");
+        0
+    });
+    let overlaps = s.breaks.iter().filter(|b| matches!(b, wit::ChainBreak::Overlap(_))).count();
+    let mut problems = Vec::new();
+    for (n, what) in [(s.failed.len(), "failed"), (s.conflicts.len(), "in conflict"), (s.not_deleted.len(), "not deleted"), (overlaps, "overlapping")] {
+        if n > 0 {
+            problems.push(format!("{n} segment{} {what}", if n == 1 { "" } else { "s" }));
+        }
+    }
+    CycleFigures {
+        last_archived_lsn: watermark,
+        rpo_gap,
+        pending: s.pending as u64,
+        archived: s.archived.len() as u64,
+        bytes: s.bytes_archived(),
+        failed_uploads: s.failed.len() as u64,
+        failed_deletes: s.not_deleted.len() as u64,
+        conflicts: s.conflicts.iter().map(|c| c.name.clone()).collect(),
+        problem: (!problems.is_empty()).then(|| format!("the last cycle left {}", problems.join(", "))),
+    }
 }
 
 /// Watches the WAL directory, and its parent for the directory itself being

@@ -661,3 +661,95 @@ fn logs_a_failed_upload_as_json_with_its_error_and_attempt() {
     assert!(failure["error"].as_str().is_some_and(|e| e.contains("BadDigest")), "{failure}");
     assert_eq!(failure["level"], "WARN");
 }
+
+/// An S3 endpoint over TLS answering every request with an empty listing;
+/// records each request line. The certificate is made by `openssl` for
+/// 127.0.0.1 and is not trusted, so the archiver is told to accept it.
+fn tls_endpoint(dir: &Dir) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{Read, Write};
+
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("cannot run openssl");
+    assert!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
+    let certs = vec![CertificateDer::from_pem_file(&cert).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { return };
+            let (config, log) = (config.clone(), log.clone());
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match tls.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                log.lock().unwrap().push(text.lines().next().unwrap_or("").to_owned());
+                let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+                    <ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>tls</Name><Prefix>wal/</Prefix>\
+                    <KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>";
+                let _ = write!(
+                    tls,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.flush();
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            });
+        }
+    });
+    (format!("https://{addr}"), seen)
+}
+
+/// The cloud backends reach their stores over TLS with the crypto the
+/// binary is built with (ring): a request goes through the handshake and its
+/// answer is read, rather than the process stopping on a missing provider.
+#[test]
+fn reaches_an_s3_endpoint_over_tls() {
+    let dir = Dir::new();
+    let (endpoint, seen) = tls_endpoint(&dir);
+    let out = dir
+        .cmd(&["verify", "--to", "s3://tls/wal"])
+        .env_remove("AWS_CA_BUNDLE")
+        .envs([
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_ALLOW_INVALID_CERTIFICATES", "true"),
+        ])
+        .output()
+        .unwrap();
+    // The empty listing came back through TLS: an archive with no segment.
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("the archive holds no verified segment"), "{}\n{}", stdout(&out), stderr(&out));
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.iter().any(|l| l.starts_with("GET /tls?list-type=2")), "requests seen over TLS: {seen:?}");
+}

@@ -49,9 +49,21 @@ pub fn url_for(arg: &str) -> Result<String, StorageError> {
     Url::from_file_path(&path).map(|u| u.to_string()).map_err(|()| bad(arg, "not a usable local path"))
 }
 
+/// Makes ring the process's TLS provider, once, before any HTTP client is
+/// built: reqwest is built without a provider of its own (see
+/// `host/Cargo.toml`) and would panic at the first client otherwise. A
+/// provider another part of the process installed first is kept.
+pub fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// Opens an archive at `url`; see [`Archive::open_with`]. With `create`
 /// false, a local directory must exist already.
 pub fn open(url: &str, options: &[(String, String)], request_retries: usize, create: bool) -> Result<Archive, StorageError> {
+    install_tls_provider();
     let parsed = Url::parse(url).map_err(|e| bad(url, e.to_string()))?;
     let url = parsed.as_str();
     let (scheme, path) = ObjectStoreScheme::parse(&parsed).map_err(|e| bad(url, e.to_string()))?;

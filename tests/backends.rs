@@ -15,6 +15,7 @@ use wal_archiver::store::{Archive, PutError, DEFAULT_REQUEST_RETRIES};
 
 use crate::util::faults::{FaultyStore, Rates};
 use crate::util::proxy::{Proxy, Recorder};
+use crate::util::azure::Azure;
 use crate::util::s3::S3;
 use crate::util::{assert_exit, config, content, run_measuring_rss, runtime, segment_name, stderr, stdout, tokio_rt, Dir};
 use wal_archiver::component::wit;
@@ -23,6 +24,7 @@ enum Backend {
     Memory,
     File,
     S3,
+    Azure,
 }
 
 fn open(backend: &Backend, dir: &Dir) -> Archive {
@@ -32,6 +34,10 @@ fn open(backend: &Backend, dir: &Dir) -> Archive {
         Backend::S3 => {
             let s3 = S3::get();
             Archive::open_with(&s3.url("conformance"), &s3.options(), DEFAULT_REQUEST_RETRIES).unwrap()
+        }
+        Backend::Azure => {
+            let az = Azure::get();
+            Archive::open_with(&az.url("conformance"), &az.options(), DEFAULT_REQUEST_RETRIES).unwrap()
         }
     }
 }
@@ -148,6 +154,11 @@ fn conformance_s3() {
     conformance(Backend::S3);
 }
 
+#[test]
+fn conformance_azure() {
+    conformance(Backend::Azure);
+}
+
 /// A published upload carries no checksum marker until its batch is
 /// finished: nothing counts as verified before the batch is durable.
 fn marks_a_batch_only_when_it_is_finished(backend: Backend) {
@@ -197,6 +208,119 @@ fn marks_a_batch_only_when_it_is_finished_file() {
 #[test]
 fn marks_a_batch_only_when_it_is_finished_s3() {
     marks_a_batch_only_when_it_is_finished(Backend::S3);
+}
+
+#[test]
+fn marks_a_batch_only_when_it_is_finished_azure() {
+    marks_a_batch_only_when_it_is_finished(Backend::Azure);
+}
+
+/// The commands a user runs, on Azure (Azurite) with only the standard
+/// environment variables: archive, verify --deep, restore byte for byte,
+/// prune, and verify --deep catching an object damaged in the store.
+#[test]
+fn archives_verifies_restores_and_prunes_on_azure() {
+    let az = Azure::get();
+    let dir = Dir::new();
+    let paths = dir.chain(6, 300_000);
+    let url = az.url("cli");
+    let run = |args: &[&str]| {
+        let mut cmd = dir.cmd(args);
+        cmd.envs(az.env());
+        cmd.output().unwrap()
+    };
+    // A variable that looks like a setting but is not one is named, with
+    // the one that was probably meant.
+    let mut cmd = dir.cmd(&["archive", "--once", "--concurrency", "4", "--wal-dir", dir.wal().to_str().unwrap(), "--to", &url]);
+    let out = cmd.envs(az.env()).env("AZURE_USE_EMULATOR", "true").output().unwrap();
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("environment variable AZURE_USE_EMULATOR is not a setting the archive's store reads, and is ignored; did you mean AZURE_STORAGE_USE_EMULATOR?"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("archived 6 segments"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("last archived LSN: 0x0000000000000258 (600)"), "{}", stdout(&out));
+
+    let out = run(&["verify", "--deep", "--to", &url]);
+    assert_exit(&out, 0);
+
+    let into = dir.path().join("restored");
+    let out = run(&["restore", "--from", &url, "--into", into.to_str().unwrap(), "--until-lsn", "600"]);
+    assert_exit(&out, 0);
+    for p in &paths {
+        let name = p.file_name().unwrap();
+        assert!(std::fs::read(into.join(name)).unwrap() == std::fs::read(p).unwrap(), "{name:?} restored with other bytes");
+    }
+
+    let out = run(&["prune", "--to", &url, "--before-lsn", "201"]);
+    assert_exit(&out, 0);
+    let rt = tokio_rt();
+    let archive = Archive::open_with(&url, &az.options(), DEFAULT_REQUEST_RETRIES).unwrap();
+    let left: Vec<String> = rt.block_on(archive.list()).unwrap().objects.iter().map(|o| o.name.clone()).collect();
+    assert_eq!(left, (2..6).map(|i| segment_name(i * 100 + 1, i * 100 + 100)).collect::<Vec<_>>());
+    let out = run(&["verify", "--deep", "--to", &url]);
+    assert_exit(&out, 0);
+
+    // Other bytes of the same size, written behind the archiver's back.
+    let damaged = segment_name(401, 500);
+    let key = archive.key_of(&damaged);
+    rt.block_on(archive.delete(&key)).unwrap();
+    rt.block_on(archive.put_create(&key, content(99, 300_000).into())).unwrap();
+    let out = run(&["verify", "--deep", "--to", &url]);
+    assert_exit(&out, 1);
+    assert!(stdout(&out).contains(&damaged), "{}", stdout(&out));
+}
+
+/// The fault proxy in front of Azurite, as in front of the S3 server.
+#[test]
+fn survives_network_faults_between_it_and_azure() {
+    let az = Azure::get();
+    let proxy = Proxy::start(&az.endpoint, 11, 100);
+    let dir = Dir::new();
+    let paths = dir.chain(10, 200_000);
+    let url = az.url("proxy");
+    let wal = dir.wal();
+    let args = [
+        "archive",
+        "--once",
+        "--concurrency",
+        "4",
+        "--max-attempts",
+        "40",
+        "--retry-base-delay",
+        "0.02",
+        "--retry-max-delay",
+        "0.3",
+        "--request-retries",
+        "0",
+        "--wal-dir",
+        wal.to_str().unwrap(),
+        "--to",
+        &url,
+    ];
+    let mut cmd = dir.cmd(&args);
+    // A connection per request, as the proxy picks its fault per connection.
+    cmd.envs(az.env())
+        .env("AZURE_STORAGE_ENDPOINT", format!("{}/{}", proxy.endpoint, crate::util::azure::ACCOUNT))
+        .env("AZURE_POOL_MAX_IDLE_PER_HOST", "0");
+    let out = crate::util::wait_within(
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap(),
+        Duration::from_secs(240),
+    );
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("last archived LSN: 0x00000000000003e8 (1000)"), "{}", stdout(&out));
+    let c = &proxy.counts;
+    let faults = [&c.unavailable_503, &c.throttled_429, &c.dropped_mid_body, &c.delayed].map(|a| a.load(std::sync::atomic::Ordering::Relaxed));
+    eprintln!("proxy faults in front of Azurite (503, 429, dropped, delayed): {faults:?}");
+    assert!(faults.iter().all(|n| *n > 0), "not every kind of fault happened: {faults:?}");
+    assert!(stderr(&out).contains("cannot archive segment"), "no retry in the logs:\n{}", stderr(&out));
+    let rt = tokio_rt();
+    let archive = Archive::open_with(&url, &az.options(), DEFAULT_REQUEST_RETRIES).unwrap();
+    for p in &paths {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(read(&rt, &archive, &archive.key_of(name)).unwrap(), std::fs::read(p).unwrap(), "{name}");
+    }
 }
 
 #[test]

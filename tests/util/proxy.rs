@@ -85,7 +85,13 @@ async fn serve(mut client: TcpStream, upstream: &str, roll: u64, rng: u64, c: &C
             let mut sent = 0u64;
             let mut buf = vec![0u8; 8192];
             while sent < limit {
-                let n = client.read(&mut buf).await?;
+                // A request shorter than the limit (a GET) is whole once the
+                // client goes quiet: cut it then, rather than leave the
+                // client waiting for its timeout.
+                let n = match tokio::time::timeout(Duration::from_millis(200), client.read(&mut buf)).await {
+                    Ok(read) => read?,
+                    Err(_) => break,
+                };
                 if n == 0 {
                     break;
                 }

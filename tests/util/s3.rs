@@ -90,12 +90,12 @@ fn start_moto() -> String {
     spawn_server(cmd, port, "moto_server", "pip install 'moto[server]'")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Starts a server that dies with this process and waits until it listens.
-fn spawn_server(mut cmd: Command, port: u16, name: &str, install: &str) -> String {
+pub fn spawn_server(mut cmd: Command, port: u16, name: &str, install: &str) -> String {
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     // SAFETY: prctl in the child before exec; it only asks the kernel to
     // kill the server when this test process dies.

@@ -158,10 +158,104 @@ pub fn option_is_known(url: &str, key: &str) -> Result<bool, StorageError> {
 /// environment is shared with other tools: keys this backend does not know
 /// are left alone there, while the config file's are checked.
 fn cloud_settings(env_prefix: &str, options: &[(String, String)]) -> Vec<(String, String)> {
-    let from_env = std::env::vars().filter(|(k, _)| k.starts_with(env_prefix)).map(|(k, v)| (k.to_ascii_lowercase(), v));
-    let mut out: Vec<(String, String)> = from_env.filter(|(k, _)| known_env_key(env_prefix, k)).collect();
+    let mut out = Vec::new();
+    for (name, value) in std::env::vars().filter(|(k, _)| k.starts_with(env_prefix)) {
+        let key = name.to_ascii_lowercase();
+        if known_env_key(env_prefix, &key) {
+            out.push((key, value));
+        } else {
+            // A setting that looks like one but is not is ignored by the
+            // store, silently: say so, or a mistyped name costs an hour.
+            tracing::warn!(variable = %name, "{}", unread_variable(env_prefix, &name));
+        }
+    }
     out.extend(options.iter().cloned());
     out
+}
+
+/// Settings each backend reads from the environment, as the names to
+/// suggest for a mistyped one (object_store reads a few more aliases).
+const AWS_VARIABLES: &[&str] = &[
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_BUCKET",
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "AWS_S3_EXPRESS",
+    "AWS_IMDSV1_FALLBACK", "AWS_METADATA_ENDPOINT", "AWS_UNSIGNED_PAYLOAD", "AWS_CHECKSUM_ALGORITHM",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_ROLE_SESSION_NAME", "AWS_ENDPOINT_URL_STS", "AWS_SKIP_SIGNATURE",
+    "AWS_COPY_IF_NOT_EXISTS", "AWS_CONDITIONAL_PUT", "AWS_DISABLE_TAGGING", "AWS_REQUEST_PAYER", "AWS_ALLOW_HTTP",
+    "AWS_SERVER_SIDE_ENCRYPTION", "AWS_SSE_KMS_KEY_ID", "AWS_SSE_BUCKET_KEY_ENABLED", "AWS_SSE_CUSTOMER_KEY_BASE64",
+    "AWS_ALLOW_INVALID_CERTIFICATES", "AWS_PROXY_URL", "AWS_PROXY_CA_CERTIFICATE", "AWS_CONNECT_TIMEOUT", "AWS_TIMEOUT",
+];
+const GOOGLE_VARIABLES: &[&str] = &[
+    "GOOGLE_SERVICE_ACCOUNT", "GOOGLE_SERVICE_ACCOUNT_PATH", "GOOGLE_SERVICE_ACCOUNT_KEY", "GOOGLE_BUCKET", "GOOGLE_BUCKET_NAME",
+    "GOOGLE_BASE_URL", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_BEARER_TOKEN", "GOOGLE_SKIP_SIGNATURE",
+];
+const AZURE_VARIABLES: &[&str] = &[
+    "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_ACCESS_KEY", "AZURE_STORAGE_CLIENT_ID",
+    "AZURE_CLIENT_ID", "AZURE_STORAGE_CLIENT_SECRET", "AZURE_CLIENT_SECRET", "AZURE_STORAGE_TENANT_ID", "AZURE_TENANT_ID",
+    "AZURE_STORAGE_AUTHORITY_HOST", "AZURE_AUTHORITY_HOST", "AZURE_STORAGE_SAS_KEY", "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_STORAGE_TOKEN", "AZURE_STORAGE_USE_EMULATOR", "AZURE_STORAGE_ENDPOINT", "AZURE_ENDPOINT", "AZURE_MSI_ENDPOINT",
+    "AZURE_OBJECT_ID", "AZURE_MSI_RESOURCE_ID", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_USE_FABRIC_ENDPOINT", "AZURE_USE_AZURE_CLI",
+    "AZURE_SKIP_SIGNATURE", "AZURE_CONTAINER_NAME", "AZURE_DISABLE_TAGGING", "AZURE_CREDENTIAL_TYPE",
+    "AZURE_STORAGE_ENCRYPTION_KEY", "AZURE_ALLOW_HTTP", "AZURE_ALLOW_INVALID_CERTIFICATES", "AZURE_PROXY_URL",
+];
+
+/// The warning for an environment variable of the backend in use that the
+/// backend does not read, with the nearest name it does read.
+fn unread_variable(env_prefix: &str, name: &str) -> String {
+    let known = match env_prefix {
+        "AWS_" => AWS_VARIABLES,
+        "GOOGLE_" => GOOGLE_VARIABLES,
+        _ => AZURE_VARIABLES,
+    };
+    // Settings of other AWS tools that users expect to work here.
+    let explained = match name {
+        "AWS_PROFILE" | "AWS_DEFAULT_PROFILE" | "AWS_CONFIG_FILE" | "AWS_SHARED_CREDENTIALS_FILE" => {
+            Some("profiles and ~/.aws are not read; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a web identity")
+        }
+        "AWS_CA_BUNDLE" => Some("the store's certificates are checked against the system's trust store"),
+        _ => None,
+    };
+    if let Some(why) = explained {
+        return format!("environment variable {name} is not a setting the archive's store reads, and is ignored: {why}");
+    }
+    match nearest(name, known) {
+        Some(near) => format!("environment variable {name} is not a setting the archive's store reads, and is ignored; did you mean {near}?"),
+        None => format!("environment variable {name} is not a setting the archive's store reads, and is ignored (see the README's backend table)"),
+    }
+}
+
+/// The known name closest to `name`: the most words in common beyond the
+/// prefix (`AZURE_USE_EMULATOR` is `AZURE_STORAGE_USE_EMULATOR`), then the
+/// fewest edits. None unless a name holds most of `name`'s words or is
+/// within three edits: a suggestion that is a guess helps nobody
+/// (`AWS_DEFAULT_OUTPUT` is not `AWS_DEFAULT_REGION`).
+fn nearest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    let words: Vec<&str> = name.split('_').skip(1).filter(|w| !w.is_empty()).collect();
+    known
+        .iter()
+        .map(|k| {
+            let shared = k.split('_').skip(1).filter(|w| words.contains(w)).count();
+            (shared, edits(name, k), *k)
+        })
+        .filter(|(shared, edits, _)| 2 * *shared > words.len() || *edits <= 3)
+        .min_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)))
+        .map(|(_, _, k)| k)
+}
+
+/// Levenshtein distance, bytewise (the names are ASCII).
+fn edits(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 fn known_env_key(env_prefix: &str, key: &str) -> bool {
@@ -254,6 +348,39 @@ fn retry_config(max_retries: usize) -> object_store::RetryConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suggests_only_names_the_store_reads() {
+        for (prefix, names) in [("AWS_", AWS_VARIABLES), ("GOOGLE_", GOOGLE_VARIABLES), ("AZURE_", AZURE_VARIABLES)] {
+            for name in names {
+                assert!(known_env_key(prefix, &name.to_ascii_lowercase()), "{name} is suggested but not read");
+            }
+        }
+    }
+
+    #[test]
+    fn names_the_nearest_setting_for_an_unread_variable() {
+        for (prefix, name, near) in [
+            ("AZURE_", "AZURE_USE_EMULATOR", Some("AZURE_STORAGE_USE_EMULATOR")),
+            ("AZURE_", "AZURE_ACCOUNT_NAME", Some("AZURE_STORAGE_ACCOUNT_NAME")),
+            ("AWS_", "AWS_SECRET_KEY", Some("AWS_SECRET_ACCESS_KEY")),
+            ("AWS_", "AWS_ACCESS_KEY", Some("AWS_ACCESS_KEY_ID")),
+            ("AWS_", "AWS_REGON", Some("AWS_REGION")),
+            ("AWS_", "AWS_ENDPOIN_URL", Some("AWS_ENDPOINT_URL")),
+            ("GOOGLE_", "GOOGLE_CREDENTIALS", Some("GOOGLE_APPLICATION_CREDENTIALS")),
+            ("AWS_", "AWS_PROFILE", None),
+            ("AWS_", "AWS_CA_BUNDLE", None),
+            ("AWS_", "AWS_DEFAULT_OUTPUT", None),
+        ] {
+            assert!(!known_env_key(prefix, &name.to_ascii_lowercase()), "{name} is read after all");
+            let text = unread_variable(prefix, name);
+            assert!(text.starts_with(&format!("environment variable {name} is not a setting")), "{text}");
+            match near {
+                Some(near) => assert!(text.ends_with(&format!("did you mean {near}?")), "{name}: {text}"),
+                None => assert!(!text.contains("did you mean"), "{name}: {text}"),
+            }
+        }
+    }
 
     #[test]
     fn refuses_a_path_that_looks_like_a_url_with_a_slash_missing() {

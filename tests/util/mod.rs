@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod gcs;
 pub mod azure;
 pub mod proxy;
 pub mod s3;

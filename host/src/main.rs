@@ -784,7 +784,9 @@ fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
         }
         match archiver.run_once(&mut state, &stop) {
             Ok(summary) => {
-                clean = summary.is_clean();
+                // A segment waiting out its backoff was not tried in this
+                // cycle, but it is still failing.
+                clean = summary.is_clean() && summary.state.failing.is_empty();
                 if let Some(m) = &metrics {
                     m.cycle_done(&figures(&archiver, &summary));
                 }
@@ -829,8 +831,11 @@ fn figures(archiver: &Archiver, s: &Summary) -> CycleFigures {
         0
     });
     let overlaps = s.breaks.iter().filter(|b| matches!(b, wit::ChainBreak::Overlap(_))).count();
+    // Failing: tried and failed in this cycle, or still waiting out the
+    // backoff of an earlier failure (then not tried in this one).
+    let failing = s.state.failing.len().max(s.failed.len());
     let mut problems = Vec::new();
-    for (n, what) in [(s.failed.len(), "failed"), (s.conflicts.len(), "in conflict"), (s.not_deleted.len(), "not deleted"), (overlaps, "overlapping")] {
+    for (n, what) in [(failing, "failing"), (s.conflicts.len(), "in conflict"), (s.not_deleted.len(), "not deleted"), (overlaps, "overlapping")] {
         if n > 0 {
             problems.push(format!("{n} segment{} {what}", if n == 1 { "" } else { "s" }));
         }

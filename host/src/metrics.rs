@@ -23,8 +23,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// A request's head larger than this is refused: a scraper sends a few hundred bytes.
 const MAX_HEAD: usize = 16 * 1024;
-/// A client that sends nothing for this long is dropped.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest one request may take, from accept to the last byte of the
+/// answer: a client that trickles its request is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections answered at once; more wait to be accepted.
 const MAX_CONNECTIONS: usize = 32;
 
@@ -255,8 +256,10 @@ impl Metrics {
                         let metrics = Arc::clone(&metrics);
                         tokio::spawn(async move {
                             let _permit = permit;
-                            if let Err(e) = answer(stream, &metrics).await {
-                                tracing::debug!("metrics request: {e}");
+                            match tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &metrics)).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => tracing::debug!("metrics request: {e}"),
+                                Err(_) => tracing::debug!("metrics request: dropped after {REQUEST_TIMEOUT:?}"),
                             }
                         });
                     }
@@ -308,9 +311,7 @@ async fn answer(mut stream: tokio::net::TcpStream, metrics: &Metrics) -> std::io
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     let (code, content_type, body, method) = loop {
-        let n = tokio::time::timeout(READ_TIMEOUT, stream.read(&mut chunk))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
+        let n = stream.read(&mut chunk).await?;
         if n == 0 {
             return Ok(());
         }

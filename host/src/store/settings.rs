@@ -214,7 +214,10 @@ fn unread_variable(env_prefix: &str, name: &str) -> String {
         "AWS_PROFILE" | "AWS_DEFAULT_PROFILE" | "AWS_CONFIG_FILE" | "AWS_SHARED_CREDENTIALS_FILE" => {
             Some("profiles and ~/.aws are not read; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a web identity")
         }
-        "AWS_CA_BUNDLE" => Some("the store's certificates are checked against the system's trust store"),
+        "AWS_CA_BUNDLE" => Some(
+            "the store's certificates are checked against the system's trust store \
+             (AWS_PROXY_CA_CERTIFICATE, the nearest setting it reads, is for a proxy's)",
+        ),
         // The Azure CLI's names, which the nearest-word rule would steer
         // to the wrong setting (a SAS key for an account key).
         "AZURE_STORAGE_ACCOUNT" => Some("did you mean AZURE_STORAGE_ACCOUNT_NAME?"),
@@ -225,18 +228,24 @@ fn unread_variable(env_prefix: &str, name: &str) -> String {
         let sep = if why.starts_with("did you mean") { ";" } else { ":" };
         return format!("environment variable {name} is not a setting the archive's store reads, and is ignored{sep} {why}");
     }
-    match nearest(name, known) {
-        Some(near) => format!("environment variable {name} is not a setting the archive's store reads, and is ignored; did you mean {near}?"),
-        None => format!("environment variable {name} is not a setting the archive's store reads, and is ignored (see the README's backend table)"),
+    let (near, close) = nearest(name, known);
+    if close {
+        format!("environment variable {name} is not a setting the archive's store reads, and is ignored; did you mean {near}?")
+    } else {
+        format!(
+            "environment variable {name} is not a setting the archive's store reads, and is ignored \
+             (no setting is close; the nearest is {near}; see the README's backend table)"
+        )
     }
 }
 
 /// The known name closest to `name`: the most words in common beyond the
 /// prefix (`AZURE_USE_EMULATOR` is `AZURE_STORAGE_USE_EMULATOR`), then the
-/// fewest edits. None unless a name holds most of `name`'s words or is
-/// within three edits: a suggestion that is a guess helps nobody
-/// (`AWS_DEFAULT_OUTPUT` is not `AWS_DEFAULT_REGION`).
-fn nearest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+/// fewest edits; and whether it is close: it holds most of `name`'s words
+/// or is within three edits. A name that is not close is no more than the
+/// nearest, and is not offered as what was meant (`AWS_DEFAULT_OUTPUT` is
+/// not `AWS_DEFAULT_REGION`).
+fn nearest<'a>(name: &str, known: &[&'a str]) -> (&'a str, bool) {
     let words: Vec<&str> = name.split('_').skip(1).filter(|w| !w.is_empty()).collect();
     known
         .iter()
@@ -244,9 +253,9 @@ fn nearest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
             let shared = k.split('_').skip(1).filter(|w| words.contains(w)).count();
             (shared, edits(name, k), *k)
         })
-        .filter(|(shared, edits, _)| 2 * *shared > words.len() || *edits <= 3)
         .min_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)))
-        .map(|(_, _, k)| k)
+        .map(|(shared, edits, k)| (k, 2 * shared > words.len() || edits <= 3))
+        .expect("every backend has settings")
 }
 
 /// Levenshtein distance, bytewise (the names are ASCII).
@@ -378,16 +387,24 @@ mod tests {
             ("AWS_", "AWS_PROFILE", None),
             ("AWS_", "AWS_CA_BUNDLE", None),
             ("AWS_", "AWS_DEFAULT_OUTPUT", None),
+            ("GOOGLE_", "GOOGLE_CLOUD_PROJECT", None),
             ("AZURE_", "AZURE_STORAGE_ACCOUNT", Some("AZURE_STORAGE_ACCOUNT_NAME")),
             ("AZURE_", "AZURE_STORAGE_KEY", Some("AZURE_STORAGE_ACCOUNT_KEY")),
         ] {
             assert!(!known_env_key(prefix, &name.to_ascii_lowercase()), "{name} is read after all");
             let text = unread_variable(prefix, name);
+            let known = match prefix {
+                "AWS_" => AWS_VARIABLES,
+                "GOOGLE_" => GOOGLE_VARIABLES,
+                _ => AZURE_VARIABLES,
+            };
             assert!(text.starts_with(&format!("environment variable {name} is not a setting")), "{text}");
             match near {
                 Some(near) => assert!(text.ends_with(&format!("did you mean {near}?")), "{name}: {text}"),
                 None => assert!(!text.contains("did you mean"), "{name}: {text}"),
             }
+            // Every warning names a setting that is read.
+            assert!(known.iter().any(|k| text.contains(k)), "{name}: {text}");
         }
     }
 

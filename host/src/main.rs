@@ -48,6 +48,12 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ContentArg {
+    Random,
+    Wal,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -294,6 +300,11 @@ enum Command {
         /// The first LSN, decimal or 0x hex.
         #[arg(long, default_value = "1", value_parser = parse_lsn, value_name = "LSN")]
         start_lsn: u64,
+        /// What the segments hold: random bytes (nothing compresses them),
+        /// or WAL-like records (headers, keys and small values; zstd at
+        /// level 3 stores about a third).
+        #[arg(long, value_enum, default_value_t = ContentArg::Random)]
+        content: ContentArg,
     },
 }
 
@@ -498,8 +509,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
     // `Settings::new` checks every argument and compiles the planner before
     // anything touches the archive: a mistake leaves nothing behind.
     match cli.command {
-        Command::Generate { dir, count, size, start_lsn } => {
-            let paths = wal_archiver::generate::generate(&dir, count, size, start_lsn)?;
+        Command::Generate { dir, count, size, start_lsn, content } => {
+            let content = match content {
+                ContentArg::Random => wal_archiver::generate::Content::Random,
+                ContentArg::Wal => wal_archiver::generate::Content::Wal,
+            };
+            let paths = wal_archiver::generate::generate_content(&dir, count, size, start_lsn, content)?;
             println!("wrote {} segments of {} bytes to {}", paths.len(), size, dir.display());
             Ok(ExitCode::SUCCESS)
         }

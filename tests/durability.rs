@@ -314,3 +314,104 @@ fn survives_sigkill_at_random_points() {
     }
     eprintln!("{kills} kills in {runs} runs over {} segments", originals.len());
 }
+
+/// A tmpfs of a given size, mounted for one test and unmounted after.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: std::path::PathBuf, size: &str) -> Self {
+        std::fs::create_dir_all(&path).unwrap();
+        let out = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&path).output().unwrap();
+        assert!(out.status.success(), "cannot mount a tmpfs (the disk-full test needs root): {}", String::from_utf8_lossy(&out.stderr));
+        Self { path }
+    }
+
+    fn grow(&self, size: &str) {
+        let out = std::process::Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(&self.path).output().unwrap();
+        assert!(out.status.success(), "cannot grow the tmpfs: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// A full disk under a local archive: the segments that do not fit fail
+/// with the cause named, nothing under a segment's name is partial, the
+/// watermark covers only what fits, the archive verifies; with room again,
+/// the next run archives the rest. The same for a state file on a full disk.
+#[test]
+fn loses_nothing_when_the_archive_disk_is_full() {
+    let dir = Dir::new();
+    let paths: Vec<_> = (0..6u64).map(|i| dir.segment(i * 100 + 1, i * 100 + 100, 700 * 1024)).collect();
+    let disk = SmallDisk::mount(dir.path().join("small"), "2m");
+    let archive = disk.path.join("archive");
+    let url = format!("file://{}", archive.display());
+    let state = dir.path().join("state.json");
+    let run = |extra: &[&str]| {
+        let wal = dir.wal();
+        let mut args = vec!["archive", "--once", "--max-attempts", "1", "--wal-dir", wal.to_str().unwrap(), "--to", &url];
+        args.extend_from_slice(extra);
+        dir.cmd(&args).output().unwrap()
+    };
+    let out = run(&["--state", state.to_str().unwrap()]);
+    assert_exit(&out, 1);
+    assert!(stdout(&out).contains("No space left on device"), "{}\n{}", stdout(&out), stderr(&out));
+    let archived: Vec<String> = std::fs::read_dir(&archive)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    assert!(archived.len() < paths.len(), "everything fit: {archived:?}");
+    // No half-written copy left behind, named or staged.
+    let staged: Vec<_> = std::fs::read_dir(archive.join(wal_archiver::store::STAGING_DIR)).map(|d| d.map(|e| e.unwrap().file_name()).collect()).unwrap_or_default();
+    assert!(staged.is_empty(), "staging leftovers: {staged:?}");
+    // Whatever carries a segment's name is the whole segment.
+    for name in &archived {
+        assert!(std::fs::read(archive.join(name)).unwrap() == std::fs::read(dir.wal().join(name)).unwrap(), "{name} is not whole");
+    }
+    let doc = |out: &std::process::Output| -> serde_json::Value { serde_json::from_slice(&out.stdout).unwrap() };
+    let status = dir.cmd(&["status", "--json", "--wal-dir", dir.wal().to_str().unwrap(), "--to", &url, "--state", state.to_str().unwrap()]).output().unwrap();
+    // The watermark: the run of archived segments from the first LSN, and
+    // not a segment past one that did not fit.
+    let watermark = doc(&status)["last_archived_lsn"].as_u64();
+    let run_from_start = (0..6u64).take_while(|i| archived.contains(&segment_name(i * 100 + 1, i * 100 + 100))).count() as u64;
+    assert_eq!(watermark, (run_from_start > 0).then_some(run_from_start * 100), "{}", doc(&status));
+    assert_eq!(doc(&status)["failing"].as_array().unwrap().len(), paths.len() - archived.len(), "{}", doc(&status));
+    if !archived.is_empty() {
+        let verify = dir.cmd(&["verify", "--deep", "--to", &url]).output().unwrap();
+        assert_exit(&verify, 0);
+    }
+
+    // Room again: the rest goes, and the archive holds every segment whole.
+    disk.grow("16m");
+    let out = run(&["--state", state.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("last archived LSN: 0x0000000000000258 (600)"), "{}", stdout(&out));
+    for p in &paths {
+        let name = p.file_name().unwrap();
+        assert!(std::fs::read(archive.join(name)).unwrap() == std::fs::read(p).unwrap(), "{name:?}");
+    }
+    assert_exit(&dir.cmd(&["verify", "--deep", "--to", &url]).output().unwrap(), 0);
+
+    // A state file on a full disk: the run says which file and why, and
+    // the next run with room loses nothing.
+    let full = SmallDisk::mount(dir.path().join("tiny"), "64k");
+    std::fs::write(full.path.join("filler"), vec![0u8; 60 * 1024]).unwrap_or(());
+    let _ = std::fs::write(full.path.join("filler2"), vec![0u8; 64 * 1024]);
+    let tiny_state = full.path.join("state.json");
+    let more = dir.segment(601, 700, 1000);
+    let out = run(&["--state", tiny_state.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0), "a state that cannot be saved was taken as saved:\n{}", stdout(&out));
+    assert!(stderr(&out).contains(tiny_state.to_str().unwrap()) && stderr(&out).contains("No space left on device"), "{}", stderr(&out));
+    full.grow("1m");
+    let _ = std::fs::remove_file(full.path.join("filler2"));
+    let out = run(&["--state", tiny_state.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("last archived LSN: 0x00000000000002bc (700)"), "{}", stdout(&out));
+    assert!(std::fs::read(archive.join(more.file_name().unwrap())).unwrap() == std::fs::read(&more).unwrap());
+}

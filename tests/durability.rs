@@ -415,3 +415,74 @@ fn loses_nothing_when_the_archive_disk_is_full() {
     assert!(stdout(&out).contains("last archived LSN: 0x00000000000002bc (700)"), "{}", stdout(&out));
     assert!(std::fs::read(archive.join(more.file_name().unwrap())).unwrap() == std::fs::read(&more).unwrap());
 }
+
+/// Builds `tests/testdata/fail_sync.c` into a preloadable library, once.
+fn fail_sync_shim() -> &'static std::path::Path {
+    static SHIM: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    SHIM.get_or_init(|| {
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/testdata/fail_sync.c");
+        let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fail_sync-{}.so", std::process::id()));
+        let cc = std::process::Command::new("cc").args(["-shared", "-fPIC", "-O2", "-o"]).arg(&out).arg(src).arg("-ldl").output().expect("cannot run cc");
+        assert!(cc.status.success(), "cannot build {src}: {}", String::from_utf8_lossy(&cc.stderr));
+        out
+    })
+}
+
+/// fsync and fdatasync failing with EIO (syscall fault injection through
+/// an LD_PRELOAD shim): on the copy's data, nothing is under a segment's
+/// name and nothing counts; on the archive's directory after the links,
+/// the copies are there but nothing counts until a later run has made them
+/// durable and compared them; on the state file, the run fails naming it
+/// and leaves no temporary file. The file and the cause are named each time.
+#[test]
+fn counts_nothing_archived_when_a_sync_fails() {
+    let dir = Dir::new();
+    let paths = dir.chain(3, 100_000);
+    let archive = dir.archive_dir();
+    std::fs::create_dir_all(&archive).unwrap();
+    let archive_path = archive.to_str().unwrap().to_owned();
+    let state = dir.path().join("state.json");
+    let run = |faults: &[(&str, &str)]| {
+        let wal = dir.wal();
+        let url = dir.archive_url();
+        let mut cmd = dir.cmd(&["archive", "--once", "--max-attempts", "1", "--wal-dir", wal.to_str().unwrap(), "--to", &url, "--state", state.to_str().unwrap()]);
+        cmd.env("LD_PRELOAD", fail_sync_shim()).envs(faults.iter().copied());
+        cmd.output().unwrap()
+    };
+    let segments_in_archive = || dir.archived_names().into_iter().filter(|n| n.ends_with(".seg")).count();
+
+    // The data of each unnamed copy cannot be made durable.
+    let out = run(&[("FAIL_SYNC_UNDER", "(deleted)")]);
+    assert_exit(&out, 1);
+    assert!(stdout(&out).contains("failed: 3"), "{}", stdout(&out));
+    for p in &paths {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert!(stdout(&out).contains(&format!("cannot sync {archive_path}/{name}: Input/output error")), "{}", stdout(&out));
+    }
+    assert_eq!(segments_in_archive(), 0, "{:?}", dir.archived_names());
+    assert!(stdout(&out).contains("last archived LSN: none yet"), "{}", stdout(&out));
+
+    // The copies are linked in, but the directory holding their names
+    // cannot be synced (the first sync, at open, goes through).
+    let out = run(&[("FAIL_SYNC_EXACT", archive_path.as_str()), ("FAIL_SYNC_SKIP", "1")]);
+    assert_exit(&out, 1);
+    assert!(stdout(&out).contains(&format!("cannot sync {archive_path}: Input/output error")), "{}", stdout(&out));
+    assert!(stdout(&out).contains("last archived LSN: none yet"), "{}", stdout(&out));
+    assert_eq!(segments_in_archive(), 3);
+
+    // The state file cannot be synced: the run stops, naming it.
+    let out = run(&[("FAIL_SYNC_UNDER", state.to_str().unwrap())]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains(&format!("cannot sync state file {}: Input/output error", state.display())), "{}", stderr(&out));
+    assert!(!dir.path().join("state.json.tmp").exists(), "a temporary state file was left behind");
+
+    // A sound disk: the copies are compared, made durable, and counted.
+    let out = run(&[]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("already in the archive, compared with the local files: 3"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("last archived LSN: 0x000000000000012c (300)"), "{}", stdout(&out));
+    for p in &paths {
+        dir.assert_archived(p);
+    }
+    assert_exit(&dir.cmd(&["verify", "--deep", "--to", &dir.archive_url()]).output().unwrap(), 0);
+}

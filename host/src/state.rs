@@ -91,9 +91,14 @@ impl StateStore {
         tmp_name.push(".tmp");
         let tmp = dir.join(tmp_name);
         let mut f = File::create(&tmp).map_err(io_err("create"))?;
-        f.write_all(&json).map_err(io_err("write"))?;
-        f.sync_all().map_err(io_err("sync"))?;
+        let written = f.write_all(&json).map_err(io_err("write")).and_then(|()| f.sync_all().map_err(io_err("sync")));
         drop(f);
+        if let Err(e) = written {
+            // A half-written or unsynced copy is of no use to anyone: the
+            // state file itself is untouched.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         std::fs::rename(&tmp, &self.path).map_err(io_err("replace"))?;
         File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err("sync the directory of"))
     }

@@ -108,10 +108,10 @@ fn write_content(f: &mut File, first: u64, size: u64) -> io::Result<()> {
 const TABLES: [&str; 6] = ["orders", "order_items", "customers", "inventory", "payments", "shipments"];
 const STATUSES: [&str; 5] = ["pending", "paid", "packed", "shipped", "delivered"];
 
-/// WAL-like records from LSN `first`, cut at `size` bytes (a record may
-/// run on into the next segment, as in a real log).
+/// WAL-like records from LSN `first`, the last one cut at `size` bytes.
 fn write_records(f: &mut File, first: u64, size: u64) -> io::Result<()> {
-    let mut x = first ^ 0x5851_f42d_4c95_7f2d;
+    // Odd, so never the all-zero state that xorshift cannot leave.
+    let mut x = (first ^ 0x5851_f42d_4c95_7f2d) | 1;
     let mut next = move || {
         x ^= x >> 12;
         x ^= x << 25;
@@ -142,7 +142,8 @@ fn write_records(f: &mut File, first: u64, size: u64) -> io::Result<()> {
         out.extend_from_slice(&[(r >> 60) as u8 % 4, 0x10]);
         out.extend_from_slice(&(next() as u16).to_le_bytes());
         out.extend_from_slice(&body);
-        lsn += u64::from(len);
+        // The last record may end past u64::MAX; it is cut there anyway.
+        lsn = lsn.wrapping_add(u64::from(len));
         if out.len() >= 1 << 20 || written + out.len() as u64 >= size {
             let n = out.len().min(usize::try_from(size - written).unwrap_or(usize::MAX));
             f.write_all(&out[..n])?;
@@ -214,5 +215,9 @@ mod tests {
         assert!(generate(dir.path(), 2, 10, u64::MAX - 5).is_err());
         let last = generate(dir.path(), 1, 1, u64::MAX).unwrap();
         assert!(last[0].ends_with("wal-ffffffffffffffff-ffffffffffffffff.seg"));
+        // WAL-like records up to the last LSN there is.
+        let wal = tempfile::tempdir().unwrap();
+        let end = generate_content(wal.path(), 1, 4096, u64::MAX - 4095, Content::Wal).unwrap();
+        assert_eq!(std::fs::metadata(&end[0]).unwrap().len(), 4096);
     }
 }

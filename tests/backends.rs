@@ -273,6 +273,19 @@ fn archives_verifies_restores_and_prunes_on_azure() {
     assert!(stdout(&out).contains(&damaged), "{}", stdout(&out));
 }
 
+/// `archive --once` with quick retries and no retries inside the client, so
+/// that every fault the proxy makes reaches the archiver's own backoff.
+fn archive_through_faults(dir: &Dir, url: &str, env: Vec<(&'static str, String)>) -> std::process::Output {
+    let wal = dir.wal();
+    let args = ["archive", "--once", "--concurrency", "4", "--max-attempts", "40", "--retry-base-delay", "0.02", "--retry-max-delay", "0.3"];
+    let mut cmd = dir.cmd(&args);
+    cmd.args(["--request-retries", "0", "--wal-dir", wal.to_str().unwrap(), "--to", url]).envs(env);
+    crate::util::wait_within(
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap(),
+        Duration::from_secs(240),
+    )
+}
+
 /// The fault proxy in front of Azurite, as in front of the S3 server.
 #[test]
 fn survives_network_faults_between_it_and_azure() {
@@ -281,34 +294,11 @@ fn survives_network_faults_between_it_and_azure() {
     let dir = Dir::new();
     let paths = dir.chain(10, 200_000);
     let url = az.url("proxy");
-    let wal = dir.wal();
-    let args = [
-        "archive",
-        "--once",
-        "--concurrency",
-        "4",
-        "--max-attempts",
-        "40",
-        "--retry-base-delay",
-        "0.02",
-        "--retry-max-delay",
-        "0.3",
-        "--request-retries",
-        "0",
-        "--wal-dir",
-        wal.to_str().unwrap(),
-        "--to",
-        &url,
-    ];
-    let mut cmd = dir.cmd(&args);
+    let mut env = az.env();
     // A connection per request, as the proxy picks its fault per connection.
-    cmd.envs(az.env())
-        .env("AZURE_STORAGE_ENDPOINT", format!("{}/{}", proxy.endpoint, crate::util::azure::ACCOUNT))
-        .env("AZURE_POOL_MAX_IDLE_PER_HOST", "0");
-    let out = crate::util::wait_within(
-        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap(),
-        Duration::from_secs(240),
-    );
+    env.push(("AZURE_STORAGE_ENDPOINT", format!("{}/{}", proxy.endpoint, crate::util::azure::ACCOUNT)));
+    env.push(("AZURE_POOL_MAX_IDLE_PER_HOST", "0".to_owned()));
+    let out = archive_through_faults(&dir, &url, env);
     assert_exit(&out, 0);
     assert!(stdout(&out).contains("last archived LSN: 0x00000000000003e8 (1000)"), "{}", stdout(&out));
     let c = &proxy.counts;
@@ -382,33 +372,7 @@ fn survives_network_faults_between_it_and_s3() {
     let dir = Dir::new();
     let paths = dir.chain(10, 200_000);
     let url = s3.url("proxy");
-    let wal = dir.wal();
-    let args = [
-        "archive",
-        "--once",
-        "--concurrency",
-        "4",
-        "--max-attempts",
-        "40",
-        "--retry-base-delay",
-        "0.02",
-        "--retry-max-delay",
-        "0.3",
-        "--request-retries",
-        "0",
-        "--wal-dir",
-        wal.to_str().unwrap(),
-        "--to",
-        &url,
-    ];
-    let mut cmd = dir.cmd(&args);
-    for (k, v) in s3.env_via(&proxy.endpoint) {
-        cmd.env(k, v);
-    }
-    let out = crate::util::wait_within(
-        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap(),
-        Duration::from_secs(240),
-    );
+    let out = archive_through_faults(&dir, &url, s3.env_via(&proxy.endpoint));
     assert_exit(&out, 0);
     assert!(stdout(&out).contains("last archived LSN: 0x00000000000003e8 (1000)"), "{}", stdout(&out));
     let c = &proxy.counts;

@@ -75,6 +75,20 @@ impl Summary {
             && !self.breaks.iter().any(|b| matches!(b, wit::ChainBreak::Overlap(_)))
     }
 
+    /// What keeps a watcher's last cycle from counting as a success, in
+    /// words (`2 segments failing`), empty when nothing does: as
+    /// [`Summary::is_clean`], and also a segment still failing from an
+    /// earlier cycle that waits out its backoff (not tried in this one).
+    pub fn problems(&self) -> Vec<String> {
+        let overlaps = self.breaks.iter().filter(|b| matches!(b, wit::ChainBreak::Overlap(_))).count();
+        let failing = self.state.failing.len().max(self.failed.len());
+        [(failing, "failing"), (self.conflicts.len(), "in conflict"), (self.not_deleted.len(), "not deleted"), (overlaps, "overlapping")]
+            .into_iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} segment{} {what}", if n == 1 { "" } else { "s" }))
+            .collect()
+    }
+
     /// Bytes sent in this run (compared segments were not sent).
     pub fn bytes_archived(&self) -> u64 {
         self.archived.iter().filter(|a| !a.existed).map(|a| a.size).sum()

@@ -799,9 +799,8 @@ fn archive(settings: &Settings, once: bool) -> Result<ExitCode> {
         }
         match archiver.run_once(&mut state, &stop) {
             Ok(summary) => {
-                // A segment waiting out its backoff was not tried in this
-                // cycle, but it is still failing.
-                clean = summary.is_clean() && summary.state.failing.is_empty();
+                // Also a segment still failing that this cycle did not try.
+                clean = summary.problems().is_empty();
                 if let Some(m) = &metrics {
                     m.cycle_done(&figures(&archiver, &summary));
                 }
@@ -845,16 +844,7 @@ fn figures(archiver: &Archiver, s: &Summary) -> CycleFigures {
         warn!("cannot measure the RPO gap: {e}");
         0
     });
-    let overlaps = s.breaks.iter().filter(|b| matches!(b, wit::ChainBreak::Overlap(_))).count();
-    // Failing: tried and failed in this cycle, or still waiting out the
-    // backoff of an earlier failure (then not tried in this one).
-    let failing = s.state.failing.len().max(s.failed.len());
-    let mut problems = Vec::new();
-    for (n, what) in [(failing, "failing"), (s.conflicts.len(), "in conflict"), (s.not_deleted.len(), "not deleted"), (overlaps, "overlapping")] {
-        if n > 0 {
-            problems.push(format!("{n} segment{} {what}", if n == 1 { "" } else { "s" }));
-        }
-    }
+    let problems = s.problems();
     CycleFigures {
         last_archived_lsn: watermark,
         rpo_gap,

@@ -184,7 +184,7 @@ fn refuses_a_foreign_component_before_anything_runs() {
         assert_exit(&out, 2);
         let err = stderr(&out);
         assert!(err.contains(&format!("cannot use planner component {}", path.display())), "{err}");
-        assert!(err.contains("expected a WebAssembly component of world nodedb:wal-archiver/archiver@0.4.0"), "{err}");
+        assert!(err.contains("expected a WebAssembly component of world nodedb:wal-archiver/archiver@0.5.0"), "{err}");
         assert!(err.contains(found), "{file}: {err}");
         assert!(!err.contains("panicked"), "{err}");
         assert!(dir.archived_names().is_empty(), "{file}: something ran");
@@ -330,6 +330,14 @@ fn run_vector(planner: &mut wal_archiver::component::Planner, c: &serde_json::Va
     let mut cfg = config(c["config"]["prefix"].as_str().unwrap());
     cfg.batch_size = c["config"]["batch_size"].as_u64().unwrap() as u32;
     cfg.delete_after_archive = c["config"]["delete_after_archive"].as_bool().unwrap_or(false);
+    // An upload's outcome is named by its object: with zstd, `{name}.zst`.
+    let suffix = match c["config"]["compression"].as_str() {
+        Some("zstd") => {
+            cfg.compression = wit::Compression::Zstd;
+            ".zst"
+        }
+        _ => "",
+    };
     let names = |l: &wit::SegmentList| l.iter().map(|(n, _)| n.to_owned()).collect::<Vec<_>>();
     let report = planner.scan(&empty_state(), &listing, archive.as_ref()).unwrap();
     let batches = planner.plan_batches(&cfg, &report.pending).unwrap();
@@ -352,7 +360,7 @@ fn run_vector(planner: &mut wal_archiver::component::Planner, c: &serde_json::Va
     }
     for (name, size) in report.pending.iter() {
         let r = if fail.contains(&name) { Err(wit::StorageError::Io("injected".into())) } else { Ok(receipt(size, 7, false)) };
-        outcomes.push(wit::UploadOutcome { name: name.into(), size, receipt: r });
+        outcomes.push(wit::UploadOutcome { name: format!("{name}{suffix}"), size, receipt: r });
     }
     for x in c.get("record_extra").and_then(|v| v.as_array()).into_iter().flatten() {
         let size = x["size"].as_u64().unwrap();
@@ -505,7 +513,7 @@ fn the_embedded_component_is_small_and_imports_only_storage() {
     let ty = component.component_type();
     let mut imports: Vec<&str> = ty.imports(&engine).map(|(name, _)| name).collect();
     imports.sort();
-    assert_eq!(imports, ["nodedb:wal-archiver/storage@0.4.0", "nodedb:wal-archiver/types@0.4.0"]);
+    assert_eq!(imports, ["nodedb:wal-archiver/storage@0.5.0", "nodedb:wal-archiver/types@0.5.0"]);
     let exports: Vec<&str> = ty.exports(&engine).map(|(name, _)| name).collect();
-    assert_eq!(exports, ["nodedb:wal-archiver/planner@0.4.0"]);
+    assert_eq!(exports, ["nodedb:wal-archiver/planner@0.5.0"]);
 }

@@ -190,7 +190,8 @@ def main() -> int:
         store, planner = component.instantiate(storage)
         cycle = planner.run_cycle
         config = SimpleNamespace(prefix="", batch_size=16, batch_bytes=0, verify_checksums=True,
-                                 delete_after_archive=False, retry_base_ms=1000, retry_max_ms=60_000)
+                                 delete_after_archive=False, retry_base_ms=1000, retry_max_ms=60_000,
+                                 compression="none")
         st = state(names, n)
         rep = cycle(config, st)
         assert isinstance(rep, Ok) and not rep.value.archived and rep.value.state.last_archived_lsn == n * SPAN, rep

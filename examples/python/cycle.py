@@ -55,7 +55,8 @@ class Cycles:
         os.mkdir(self.wal)
         self.storage = DirStorage(self.wal, self.archive, PREFIX)
         self.config = SimpleNamespace(prefix=PREFIX, batch_size=2, batch_bytes=0, verify_checksums=True,
-                                      delete_after_archive=True, retry_base_ms=1, retry_max_ms=4)
+                                      delete_after_archive=True, retry_base_ms=1, retry_max_ms=4,
+                                      compression="none")
         self.state = empty_state()
         self.partial = f"wal-{3 * SPAN + 1:016x}-{4 * SPAN:016x}.partial"
 

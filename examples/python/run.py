@@ -81,7 +81,7 @@ def config(c: Dict[str, Any]) -> Any:
     cfg = c["config"]
     return SimpleNamespace(prefix=cfg["prefix"], batch_size=cfg["batch_size"], batch_bytes=0,
                            verify_checksums=True, delete_after_archive=cfg.get("delete_after_archive", False),
-                           retry_base_ms=1, retry_max_ms=4)
+                           retry_base_ms=1, retry_max_ms=4, compression=cfg.get("compression", "none"))
 
 
 def run_vector(planner: Any, c: Dict[str, Any]) -> Dict[str, Any]:
@@ -124,7 +124,9 @@ def run_vector(planner: Any, c: Dict[str, Any]) -> Dict[str, Any]:
         outcomes.append(SimpleNamespace(name=name, size=size, receipt=receipt(size, crc, True)))
     for name, size in zip(names_of(report.pending), report.pending.sizes):
         r = Err(Case("io", "injected")) if name in fail else receipt(size, 7, False)
-        outcomes.append(SimpleNamespace(name=name, size=size, receipt=r))
+        # An upload's outcome is named by its object: with zstd, `{name}.zst`.
+        obj = name + ".zst" if cfg.compression == "zstd" else name
+        outcomes.append(SimpleNamespace(name=obj, size=size, receipt=r))
     for x in c.get("record_extra", []):
         outcomes.append(SimpleNamespace(name=x["name"], size=x["size"], receipt=receipt(x["size"], 7, False)))
     recorded = planner.record_uploads(cfg, report.state, outcomes)

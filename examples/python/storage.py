@@ -1,4 +1,4 @@
-"""The planner's storage imports (`nodedb:wal-archiver/storage@0.4.0`), in Python.
+"""The planner's storage imports (`nodedb:wal-archiver/storage@0.5.0`), in Python.
 
 The WAL directory is a real directory; the archive is a plain directory
 standing in for an object store (a key `{prefix}/{name}` is the file

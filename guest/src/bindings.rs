@@ -280,6 +280,10 @@ impl From<wit::ArchiverConfig> for plan::Config {
             delete_after_archive: c.delete_after_archive,
             retry_base_ms: c.retry_base_ms,
             retry_max_ms: c.retry_max_ms,
+            compression: match c.compression {
+                wit::Compression::None => name::Compression::None,
+                wit::Compression::Zstd => name::Compression::Zstd,
+            },
         }
     }
 }

@@ -6,6 +6,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use crate::chain::Break;
+use crate::name::segment_part;
 use crate::packed::{ArchiveListing, Listing};
 use crate::plan::{self, Config, Conflict, SegmentFailure, Skipped, State, StorageError, UploadOutcome, UploadReceipt};
 use crate::Lsn;
@@ -42,15 +43,19 @@ pub fn run_cycle(config: &Config, state: &State, storage: &mut impl Storage) -> 
     let listing = storage.list_wal_dir()?;
     let scan = plan::scan(state.clone(), &listing, Some(&archive));
     let mut outcomes = Vec::with_capacity(scan.pending.len() + scan.to_confirm.len());
-    for (name, size) in scan.to_confirm.iter() {
-        let key = plan::object_key(&config.prefix, name);
-        let result = storage.check_archived(name, &key, size);
-        outcomes.push(UploadOutcome { name: name.into(), size, result });
+    // An outcome is named by the object its key ends in.
+    for (object, size) in scan.to_confirm.iter() {
+        let key = plan::object_key(&config.prefix, object);
+        let result = storage.check_archived(segment_part(object), &key, size);
+        outcomes.push(UploadOutcome { name: object.into(), size, result });
     }
     for (name, size) in scan.pending.iter() {
-        let key = plan::object_key(&config.prefix, name);
+        let key = plan::upload_key(config, name);
         let result = storage.upload(name, &key, size, config.verify_checksums);
-        outcomes.push(UploadOutcome { name: name.into(), size, result });
+        let mut object = String::with_capacity(name.len() + 4);
+        object.push_str(name);
+        object.push_str(config.compression.suffix());
+        outcomes.push(UploadOutcome { name: object, size, result });
     }
     let record = plan::record_uploads(config, &scan.state, &outcomes);
     let state = record.state;
@@ -63,8 +68,8 @@ pub fn run_cycle(config: &Config, state: &State, storage: &mut impl Storage) -> 
     let mut deleted = Vec::new();
     let mut not_deleted = Vec::new();
     if chain_recorded {
-        for (name, _) in plan::deletable(config, &state, &listing).iter() {
-            let key = plan::object_key(&config.prefix, name);
+        for (object, _) in plan::deletable(config, &state, &listing).iter() {
+            let (name, key) = (segment_part(object), plan::object_key(&config.prefix, object));
             match storage.delete_segment(name, &key) {
                 Ok(()) => deleted.push(name.to_string()),
                 Err(e) => not_deleted.push(SegmentFailure { name: name.into(), attempts: 1, last_reason: e.to_string() }),

@@ -104,6 +104,91 @@ pub fn format_segment_name(first: Lsn, last: Lsn) -> Result<String, NameError> {
     Ok(SegmentName { first, last }.to_string())
 }
 
+/// How a segment is stored in the archive: as the file, or compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Compression {
+    /// The object holds the segment's bytes.
+    #[default]
+    None,
+    /// The object holds zstd frames whose decoded bytes are the segment's.
+    Zstd,
+}
+
+/// What an object name ends in for each kind of storage.
+const ZSTD_SUFFIX: &str = ".zst";
+
+impl Compression {
+    /// The suffix an object name adds to the segment name.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Zstd => ZSTD_SUFFIX,
+        }
+    }
+}
+
+/// The name of an archive object that holds a segment: the segment's name,
+/// followed by `.zst` when it is stored compressed.
+///
+/// It can only be made by [`ObjectName::parse`] (or from a parsed segment
+/// name), so holding one means the segment part was strict:
+///
+/// ```
+/// use wal_archiver_guest::name::{Compression, ObjectName};
+/// let o = ObjectName::parse("wal-000000000000000a-0000000000000064.seg.zst").unwrap();
+/// assert_eq!((o.segment().first(), o.compression()), (10, Compression::Zstd));
+/// assert_eq!(o.to_string(), "wal-000000000000000a-0000000000000064.seg.zst");
+/// assert!(ObjectName::parse("wal-000000000000000a-0000000000000064.seg.gz").is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectName {
+    segment: SegmentName,
+    compression: Compression,
+}
+
+impl ObjectName {
+    /// Parses a segment name, or a segment name followed by `.zst`. A name
+    /// that is neither fails as its segment part fails (`x.seg.gz` ends in
+    /// the wrong suffix).
+    #[inline(never)]
+    pub fn parse(name: &str) -> Result<Self, NameError> {
+        // One call of the segment parser, and not inlined itself: the fast
+        // path is large, and the component has a size budget.
+        let (segment, compression) = match name.strip_suffix(ZSTD_SUFFIX) {
+            Some(segment) => (segment, Compression::Zstd),
+            None => (name, Compression::None),
+        };
+        Ok(Self { segment: SegmentName::parse(segment)?, compression })
+    }
+
+    /// The object that holds `segment` stored as `compression` says.
+    pub fn new(segment: SegmentName, compression: Compression) -> Self {
+        Self { segment, compression }
+    }
+
+    /// The segment it holds.
+    pub fn segment(&self) -> SegmentName {
+        self.segment
+    }
+
+    /// How it holds it.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+}
+
+impl fmt::Display for ObjectName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.segment, self.compression.suffix())
+    }
+}
+
+/// The segment name inside an object name: `name` without `.zst`. Only for
+/// names that parsed as object names.
+pub fn segment_part(name: &str) -> &str {
+    name.strip_suffix(ZSTD_SUFFIX).unwrap_or(name)
+}
+
 /// The length of every valid name: `wal-`, 16 digits, `-`, 16 digits, `.seg`.
 const NAME_LEN: usize = PREFIX.len() + LSN_DIGITS + 1 + LSN_DIGITS + SUFFIX.len();
 
@@ -216,6 +301,24 @@ mod tests {
         for (name, want) in cases {
             assert_eq!(SegmentName::parse(name), Err(*want), "{name:?}");
         }
+    }
+
+    #[test]
+    fn parses_the_object_names_it_formats_and_no_other_suffix() {
+        for (first, last) in [(0, 0), (1, 16), (u64::MAX, u64::MAX)] {
+            let seg = SegmentName::parse(&format_segment_name(first, last).unwrap()).unwrap();
+            for c in [Compression::None, Compression::Zstd] {
+                let o = ObjectName::new(seg, c);
+                let text = o.to_string();
+                assert_eq!(ObjectName::parse(&text), Ok(o), "{text}");
+                assert_eq!(segment_part(&text), seg.to_string());
+            }
+        }
+        let base = format_segment_name(1, 2).unwrap();
+        for bad in [format!("{base}.gz"), format!("{base}.zst.zst"), format!("{base}.ZST"), format!("{base}zst"), ".zst".into()] {
+            assert!(ObjectName::parse(&bad).is_err(), "{bad}");
+        }
+        assert_eq!(ObjectName::parse("wal-1-2.seg.zst"), Err(NameError::WrongLength(1)));
     }
 
     #[test]

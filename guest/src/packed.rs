@@ -12,7 +12,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::name::SegmentName;
+use crate::name::{segment_part, ObjectName};
 use crate::Lsn;
 
 /// Names packed into one string, each ending where `ends` says.
@@ -344,10 +344,17 @@ pub(crate) struct Seg<'a> {
 }
 
 impl<'a> Seg<'a> {
-    /// The segment `name` stands for, or None when it is not a segment name.
+    /// The segment `name` stands for, or None when it is neither a segment
+    /// name nor an object name (one with `.zst`): the state and outcomes
+    /// name segments by the object that holds them.
     pub(crate) fn parse(name: &'a str, size: u64, crc: u32) -> Option<Self> {
-        let n = SegmentName::parse(name).ok()?;
+        let n = ObjectName::parse(name).ok()?.segment();
         Some(Self { first: n.first(), last: n.last(), name, size, crc })
+    }
+
+    /// True when its name says it is stored compressed.
+    pub(crate) fn compressed(&self) -> bool {
+        self.name.len() > segment_part(self.name).len()
     }
 
     /// One past the last LSN, as u128 so that `u64::MAX` has a successor.
@@ -384,10 +391,58 @@ pub(crate) fn sort_segs(v: &mut Vec<Seg<'_>>) {
     v.dedup_by(|b, a| (a.first, a.last) == (b.first, b.last));
 }
 
-/// The position of the segment named `name` in `sorted`, if it is there.
+/// The position of the segment named `name` (a segment or object name) in
+/// `sorted`, if it is there.
 pub(crate) fn find(sorted: &[Seg<'_>], name: &str) -> Option<usize> {
-    let n = SegmentName::parse(name).ok()?;
+    let n = ObjectName::parse(name).ok()?.segment();
     find_seg(sorted, n.first(), n.last())
+}
+
+/// True when two names (segment or object names) hold the same segment.
+#[inline(never)]
+pub(crate) fn same_segment(a: &str, b: &str) -> bool {
+    match (ObjectName::parse(a), ObjectName::parse(b)) {
+        (Ok(x), Ok(y)) => x.segment() == y.segment(),
+        _ => a == b,
+    }
+}
+
+/// Keeps one object of each segment in `sorted` (sorted by LSN): where the
+/// archive holds a segment both plain and compressed with the same recorded
+/// size and CRC32C, the plain one (either serves; plain needs no decoding).
+/// Copies that disagree are no copy at all: each goes to `disagree`, and
+/// none is kept.
+pub(crate) fn one_copy_each<'a>(sorted: &mut Vec<Seg<'a>>, disagree: &mut Vec<Seg<'a>>) {
+    // Plain loops, no iterator adapters: each adapter costs the component
+    // code of its own, and it has a size budget.
+    let mut kept = 0;
+    let mut i = 0;
+    while i < sorted.len() {
+        let s = sorted[i];
+        let (mut j, mut agree, mut plain) = (i + 1, true, if s.compressed() { None } else { Some(i) });
+        while j < sorted.len() && (sorted[j].first, sorted[j].last) == (s.first, s.last) {
+            agree &= (sorted[j].size, sorted[j].crc) == (s.size, s.crc);
+            if plain.is_none() && !sorted[j].compressed() {
+                plain = Some(j);
+            }
+            j += 1;
+        }
+        if agree {
+            sorted[kept] = sorted[plain.unwrap_or(i)];
+            kept += 1;
+        } else {
+            // Plain copies first, then compressed ones.
+            for pass in [false, true] {
+                for k in i..j {
+                    if sorted[k].compressed() == pass {
+                        disagree.push(sorted[k]);
+                    }
+                }
+            }
+        }
+        i = j;
+    }
+    sorted.truncate(kept);
 }
 
 /// The position of the segment with these LSNs (so, this name) in `sorted`.

@@ -13,9 +13,9 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use crate::chain::{self, Break, Start};
-use crate::name::{NameError, SegmentName};
+use crate::name::{Compression, NameError, ObjectName, SegmentName};
 use crate::packed::{
-    find, lsn_order, merge, sort_by_lsn, sort_segs, ArchiveListing, ArchivedList, Cursor, Entry, EntryKind, FailureList, Listing, Seg, SegmentList,
+    find, lsn_order, merge, one_copy_each, same_segment, sort_by_lsn, sort_segs, ArchiveListing, ArchivedList, Cursor, Entry, EntryKind, FailureList, Listing, Seg, SegmentList,
 };
 use crate::Lsn;
 
@@ -33,6 +33,9 @@ pub struct Config {
     pub retry_base_ms: u64,
     /// The longest retry delay, in milliseconds.
     pub retry_max_ms: u64,
+    /// How uploads store segments: the key of a pending segment is its
+    /// object name under this compression.
+    pub compression: Compression,
 }
 
 impl Default for Config {
@@ -47,6 +50,7 @@ impl Default for Config {
             delete_after_archive: false,
             retry_base_ms: 1_000,
             retry_max_ms: 60_000,
+            compression: Compression::None,
         }
     }
 }
@@ -191,6 +195,52 @@ pub fn classify(entry: &Entry<'_>) -> Result<SegmentName, SkipReason> {
     SegmentName::parse(entry.name).map_err(SkipReason::BadName)
 }
 
+/// Classifies one archive entry: the object name of a segment (plain or
+/// compressed), or the reason it is not one.
+pub fn classify_object(entry: &Entry<'_>) -> Result<ObjectName, SkipReason> {
+    if entry.kind != EntryKind::File {
+        return Err(SkipReason::NotAFile(entry.kind));
+    }
+    if !entry.utf8 {
+        return Err(SkipReason::NotUtf8);
+    }
+    ObjectName::parse(entry.name).map_err(SkipReason::BadName)
+}
+
+/// The segment objects of an archive listing with a recorded checksum,
+/// sorted by LSN, one object per segment (see [`one_copy_each`]); every
+/// other entry goes to `strays`, and objects without a recorded checksum,
+/// or whose copies disagree, to `unverified`.
+/// With `all`, every segment object goes there too, with its position in
+/// the listing in `crc`.
+pub(crate) fn archived_objects<'a>(
+    archive: &'a ArchiveListing,
+    strays: &mut Vec<Skipped>,
+    unverified: &mut Vec<Seg<'a>>,
+    mut all: Option<&mut Vec<Seg<'a>>>,
+) -> Vec<Seg<'a>> {
+    let mut objects: Vec<Seg<'a>> = Vec::with_capacity(archive.len());
+    for (i, o) in archive.entries().enumerate() {
+        match classify_object(&o.entry) {
+            Err(reason) => strays.push(Skipped { name: o.entry.name.to_owned(), reason }),
+            Ok(n) => {
+                let n = n.segment();
+                let seg = Seg { first: n.first(), last: n.last(), name: o.entry.name, size: o.entry.size, crc: o.crc32c.unwrap_or(0) };
+                if let Some(all) = all.as_deref_mut() {
+                    all.push(Seg { crc: i as u32, ..seg });
+                }
+                match o.crc32c {
+                    None => unverified.push(seg),
+                    Some(_) => objects.push(seg),
+                }
+            }
+        }
+    }
+    sort_by_lsn(&mut objects);
+    one_copy_each(&mut objects, unverified);
+    objects
+}
+
 /// The segments of a listing, sorted by LSN, each name once; every other
 /// entry, and every repeat of a name, goes to `skipped`.
 pub(crate) fn listed_segments<'a>(entries: impl Iterator<Item = Entry<'a>>, skipped: &mut Vec<Skipped>) -> Vec<Seg<'a>> {
@@ -244,17 +294,11 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
     };
     match archive {
         Some(a) => {
-            let mut objects: Vec<Seg<'_>> = Vec::with_capacity(a.len());
-            for o in a.entries() {
-                match classify(&o.entry) {
-                    Err(reason) => strays.push(Skipped { name: o.entry.name.to_owned(), reason }),
-                    Ok(n) => match o.crc32c {
-                        None => unverified.push(o.entry.name.to_owned()),
-                        Some(crc) => objects.push(Seg { first: n.first(), last: n.last(), name: o.entry.name, size: o.entry.size, crc }),
-                    },
-                }
+            let mut not_counted = Vec::new();
+            let objects = archived_objects(a, &mut strays, &mut not_counted, None);
+            for s in &not_counted {
+                unverified.push(s.name.to_owned());
             }
-            sort_segs(&mut objects);
             // A conflict stands while the archive still holds the object it was about.
             conflicts = state
                 .conflicts
@@ -265,7 +309,7 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
             let mut kept = Vec::with_capacity(objects.len());
             let (mut in_prior, mut in_listed) = (Cursor::new(&prior), Cursor::new(&listed));
             for o in objects {
-                if conflicts.iter().any(|c| c.name == o.name) {
+                if conflicts.iter().any(|c| same_segment(&c.name, o.name)) {
                     continue;
                 }
                 // An object counts when the local file is gone, or was compared with it.
@@ -320,7 +364,7 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
             confirm_at += 1;
         }
         let same = |a: Option<&Seg<'_>>| a.is_some_and(|a| (a.first, a.last) == (s.first, s.last));
-        if same(archived.get(archived_at)) || same(to_confirm_segs.get(confirm_at)) || conflicts.iter().any(|c| c.name == s.name) {
+        if same(archived.get(archived_at)) || same(to_confirm_segs.get(confirm_at)) || conflicts.iter().any(|c| same_segment(&c.name, s.name)) {
             continue;
         }
         if below_floor(pruned_below, s) {
@@ -376,7 +420,15 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
     ScanReport { state: new_state, pending, to_confirm, pruned, skipped, strays, unverified, breaks, off_chain, conflicts, record_chain_start }
 }
 
-/// The key of a segment under the prefix, as the seed's `plan_archive` formed it.
+/// The key an upload of the segment `name` goes to: its object name under
+/// the configured compression, under the prefix.
+pub fn upload_key(config: &Config, name: &str) -> String {
+    let mut key = object_key(&config.prefix, name);
+    key.push_str(config.compression.suffix());
+    key
+}
+
+/// The key of an object under the prefix, as the seed's `plan_archive` formed it.
 pub fn object_key(prefix: &str, name: &str) -> String {
     if prefix.is_empty() {
         name.to_owned()
@@ -455,7 +507,7 @@ pub fn record_uploads(config: &Config, state: &State, outcomes: &[UploadOutcome]
             },
             Err(StorageError::Conflict(c)) => {
                 let conflict = Conflict { name: o.name.clone(), ..c.clone() };
-                conflicts.retain(|c| c.name != o.name);
+                conflicts.retain(|c| !same_segment(&c.name, &o.name));
                 conflicts.push(conflict.clone());
                 new_conflicts.push(conflict);
                 (Event::Conflict, 0, String::new())
@@ -612,11 +664,17 @@ pub fn deletable(config: &Config, state: &State, listing: &Listing) -> SegmentLi
     let mut ignored = Vec::new();
     let (mut in_archived, mut in_failing) = (Cursor::new(&archived), Cursor::new(&failing));
     for s in listed_segments(listing.entries(), &mut ignored) {
-        let own_key = in_archived.seek(&s).is_some_and(|a| a.size == s.size);
+        let own_key = in_archived.seek(&s).filter(|a| a.size == s.size);
         let failing = in_failing.seek(&s).is_some();
-        let conflict = state.conflicts.iter().any(|c| c.name == s.name);
-        if own_key && s.last <= w && !failing && !conflict {
-            out.push(s.name, s.size);
+        let conflict = state.conflicts.iter().any(|c| same_segment(&c.name, s.name));
+        if let Some(a) = own_key
+            && s.last <= w
+            && !failing
+            && !conflict
+        {
+            // The object's name: the host deletes the local file of that
+            // segment once the object under that key proves to hold it.
+            out.push(a.name, s.size);
         }
     }
     out
@@ -859,6 +917,77 @@ mod tests {
         assert!(plan_batches(&config, &SegmentList::default()).is_empty());
         let config = Config { batch_size: 0, ..config };
         assert_eq!(plan_batches(&config, &pending).len(), 6);
+    }
+
+    #[test]
+    fn archives_to_the_compressed_key_and_deletes_by_the_object_that_holds_the_segment() {
+        let config = Config { compression: Compression::Zstd, delete_after_archive: true, ..Config::default() };
+        assert_eq!(upload_key(&config, &name(1, 10)), format!("{}.zst", name(1, 10)));
+        assert_eq!(upload_key(&Config { prefix: "p".into(), ..config.clone() }, &name(1, 10)), format!("p/{}.zst", name(1, 10)));
+        let entries = [seg(1, 10), seg(11, 20)];
+        let report = scan(State::default(), &listing(&entries), None);
+        // Outcomes are named by the object: the segment's name and the suffix.
+        let outcomes: Vec<UploadOutcome> =
+            report.pending.iter().map(|(n, size)| outcome(&format!("{n}.zst"), size, Ok(receipt(size, crc_of(n))))).collect();
+        let r = record_uploads(&config, &report.state, &outcomes);
+        assert_eq!(r.state.last_archived_lsn, Some(20));
+        assert_eq!(r.archived, [format!("{}.zst", name(1, 10)), format!("{}.zst", name(11, 20))]);
+        assert_eq!(r.state.archived.names(), r.archived);
+        // Archived either way: nothing is pending again, with either setting.
+        let again = scan(r.state.clone(), &listing(&entries), None);
+        assert!(again.pending.is_empty() && again.to_confirm.is_empty(), "{again:?}");
+        let gone = deletable(&config, &r.state, &listing(&entries));
+        assert_eq!(gone.names(), r.archived, "deletion names the object whose key proves it");
+    }
+
+    #[test]
+    fn counts_a_segment_held_plain_and_compressed_once_and_never_when_the_copies_disagree() {
+        let entries = [seg(1, 10), seg(11, 20)];
+        let mut archive = ArchiveListing::default();
+        let (a, b) = (name(1, 10), name(11, 20));
+        archive.push(&file(&a, 100), Some(crc_of(&a)));
+        archive.push(&file(&format!("{a}.zst"), 100), Some(crc_of(&a)));
+        archive.push(&file(&b, 100), Some(crc_of(&b)));
+        archive.push(&file(&format!("{b}.zst"), 100), Some(crc_of(&b) ^ 1));
+        let report = scan(State::default(), &listing(&[]), Some(&archive));
+        assert_eq!(report.state.archived.names(), [a.as_str()], "one object of the agreeing pair, the plain one");
+        assert_eq!(report.state.last_archived_lsn, Some(10));
+        assert_eq!(report.unverified, [b.clone(), format!("{b}.zst")], "copies that disagree are neither counted");
+        assert!(report.breaks.is_empty() && report.off_chain.is_empty(), "{report:?}");
+        // With the local files there: the agreeing pair is compared once, by
+        // its plain object; the disagreeing one is uploaded (and its key's
+        // object decides: the same bytes, or a conflict).
+        let report = scan(State::default(), &listing(&entries), Some(&archive));
+        assert_eq!(report.to_confirm.names(), [a.as_str()]);
+        assert_eq!(report.pending.names(), [b.as_str()]);
+        // A compressed object alone is the segment.
+        let mut only = ArchiveListing::default();
+        only.push(&file(&format!("{a}.zst"), 100), Some(crc_of(&a)));
+        let report = scan(State::default(), &listing(&entries[..1]), Some(&only));
+        assert_eq!(report.to_confirm.names(), [format!("{a}.zst")]);
+        assert!(report.pending.is_empty() && report.strays.is_empty());
+        // Other suffixes are strays.
+        let mut odd = ArchiveListing::default();
+        odd.push(&file(&format!("{a}.gz"), 100), Some(1));
+        odd.push(&file(&format!("{a}.zst.zst"), 100), Some(1));
+        let report = scan(State::default(), &listing(&[]), Some(&odd));
+        assert_eq!(report.strays.len(), 2);
+        assert!(report.state.archived.is_empty());
+    }
+
+    #[test]
+    fn holds_a_conflict_on_a_compressed_object_against_its_local_segment() {
+        let config = Config { compression: Compression::Zstd, delete_after_archive: true, ..Config::default() };
+        let entries = [seg(1, 10)];
+        let a = name(1, 10);
+        let object = format!("{a}.zst");
+        let report = scan(State::default(), &listing(&entries), None);
+        let c = Conflict { name: object.clone(), local_size: 100, local_crc32c: 1, archived_size: 90, archived_crc32c: 2 };
+        let r = record_uploads(&config, &report.state, &[outcome(&object, 100, Err(StorageError::Conflict(c)))]);
+        assert_eq!(r.state.conflicts.len(), 1);
+        let again = scan(r.state.clone(), &listing(&entries), None);
+        assert!(again.pending.is_empty(), "a conflict is not retried: {again:?}");
+        assert!(deletable(&config, &r.state, &listing(&entries)).is_empty());
     }
 
     #[test]

@@ -8,8 +8,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::chain::{self, Break, Start};
-use crate::packed::{sort_segs, ArchiveListing, Seg, SegmentList};
-use crate::plan::{classify, Skipped};
+use crate::packed::{sort_by_lsn, ArchiveListing, Seg, SegmentList};
+use crate::plan::{archived_objects, Skipped};
 use crate::Lsn;
 
 /// What a listing of the archive holds over a range of LSNs.
@@ -70,24 +70,14 @@ struct Archive<'a> {
 }
 
 fn read(listing: &ArchiveListing) -> Archive<'_> {
-    let mut a = Archive { verified: Vec::new(), all: Vec::new(), strays: Vec::new(), unverified: Vec::new() };
-    for o in listing.entries() {
-        match classify(&o.entry) {
-            Err(reason) => a.strays.push(Skipped { name: o.entry.name.to_owned(), reason }),
-            Ok(n) => {
-                let seg = Seg { first: n.first(), last: n.last(), name: o.entry.name, size: o.entry.size, crc: o.crc32c.unwrap_or(0) };
-                a.all.push(seg);
-                match o.crc32c {
-                    Some(_) => a.verified.push(seg),
-                    None => a.unverified.push(seg),
-                }
-            }
-        }
-    }
-    sort_segs(&mut a.verified);
-    sort_segs(&mut a.all);
-    sort_segs(&mut a.unverified);
-    a
+    let (mut strays, mut unverified) = (Vec::new(), Vec::new());
+    // Every segment object, each copy of a segment too: a prune removes them
+    // all. (`crc` holds the position, so that copies keep the listing's order.)
+    let mut all: Vec<Seg<'_>> = Vec::with_capacity(listing.len());
+    let verified = archived_objects(listing, &mut strays, &mut unverified, Some(&mut all));
+    sort_by_lsn(&mut all);
+    sort_by_lsn(&mut unverified);
+    Archive { verified, all, strays, unverified }
 }
 
 /// The range `from..=until` over the verified segments: by default from the
@@ -206,6 +196,32 @@ mod tests {
 
     fn spans(list: &SegmentList) -> Vec<(Lsn, Lsn)> {
         list.iter().map(|(n, _)| Seg::parse(n, 0, 0).map(|s| (s.first, s.last)).unwrap()).collect()
+    }
+
+    #[test]
+    fn verifies_restores_and_prunes_an_archive_of_plain_and_compressed_objects() {
+        let mut a = ArchiveListing::default();
+        let n: Vec<String> = [(1, 10), (11, 20), (21, 30)].iter().map(|&(f, l)| name(f, l)).collect();
+        // Plain, both, compressed.
+        a.push(&entry(&n[0]), Some(1));
+        a.push(&entry(&n[1]), Some(1));
+        a.push(&entry(&format!("{}.zst", n[1])), Some(1));
+        a.push(&entry(&format!("{}.zst", n[2])), Some(1));
+        let report = verify_plan(&a, None, None).unwrap();
+        assert!(report.breaks.is_empty() && report.off_chain.is_empty() && report.unverified.is_empty(), "{report:?}");
+        assert_eq!(report.segments.names(), [n[0].clone(), n[1].clone(), format!("{}.zst", n[2])]);
+        let chain = restore_plan(&a, None, 30).unwrap();
+        assert_eq!(chain.names(), report.segments.names());
+        // Every copy below the bound goes.
+        let prune = prune_plan(&a, 21).unwrap();
+        assert_eq!(prune.segments.names(), [n[0].clone(), n[1].clone(), format!("{}.zst", n[1])]);
+        // Copies that disagree are a hole, not an overlap: nothing holds those LSNs.
+        let mut bad = a.clone();
+        bad.crc32cs[2] = 2;
+        let report = verify_plan(&bad, None, None).unwrap();
+        assert_eq!(report.unverified, [n[1].clone(), format!("{}.zst", n[1])]);
+        assert_eq!(report.breaks, [Break::Gap { from: 11, to: 20 }]);
+        assert_eq!(restore_plan(&bad, None, 30), Err(RestoreError::Broken(Break::Gap { from: 11, to: 20 })));
     }
 
     #[test]

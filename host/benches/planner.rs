@@ -184,6 +184,7 @@ fn config() -> wit::ArchiverConfig {
         delete_after_archive: true,
         retry_base_ms: 1000,
         retry_max_ms: 60_000,
+        compression: wit::Compression::None,
     }
 }
 

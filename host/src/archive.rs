@@ -13,7 +13,8 @@ use tracing::{info, warn};
 
 use crate::bindings::wit;
 use crate::component::{CycleReport, Planner, PlannerError, PlannerRuntime, ScanReport};
-use crate::lsn::{format_lsn, segment_lsns};
+use crate::compress::segment_name;
+use crate::lsn::{format_lsn, object_lsns, segment_lsns};
 use crate::state::{StateError, StateStore};
 use crate::storage::{Storage, StorageError};
 
@@ -116,7 +117,7 @@ impl Summary {
 impl From<CycleReport> for Summary {
     fn from(r: CycleReport) -> Self {
         Self {
-            archived: r.archived.into_iter().map(|name| Archived { name, size: 0, existed: false }).collect(),
+            archived: r.archived.iter().map(|name| Archived { name: segment_name(name).to_owned(), size: 0, existed: false }).collect(),
             state: r.state,
             failed: r.failed,
             conflicts: r.conflicts,
@@ -335,8 +336,9 @@ impl Archiver {
         let files: HashMap<&str, u64> = listing.entries().filter(|e| e.utf8 && e.kind == wit::EntryKind::File).map(|e| (e.name, e.size)).collect();
         let scan = planner.scan(state, &listing, archive.as_ref().map(|a| a.to_wit()).as_ref())?;
         let archive_listing = archive.as_ref();
+        // To-confirm names objects; their local files are the segment names.
         for (name, size) in scan.pending.iter().chain(scan.to_confirm.iter()) {
-            if !files.contains_key(name) {
+            if !files.contains_key(segment_name(name)) {
                 return Err(self.bad_plan(format!("segment {name:?} ({size} bytes) is not a file in the listing")));
             }
         }
@@ -357,10 +359,10 @@ impl Archiver {
         let confirms: Vec<(&str, u64)> = scan.to_confirm.iter().collect();
         let compared: Vec<wit::UploadOutcome> = rt.block_on(
             futures::stream::iter(confirms)
-                .map(|(name, size)| async move {
-                    let key = self.storage.archive.key_of(name);
-                    let receipt = self.storage.check_archived(name, &key, size).await.map_err(wit::StorageError::from);
-                    wit::UploadOutcome { name: name.to_owned(), size, receipt }
+                .map(|(object, size)| async move {
+                    let key = self.storage.archive.key_of(object);
+                    let receipt = self.storage.check_archived(segment_name(object), &key, size).await.map_err(wit::StorageError::from);
+                    wit::UploadOutcome { name: object.to_owned(), size, receipt }
                 })
                 .buffer_unordered(self.concurrency)
                 .collect(),
@@ -400,13 +402,16 @@ impl Archiver {
                 let published: Vec<_> = futures::stream::iter(tasks)
                     .take_while(|_| std::future::ready(!stop.load(Ordering::SeqCst)))
                     .map(|(name, size)| async move {
-                        let key = storage.archive.key_of(&name);
+                        // The key of the object the configured compression makes; the
+                        // outcome is named by it.
+                        let object = format!("{name}{}", suffix(self.config.compression));
+                        let key = storage.archive.key_of(&object);
                         let began = Instant::now();
                         let published = storage.publish_segment(&name, &key, size, self.config.verify_checksums).await;
                         if let (Ok(_), Some(timer)) = (&published, &self.on_upload) {
                             timer(began.elapsed());
                         }
-                        ((name, size), published)
+                        ((object, size), published)
                     })
                     .buffer_unordered(self.concurrency)
                     .collect()
@@ -510,13 +515,13 @@ impl Archiver {
                 return Err(self.bad_plan(format!("{name:?} counted as archived, but it was not uploaded")));
             };
             let existed = matches!(&o.receipt, Ok(r) if r.existed);
-            self.retries().remove(name);
+            self.retries().remove(segment_name(name));
             if let (Some(listing), Ok(r)) = (listing, &o.receipt) {
                 self.storage.runtime.block_on(self.storage.archive.forget_stale(name, r.read_size, r.read_crc32c, listing));
             }
-            let (first_lsn, last_lsn) = segment_lsns(name).unwrap_or_default();
+            let (first_lsn, last_lsn) = object_lsns(name).unwrap_or_default();
             info!(
-                segment = %name,
+                segment = %segment_name(name),
                 first_lsn,
                 last_lsn,
                 bytes = o.size,
@@ -524,7 +529,7 @@ impl Archiver {
                 existed,
                 "archived"
             );
-            let a = Archived { name: name.clone(), size: o.size, existed };
+            let a = Archived { name: segment_name(name).to_owned(), size: o.size, existed };
             if let Some(progress) = &self.progress {
                 progress(&a);
             }
@@ -533,17 +538,17 @@ impl Archiver {
         for f in report.failed {
             let delay = Duration::from_millis(planner.retry_delay(&self.config, f.attempts, self.random())?);
             let mut retries = self.retries();
-            let entry = retries.entry(f.name.clone()).or_insert(Retry { due: Instant::now(), attempts: 0 });
+            let entry = retries.entry(segment_name(&f.name).to_owned()).or_insert(Retry { due: Instant::now(), attempts: 0 });
             entry.attempts += 1;
             entry.due = Instant::now() + delay;
-            let (first_lsn, last_lsn) = segment_lsns(&f.name).unwrap_or_default();
-            warn!(segment = %f.name, first_lsn, last_lsn, attempts = f.attempts, retry_in = ?delay, error = %f.last_reason, "cannot archive segment");
+            let (first_lsn, last_lsn) = object_lsns(&f.name).unwrap_or_default();
+            warn!(segment = %segment_name(&f.name), first_lsn, last_lsn, attempts = f.attempts, retry_in = ?delay, error = %f.last_reason, "cannot archive segment");
             summary.failed.push(f);
         }
         for c in report.conflicts {
-            self.retries().remove(&c.name);
-            let (first_lsn, last_lsn) = segment_lsns(&c.name).unwrap_or_default();
-            warn!(segment = %c.name, first_lsn, last_lsn, "{}", describe_conflict(&c));
+            self.retries().remove(segment_name(&c.name));
+            let (first_lsn, last_lsn) = object_lsns(&c.name).unwrap_or_default();
+            warn!(segment = %segment_name(&c.name), first_lsn, last_lsn, "{}", describe_conflict(&c));
             summary.conflicts.retain(|x| x.name != c.name);
             summary.conflicts.push(c);
         }
@@ -568,17 +573,19 @@ impl Archiver {
         if !self.config.delete_after_archive {
             return Ok((deleted, not_deleted));
         }
+        // Named by the objects that hold them: the files are the segment names.
         let deletable = planner.deletable(&self.config, state, listing)?;
         for (name, size) in deletable.iter() {
-            if files.get(name) != Some(&size) {
+            if files.get(segment_name(name)) != Some(&size) {
                 return Err(self.bad_plan(format!("deletion of {name:?} ({size} bytes), which is not a file of that size in the listing")));
             }
         }
         let rt = &self.storage.runtime;
         let results: Vec<(String, Result<(), StorageError>)> = rt.block_on(
             futures::stream::iter(deletable.iter().map(|(n, _)| n.to_owned()).collect::<Vec<_>>())
-                .map(|name| async move {
-                    let key = self.storage.archive.key_of(&name);
+                .map(|object| async move {
+                    let key = self.storage.archive.key_of(&object);
+                    let name = segment_name(&object).to_owned();
                     let r = self.storage.delete_archived(&name, &key).await;
                     (name, r)
                 })
@@ -699,5 +706,13 @@ pub fn describe_name_error(e: &wit::NameError) -> String {
         wit::NameError::WrongLength(n) => format!("an LSN field has {n} bytes, not 16"),
         wit::NameError::NotLowercaseHex => "an LSN field is not lowercase hex".into(),
         wit::NameError::FirstAfterLast => "the first LSN is above the last".into(),
+    }
+}
+
+/// What an object name adds to a segment's name under a compression.
+fn suffix(c: wit::Compression) -> &'static str {
+    match c {
+        wit::Compression::None => "",
+        wit::Compression::Zstd => crate::compress::ZSTD_SUFFIX,
     }
 }

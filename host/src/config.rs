@@ -69,6 +69,8 @@ pub struct ConfigFile {
     /// `HOST:PORT` for `/metrics` and `/healthz`.
     #[serde(alias = "metrics_addr")]
     pub metrics_addr: Option<String>,
+    /// `none`, `zstd` or `zstd:LEVEL`; checked when the settings are made.
+    pub compression: Option<String>,
     /// object_store options for the destination's backend (`aws_region`, ...).
     #[serde(default)]
     pub storage: BTreeMap<String, Spanned<toml::Value>>,

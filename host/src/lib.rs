@@ -8,6 +8,7 @@
 //! - [`imports`]: the `storage` imports, a thin adapter over [`storage`].
 //! - [`cache`]: compiled components kept on disk between starts.
 //! - [`wal`]: the confined WAL directory, read through measured descriptors.
+//! - [`compress`]: zstd for segments on their way in and out.
 //! - [`store`]: the archive, on a local backend of our own or on object_store.
 //! - [`storage`]: the two together, and their errors.
 //! - [`lock`]: one archiver per WAL directory.
@@ -26,6 +27,7 @@ pub mod archive;
 pub mod bindings;
 pub mod cache;
 pub mod component;
+pub mod compress;
 pub mod config;
 pub mod generate;
 pub mod imports;

@@ -28,9 +28,14 @@ pub fn segment_lsns(name: &str) -> Option<(u64, u64)> {
     (first <= last && format!("wal-{first:016x}-{last:016x}.seg") == name).then_some((first, last))
 }
 
-/// The last LSN of a segment name; see [`segment_lsns`].
+/// The LSNs of an object name: a segment name, or one with `.zst`.
+pub fn object_lsns(name: &str) -> Option<(u64, u64)> {
+    segment_lsns(crate::compress::segment_name(name))
+}
+
+/// The last LSN of an object name; see [`object_lsns`].
 pub fn segment_last_lsn(name: &str) -> Option<u64> {
-    segment_lsns(name).map(|(_, last)| last)
+    object_lsns(name).map(|(_, last)| last)
 }
 
 #[cfg(test)]

@@ -201,6 +201,12 @@ struct ArchiveArgs {
     /// Port 0 picks a free port, named in the log.
     #[arg(long, value_name = "HOST:PORT", env = "WAL_ARCHIVER_METRICS_ADDR")]
     metrics_addr: Option<String>,
+    /// Store new segments compressed: `zstd` (level 3) or `zstd:LEVEL`
+    /// (1 to 19), as `{name}.zst`; `none` stores them as the files
+    /// [default: none]. Archives may mix both: each segment is archived once,
+    /// and verify, restore and prune read either.
+    #[arg(long, value_name = "none|zstd[:LEVEL]")]
+    compression: Option<wal_archiver::compress::Compression>,
 }
 
 #[derive(Subcommand)]
@@ -327,6 +333,7 @@ struct Settings {
     retry_max: Duration,
     request_retries: u32,
     metrics_addr: Option<String>,
+    compression: wal_archiver::compress::Compression,
 }
 
 /// Segments in a batch: enough that small segments do not pay a sync and a
@@ -376,6 +383,7 @@ impl Settings {
             retry_max_delay: None,
             request_retries: None,
             metrics_addr: None,
+            compression: None,
         });
         let wal_dir =
             target.wal_dir.or(file.wal_dir.clone()).context("cannot start: no WAL directory; give --wal-dir or `wal-dir` in the config file")?;
@@ -416,6 +424,11 @@ impl Settings {
                 .or(in_range("request-retries", file.request_retries, 0, 100)?)
                 .unwrap_or(DEFAULT_REQUEST_RETRIES as u32),
             metrics_addr: args.metrics_addr.or(file.metrics_addr.clone()),
+            compression: match (args.compression, &file.compression) {
+                (Some(c), _) => c,
+                (None, Some(text)) => text.parse().with_context(|| format!("cannot use compression = {text:?} from the config file"))?,
+                (None, None) => Default::default(),
+            },
             // The planner last: compiling it is the slow part, and a refused
             // plugin must leave nothing behind.
             runtime: Arc::new(target.plugin.runtime()?),
@@ -586,8 +599,9 @@ fn verify(url: &str, from: Option<u64>, until: Option<u64>, deep: bool, as_json:
         doc["sound"] = json!(outcome.is_sound());
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
+        let stored = if outcome.stored_bytes == outcome.bytes { String::new() } else { format!(", {} stored", human_bytes(outcome.stored_bytes)) };
         println!(
-            "{} segments ({}) in {} from LSN {} to {}{}",
+            "{} segments ({}{stored}) in {} from LSN {} to {}{}",
             outcome.segments,
             human_bytes(outcome.bytes),
             outcome.archive,
@@ -674,7 +688,7 @@ fn open(settings: &Settings, rt: &tokio::runtime::Runtime, lock: bool) -> Result
     {
         return Err(e.into());
     }
-    let archive = Archive::open_with(&settings.url, &settings.storage_options, settings.request_retries as usize)?;
+    let archive = Archive::open_with(&settings.url, &settings.storage_options, settings.request_retries as usize)?.with_compression(settings.compression);
     let config = wit::ArchiverConfig {
         prefix: archive.prefix().to_owned(),
         batch_size: settings.batch_size,
@@ -683,6 +697,7 @@ fn open(settings: &Settings, rt: &tokio::runtime::Runtime, lock: bool) -> Result
         delete_after_archive: settings.delete_after_archive,
         retry_base_ms: settings.retry_base.as_millis().try_into().unwrap_or(u64::MAX),
         retry_max_ms: settings.retry_max.as_millis().try_into().unwrap_or(u64::MAX),
+        compression: settings.compression.to_wit(),
     };
     let storage = Storage::new(wal, archive, rt.handle().clone());
     let archiver = Archiver::new(settings.runtime.clone(), storage, config, state_store).with_concurrency(settings.concurrency as usize);

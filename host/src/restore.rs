@@ -14,6 +14,7 @@ use crate::component::{Planner, PlannerError};
 use crate::lsn::format_lsn;
 use crate::store::{Archive, Listing, Record};
 use crate::storage::StorageError;
+use crate::compress::{is_compressed, segment_name, Sum, Unpacker};
 use crate::wal::checksum_reader;
 
 /// Why verify, restore or prune could not go on.
@@ -68,6 +69,8 @@ pub enum Finding {
     Unverified { name: String },
     Conflict { name: String, local_size: u64, local_crc32c: String, archived_size: u64, archived_crc32c: String },
     ChecksumMismatch { name: String, recorded: String, found: String },
+    /// A compressed object that decodes to other bytes than its record says.
+    DecodedMismatch { name: String, recorded_size: u64, recorded_crc32c: String, found_size: u64, found_crc32c: String },
     SizeMismatch { name: String, listed: u64, read: u64 },
     Unreadable { name: String, error: String },
     /// Notes: they do not make an archive unsound.
@@ -113,6 +116,11 @@ impl std::fmt::Display for Finding {
             Finding::ChecksumMismatch { name, recorded, found } => {
                 write!(f, "checksum mismatch: {name} records CRC32C {recorded} but holds {found}")
             }
+            Finding::DecodedMismatch { name, recorded_size, recorded_crc32c, found_size, found_crc32c } => write!(
+                f,
+                "decoded mismatch: {name} records {recorded_size} bytes with CRC32C {recorded_crc32c} once decoded, but decodes \
+                 to {found_size} bytes with CRC32C {found_crc32c}"
+            ),
             Finding::SizeMismatch { name, listed, read } => write!(f, "size mismatch: {name} is listed with {listed} bytes but {read} were read"),
             Finding::Unreadable { name, error } => write!(f, "unreadable: {name}: {error}"),
             Finding::NotASegment { name, reason } => write!(f, "not a segment ({reason}): {name:?}"),
@@ -130,7 +138,10 @@ pub struct VerifyOutcome {
     pub until_lsn: u64,
     pub deep: bool,
     pub segments: usize,
+    /// The segments' bytes (decoded, for compressed ones).
     pub bytes: u64,
+    /// What the archive stores for them: smaller where they are compressed.
+    pub stored_bytes: u64,
     pub findings: Vec<Finding>,
 }
 
@@ -171,31 +182,38 @@ pub async fn verify(
             archived_crc32c: format!("{:08x}", c.archived_crc32c),
         });
     }
-    let mut bytes = 0;
     if deep {
-        for (name, size) in report.segments.iter() {
-            let Some(recorded) = listing.find(name).and_then(|o| o.crc32c) else { continue };
-            match archive.checksum(&archive.key_of(name)).await {
-                Ok((read, crc)) => {
-                    if read != size {
-                        findings.push(Finding::SizeMismatch { name: name.to_owned(), listed: size, read });
-                    } else if crc != recorded {
+        for (name, _) in report.segments.iter() {
+            let Some(object) = listing.find(name) else { continue };
+            let (Some(recorded), Some(segment)) = (object.crc32c, object.segment) else { continue };
+            match archive.contents(&archive.key_of(name)).await {
+                Ok((stored, decoded)) => {
+                    // The stored object against its record, then what it decodes to.
+                    if stored.size != object.size {
+                        findings.push(Finding::SizeMismatch { name: name.to_owned(), listed: object.size, read: stored.size });
+                    } else if stored.crc != recorded {
                         findings.push(Finding::ChecksumMismatch {
                             name: name.to_owned(),
                             recorded: format!("{recorded:08x}"),
-                            found: format!("{crc:08x}"),
+                            found: format!("{:08x}", stored.crc),
+                        });
+                    } else if decoded != segment {
+                        findings.push(Finding::DecodedMismatch {
+                            name: name.to_owned(),
+                            recorded_size: segment.size,
+                            recorded_crc32c: format!("{:08x}", segment.crc),
+                            found_size: decoded.size,
+                            found_crc32c: format!("{:08x}", decoded.crc),
                         });
                     }
-                    progress(read);
+                    progress(stored.size);
                 }
                 Err(e) => findings.push(Finding::Unreadable { name: name.to_owned(), error: e.to_string() }),
             }
         }
     }
-    for (name, size) in report.segments.iter() {
-        let _ = name;
-        bytes += size;
-    }
+    let bytes = report.segments.iter().map(|(_, size)| size).sum();
+    let stored_bytes = report.segments.iter().map(|(name, size)| listing.find(name).map_or(size, |o| o.size)).sum();
     findings.extend(report.off_chain.iter().map(|n| Finding::OffChain { name: n.clone() }));
     findings.extend(report.strays.iter().map(|s| Finding::NotASegment { name: s.name.clone(), reason: crate::archive::describe_skip(&s.reason) }));
     findings.extend(listing.staging.iter().map(|n| Finding::StagingLeftover { name: n.clone() }));
@@ -206,6 +224,7 @@ pub async fn verify(
         deep,
         segments: report.segments.len(),
         bytes,
+        stored_bytes,
         findings,
     })
 }
@@ -264,10 +283,11 @@ pub async fn restore(
     let mut todo = Vec::new();
     let mut summary = RestoreSummary::default();
     for (name, _) in chain.iter() {
+        // The chain names objects; each is restored under its segment's name.
         let Some(object) = listing.find(name) else {
             return Err(RestoreError::BadPlan { plugin: planner.plugin().to_owned(), why: format!("{name} is not in the archive") });
         };
-        let Some(crc) = object.crc32c else {
+        let (Some(crc), Some(segment)) = (object.crc32c, object.segment) else {
             return Err(RestoreError::Corrupt {
                 url: archive.display_key(&archive.key_of(name)),
                 why: "it has no recorded checksum, so it cannot be verified".into(),
@@ -285,36 +305,39 @@ pub async fn restore(
                 ),
             });
         }
-        crate::wal::WalDir::check_name(name)?;
-        let dest = into.join(name);
+        let file_name = segment_name(name);
+        crate::wal::WalDir::check_name(file_name)?;
+        let dest = into.join(file_name);
         match File::open(&dest) {
             Ok(f) => {
                 let (size, have) = checksum_reader(&f, &dest)?;
-                if (size, have) != (object.size, crc) {
+                if (size, have) != segment.pair() {
                     return Err(RestoreError::Refused {
                         path: dest,
                         why: format!(
-                            "a different file is already there ({size} bytes, CRC32C {have:08x}; the archive has {} bytes, CRC32C {crc:08x})",
-                            object.size
+                            "a different file is already there ({size} bytes, CRC32C {have:08x}; the archive has {} bytes, CRC32C {:08x})",
+                            segment.size, segment.crc
                         ),
                     });
                 }
-                summary.already_there.push(name.to_owned());
+                summary.already_there.push(file_name.to_owned());
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => todo.push((name.to_owned(), object.size, crc)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                todo.push((name.to_owned(), Sum { size: object.size, crc }, segment));
+            }
             Err(cause) => return Err(RestoreError::Io { verb: "open", path: dest, cause }),
         }
     }
 
     let results: Vec<Result<u64, RestoreError>> = futures::stream::iter(todo.iter())
-        .map(|(name, size, crc)| download(archive, into, name, *size, *crc, &progress))
+        .map(|(name, stored, segment)| download(archive, into, name, *stored, *segment, &progress))
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
     for ((name, _, _), r) in todo.iter().zip(results.iter()) {
         if let Ok(bytes) = r {
             summary.bytes += bytes;
-            summary.restored.push(name.clone());
+            summary.restored.push(segment_name(name).to_owned());
         }
     }
     if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
@@ -340,10 +363,33 @@ impl Drop for TempFile {
     }
 }
 
-/// Downloads one segment through a hidden temporary file.
-async fn download(archive: &Archive, into: &Path, name: &str, size: u64, crc: u32, progress: &impl Fn(u64)) -> Result<u64, RestoreError> {
-    let key = archive.key_of(name);
+/// A file being written that sums what it is given: the decoded bytes of
+/// a compressed object on their way to disk.
+struct SumFile<'a> {
+    file: &'a mut File,
+    sum: Sum,
+}
+
+impl Write for SumFile<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.sum.add(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Downloads one object through a hidden temporary file named after its
+/// segment, decoding a compressed one on the way, and checks both what was
+/// stored (`stored`: the object's recorded size and CRC32C) and what was
+/// written (`segment`).
+async fn download(archive: &Archive, into: &Path, object: &str, stored: Sum, segment: Sum, progress: &impl Fn(u64)) -> Result<u64, RestoreError> {
+    let key = archive.key_of(object);
     let url = archive.display_key(&key);
+    let name = segment_name(object);
     let dest = into.join(name);
     let mut tmp = TempFile { path: into.join(format!(".{name}.restoring")), kept: false };
     let io_err = |verb, path: &Path| {
@@ -356,24 +402,62 @@ async fn download(archive: &Archive, into: &Path, name: &str, size: u64, crc: u3
         StorageError::Missing { .. } => RestoreError::Corrupt { url: url.clone(), why: "it is no longer in the archive".into() },
         e => e.into(),
     })?;
-    let (mut got, mut have) = (0u64, 0u32);
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        have = crc32c::crc32c_append(have, &chunk);
-        got += chunk.len() as u64;
-        file.write_all(&chunk).map_err(io_err("write", &tmp.path))?;
-        progress(chunk.len() as u64);
-    }
-    if (got, have) != (size, crc) {
+    let (got, written) = if is_compressed(object) {
+        // A write error is the temporary file's; any other is a frame that does not decode.
+        let undecodable = |e: io::Error| RestoreError::Corrupt { url: url.clone(), why: format!("it does not decode: {e}") };
+        let mut unpacker = Unpacker::new(SumFile { file: &mut file, sum: Sum::default() }).map_err(undecodable)?;
+        let mut write_failed = None;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            if let Err(e) = unpacker.push(&chunk) {
+                write_failed = Some(e);
+                break;
+            }
+            progress(chunk.len() as u64);
+        }
+        if let Some(e) = write_failed {
+            return Err(match e.raw_os_error() {
+                Some(_) => RestoreError::Io { verb: "write", path: tmp.path.clone(), cause: e },
+                None => undecodable(e),
+            });
+        }
+        let (got, written, _) = unpacker.finish().map_err(|e| match e.raw_os_error() {
+            Some(_) => RestoreError::Io { verb: "write", path: tmp.path.clone(), cause: e },
+            None => undecodable(e),
+        })?;
+        (got, written)
+    } else {
+        let mut got = Sum::default();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            got.add(&chunk);
+            file.write_all(&chunk).map_err(io_err("write", &tmp.path))?;
+            progress(chunk.len() as u64);
+        }
+        (got, got)
+    };
+    if got != stored {
         return Err(RestoreError::Corrupt {
             url,
-            why: format!("it holds {got} bytes with CRC32C {have:08x}, but {size} bytes with CRC32C {crc:08x} were archived"),
+            why: format!(
+                "it holds {} bytes with CRC32C {:08x}, but {} bytes with CRC32C {:08x} were archived",
+                got.size, got.crc, stored.size, stored.crc
+            ),
+        });
+    }
+    if written != segment {
+        return Err(RestoreError::Corrupt {
+            url,
+            why: format!(
+                "it decodes to {} bytes with CRC32C {:08x}, but the segment archived had {} bytes with CRC32C {:08x}",
+                written.size, written.crc, segment.size, segment.crc
+            ),
         });
     }
     file.sync_all().map_err(io_err("sync", &tmp.path))?;
     std::fs::rename(&tmp.path, &dest).map_err(io_err("rename into place", &dest))?;
     tmp.kept = true;
-    Ok(got)
+    Ok(written.size)
 }
 
 /// What a prune did, or would do.

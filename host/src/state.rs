@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::bindings::wit::ArchiverState;
 pub use crate::bindings::empty_state;
 
-/// Version 2: the state of WIT 0.4.0 (archived segments by name, conflicts, the prune floor).
+/// Version 2: the state of WIT 0.4.0 and 0.5.0 (archived segments by object name, conflicts, the prune floor).
 const VERSION: u32 = 2;
 
 /// Why the state file could not be read or written.

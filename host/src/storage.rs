@@ -2,7 +2,7 @@
 //! archive loop and the storage imports use them, and the errors of both.
 //!
 //! Every name the planner hands over must be a single entry directly inside
-//! the WAL directory, and every key must be `{prefix}/{that name}`.
+//! the WAL directory, and every key must be `{prefix}/{that name}` (with `.zst` for a compressed object).
 
 use std::collections::HashMap;
 use std::io;
@@ -43,6 +43,8 @@ pub enum StorageError {
     Conflict { verb: &'static str, url: String, name: String, local_size: u64, local_crc: u32, archived_size: u64, archived_crc: u32 },
     #[error("cannot {verb} {url}: the archive holds no object there")]
     Missing { verb: &'static str, url: String },
+    #[error("cannot decode {url}: {why}")]
+    Undecodable { url: String, why: String },
     #[error("cannot open archive {url}: {why}")]
     BadUrl { url: String, why: String },
 }
@@ -82,10 +84,11 @@ impl From<StorageError> for wit::StorageError {
 /// What this process proved about a local segment and its archived copy:
 /// the file (as `fstat` saw it) held `crc`, and so did the object under its
 /// key. A delete may rely on it while the file is unchanged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Proof {
     stat: Stat,
     crc: u32,
+    key: String,
 }
 
 /// The WAL directory and the archive, on a tokio runtime: what the archive
@@ -103,18 +106,19 @@ impl Storage {
         Self { wal, archive, runtime, proofs: Arc::default() }
     }
 
-    /// Checks that `key` is `name`'s key in this archive.
+    /// Checks that `key` is one of `name`'s keys in this archive: the key of
+    /// its plain object, or of its compressed one.
     fn check_key(&self, name: &str, key: &str) -> Result<(), StorageError> {
         WalDir::check_name(name)?;
         let expected = self.archive.key_of(name);
-        if key != expected {
-            return Err(StorageError::RefusedKey { key: key.to_owned(), expected });
+        if key != expected && key.strip_suffix(crate::compress::ZSTD_SUFFIX) != Some(expected.as_str()) {
+            return Err(StorageError::RefusedKey { key: key.to_owned(), expected: format!("{expected}[{}]", crate::compress::ZSTD_SUFFIX) });
         }
         Ok(())
     }
 
-    fn remember(&self, name: &str, stat: Stat, crc: u32) {
-        self.proofs.lock().expect("proof lock").insert(name.to_owned(), Proof { stat, crc });
+    fn remember(&self, name: &str, key: &str, stat: Stat, crc: u32) {
+        self.proofs.lock().expect("proof lock").insert(name.to_owned(), Proof { stat, crc, key: key.to_owned() });
     }
 
     /// Publishes one segment, listed with `size` bytes, under `key`;
@@ -132,13 +136,14 @@ impl Storage {
         published: Vec<Result<crate::store::Published, StorageError>>,
         concurrency: usize,
     ) -> Vec<Result<wit::UploadReceipt, StorageError>> {
-        let read: Vec<Option<(String, Stat)>> = published.iter().map(|p| p.as_ref().ok().map(|p| (p.name.clone(), p.read_from))).collect();
+        let read: Vec<Option<(String, String, Stat)>> =
+            published.iter().map(|p| p.as_ref().ok().map(|p| (p.name.clone(), p.key.clone(), p.read_from))).collect();
         let receipts = self.archive.finish_batch(published, concurrency).await;
         for (r, read) in receipts.iter().zip(read) {
-            if let (Ok(r), Some((name, stat))) = (r, read)
+            if let (Ok(r), Some((name, key, stat))) = (r, read)
                 && r.stored_crc32c == Some(r.read_crc32c)
             {
-                self.remember(&name, stat, r.read_crc32c);
+                self.remember(&name, &key, stat, r.read_crc32c);
             }
         }
         receipts
@@ -158,7 +163,7 @@ impl Storage {
         let (receipt, read_back) = self.archive.compare(&file, key, size).await?;
         // A checksum record is evidence of the past: only a read-back proves now.
         if read_back {
-            self.remember(name, file.opened, receipt.read_crc32c);
+            self.remember(name, key, file.opened, receipt.read_crc32c);
         }
         Ok(receipt)
     }
@@ -169,9 +174,9 @@ impl Storage {
     pub async fn delete_archived(&self, name: &str, key: &str) -> Result<(), StorageError> {
         self.check_key(name, key)?;
         let file = self.wal.open_segment(name)?;
-        let proof = self.proofs.lock().expect("proof lock").get(name).copied();
+        let proof = self.proofs.lock().expect("proof lock").get(name).cloned();
         let proved = match proof {
-            Some(p) if p.stat == file.opened => {
+            Some(p) if p.stat == file.opened && p.key == key => {
                 file.check_unchanged(p.stat.size, None)?;
                 true
             }
@@ -179,7 +184,7 @@ impl Storage {
         };
         if !proved {
             let (size, crc) = file.checksum(None)?;
-            self.archive.prove(name, key, size, crc).await?;
+            self.archive.prove(key, size, crc).await?;
         }
         self.proofs.lock().expect("proof lock").remove(name);
         self.wal.remove_segment(name)

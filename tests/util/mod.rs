@@ -235,6 +235,7 @@ pub fn config(prefix: &str) -> wit::ArchiverConfig {
         delete_after_archive: false,
         retry_base_ms: 1,
         retry_max_ms: 4,
+        compression: wit::Compression::None,
     }
 }
 

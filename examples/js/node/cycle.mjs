@@ -21,7 +21,7 @@ import { driveCycle } from '../workerd/plan.js';
 import { asyncStorage } from '../workerd/storage.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const PLANNER = 'nodedb:wal-archiver/planner@0.4.0';
+const PLANNER = 'nodedb:wal-archiver/planner@0.5.0';
 
 const seg = (first, last) => `wal-${first.toString(16).padStart(16, '0')}-${last.toString(16).padStart(16, '0')}.seg`;
 const S1 = seg(1, 10);
@@ -32,7 +32,7 @@ const sorted = (list) => [...list].sort(compareUtf8);
 const text = (v) => JSON.stringify(v, (_, x) => (typeof x === 'bigint' ? String(x) : x));
 
 function config(over = {}) {
-  return { prefix: 'wal', batchSize: 2, batchBytes: 0n, verifyChecksums: true, deleteAfterArchive: false, retryBaseMs: 1n, retryMaxMs: 4n, ...over };
+  return { prefix: 'wal', batchSize: 2, batchBytes: 0n, verifyChecksums: true, deleteAfterArchive: false, retryBaseMs: 1n, retryMaxMs: 4n, compression: 'none', ...over };
 }
 
 /** A WAL directory of S1..S3, a half-written segment and a directory. */

@@ -1,7 +1,7 @@
 // One shared test vector, run through a planner as the vectors' `about`
 // text says, with the same results as `run_vector` in tests/plugin.rs.
 //
-// `planner` is the component's `nodedb:wal-archiver/planner@0.4.0` export as
+// `planner` is the component's `nodedb:wal-archiver/planner@0.5.0` export as
 // jco transpiles it (any jco output mode); `c` is one case of
 // tests/testdata/plans.json. `runVector` returns what it got, keyed as the
 // case's `expected` is; `compareCase` compares every expected key.
@@ -64,6 +64,7 @@ export function caseConfig(c) {
     deleteAfterArchive: c.config.delete_after_archive ?? false,
     retryBaseMs: 1n,
     retryMaxMs: 4n,
+    compression: c.config.compression ?? 'none',
   };
 }
 
@@ -112,7 +113,9 @@ export function runVector(planner, c) {
   });
   names(report.pending).forEach((name, i) => {
     const size = report.pending.sizes[i] ?? 0n;
-    outcomes.push({ name, size, receipt: fail.has(name) ? { tag: 'err', val: { tag: 'io', val: 'injected' } } : receipt(size, 7, false) });
+    // An upload's outcome is named by its object: with zstd, `{name}.zst`.
+    const object = config.compression === 'zstd' ? `${name}.zst` : name;
+    outcomes.push({ name: object, size, receipt: fail.has(name) ? { tag: 'err', val: { tag: 'io', val: 'injected' } } : receipt(size, 7, false) });
   });
   for (const x of c.record_extra ?? []) {
     const size = BigInt(x.size);

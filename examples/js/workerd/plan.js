@@ -9,7 +9,7 @@ import { unpackNames } from '../node/packed.js';
 import { runVector } from '../node/vector.js';
 
 export const WIT_PACKAGE = 'nodedb:wal-archiver';
-export const WIT_VERSION = '0.4.0';
+export const WIT_VERSION = '0.5.0';
 
 /** A request the host cannot run (HTTP 400). */
 export class BadRequest extends Error {}
@@ -24,7 +24,7 @@ export class WrongPlanner extends Error {}
  * returns (a promise of) the compiled core module `name`.
  */
 export async function instantiatePlanner(instantiate, getCoreModule, imports) {
-  // jco 1.35's planner.d.ts names the import `nodedb:wal-archiver/storage@0.4.0`,
+  // jco 1.35's planner.d.ts names the import `nodedb:wal-archiver/storage@0.5.0`,
   // while the planner.js it writes looks it up as `nodedb:wal-archiver/storage`,
   // without the version. Give both, so either way of looking it up works.
   const root = await instantiate(getCoreModule, {
@@ -118,7 +118,11 @@ export async function driveCycle(planner, storage, config, state) {
   const archive = await storage.listArchive();
   const listing = await storage.listWalDir();
   const report = planner.scan(state, listing, archive);
+  // Keys are of object names: a segment's name, with `.zst` when it is
+  // stored compressed; a local file is its object's name without `.zst`.
   const keyOf = (name) => (config.prefix === '' ? name : `${config.prefix}/${name}`);
+  const fileOf = (object) => (object.endsWith('.zst') ? object.slice(0, -4) : object);
+  const suffix = config.compression === 'zstd' ? '.zst' : '';
   const entries = (list) => unpackNames(list.names, list.ends).map((name, i) => ({ name, size: list.sizes[i] ?? 0n }));
 
   // Compare what the archive holds but the state never compared, and upload
@@ -140,7 +144,7 @@ export async function driveCycle(planner, storage, config, state) {
   };
   const confirm = [];
   for (const { name, size } of entries(report.toConfirm)) {
-    confirm.push({ name, size, receipt: await settle(() => storage.checkArchived(name, keyOf(name), size)) });
+    confirm.push({ name, size, receipt: await settle(() => storage.checkArchived(fileOf(name), keyOf(name), size)) });
   }
   record(confirm);
   const pending = entries(report.pending);
@@ -148,7 +152,8 @@ export async function driveCycle(planner, storage, config, state) {
   for (const end of planner.planBatches(config, report.pending)) {
     const batch = [];
     for (const { name, size } of pending.slice(from, end)) {
-      batch.push({ name, size, receipt: await settle(() => storage.upload(name, keyOf(name), size, config.verifyChecksums)) });
+      const object = `${name}${suffix}`;
+      batch.push({ name: object, size, receipt: await settle(() => storage.upload(name, keyOf(object), size, config.verifyChecksums)) });
     }
     record(batch);
     from = end;
@@ -164,8 +169,9 @@ export async function driveCycle(planner, storage, config, state) {
     if (r.tag === 'err') mayDelete = false;
   }
   if (mayDelete) {
-    for (const { name } of entries(planner.deletable(config, current, listing))) {
-      const r = await settle(() => storage.deleteSegment(name, keyOf(name)));
+    for (const { name: object } of entries(planner.deletable(config, current, listing))) {
+      const name = fileOf(object);
+      const r = await settle(() => storage.deleteSegment(name, keyOf(object)));
       if (r.tag === 'ok') deleted.push(name);
       else notDeleted.push({ name, attempts: 1, lastReason: `${r.val.tag}: ${typeof r.val.val === 'string' ? r.val.val : JSON.stringify(r.val.val, (_, v) => (typeof v === 'bigint' ? String(v) : v))}` });
     }

@@ -38,7 +38,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
-use super::{Outcome, PutError, CHAIN_DIR, CHECKSUM_DIR, CONFLICT_DIR, STAGING_DIR};
+use super::{PutError, CHAIN_DIR, CHECKSUM_DIR, CONFLICT_DIR, STAGING_DIR};
+use crate::compress::{Source, Sum, Sums};
 use crate::bindings::wit;
 use crate::storage::StorageError;
 use crate::wal::{kind_of, sync_dir, SegmentFile};
@@ -51,8 +52,12 @@ const SYNCS_IN_FLIGHT: usize = 16;
 pub(super) struct Copy {
     tmp: Tmp,
     pub(super) dest: PathBuf,
+    /// The object's bytes, read back from the copy.
     pub(super) size: u64,
     pub(super) crc: u32,
+    /// The file's bytes the copy holds: the same as the object's for a
+    /// plain copy; for a compressed one, what it decodes to.
+    pub(super) read: Sum,
 }
 
 /// Where a copy waits: a file without a name in the archive's directory
@@ -86,8 +91,8 @@ impl Tmp {
 #[derive(Debug)]
 pub(super) enum Staged {
     Copy(Copy),
-    /// Something was already under the key: the local file against it.
-    Existing(Outcome),
+    /// Something was already under the key: nothing was staged.
+    Existing,
 }
 
 /// The archive's own sub-folders: listed for their records, never as entries.
@@ -181,32 +186,43 @@ impl LocalDir {
     /// Copies the segment open in `file` to a file without a name in the
     /// archive's directory (or under `_staging/`) and checks the source
     /// unchanged; see the module docs. Nothing is published yet.
-    pub(super) async fn stage(&self, file: &SegmentFile, key: &str, size: u64) -> Result<Staged, StorageError> {
+    pub(super) async fn stage(&self, file: &SegmentFile, key: &str, size: u64, level: Option<i32>) -> Result<Staged, StorageError> {
         let dest = self.path(key)?;
         let src = file.file.try_clone().map_err(io_at("read", &file.path))?;
         let (src_path, name, root) = (file.path.clone(), file.name.clone(), self.root.clone());
         let (unnamed, staging_made) = (self.unnamed.load(Ordering::Relaxed), self.staging_made.load(Ordering::Relaxed));
         let dest2 = dest.clone();
-        let staged = blocking(move || -> Result<Option<(Tmp, u64, u32, bool)>, StorageError> {
+        let staged = blocking(move || -> Result<Option<(Tmp, u64, u32, Option<Sum>, bool)>, StorageError> {
             if std::fs::symlink_metadata(&dest2).is_ok() {
                 return Ok(None);
             }
             let (mut tmp, made) = create_tmp(&root, &name, unnamed, staging_made)?;
             let copied = (|| {
                 let tmp_path = tmp.shown(&dest2);
-                let n = copy(&src, &src_path, &mut tmp.file, &tmp_path)?;
+                let (n, read) = match level {
+                    None => (copy(&src, &src_path, &mut tmp.file, &tmp_path)?, None),
+                    Some(level) => {
+                        let sums = pack(src, &src_path, level, &mut tmp.file, &tmp_path)?;
+                        (sums.object.size, Some(sums))
+                    }
+                };
                 let (read_back, crc) = crate::wal::checksum_reader(&tmp.file, &tmp_path)?;
-                if read_back != n {
+                // The copy holds what was made: for a compressed one, bytes
+                // that were checked to decode to the file's.
+                let made_crc = read.map_or(crc, |s| s.object.crc);
+                if read_back != n || crc != made_crc {
                     return Err(StorageError::Io {
                         verb: "read back",
                         path: tmp_path,
-                        cause: io::Error::other(format!("{n} bytes were copied but {read_back} read back")),
+                        cause: io::Error::other(format!(
+                            "{n} bytes with CRC32C {made_crc:08x} were written but {read_back} with CRC32C {crc:08x} read back"
+                        )),
                     });
                 }
-                Ok((n, crc))
+                Ok((n, crc, read.map(|s| s.read)))
             })();
             match copied {
-                Ok((n, crc)) => Ok(Some((tmp, n, crc, made))),
+                Ok((n, crc, read)) => Ok(Some((tmp, n, crc, read, made))),
                 Err(e) => {
                     tmp.discard();
                     Err(e)
@@ -214,9 +230,10 @@ impl LocalDir {
             }
         })
         .await?;
-        let Some((tmp, copied, crc, made)) = staged else {
-            return Ok(Staged::Existing(self.existing(file, key, size).await?));
+        let Some((tmp, copied, crc, read, made)) = staged else {
+            return Ok(Staged::Existing);
         };
+        let read = read.unwrap_or(Sum { size: copied, crc });
         if tmp.named.is_some() {
             self.unnamed.store(false, Ordering::Relaxed);
         }
@@ -224,11 +241,11 @@ impl LocalDir {
             self.staging_made.store(true, Ordering::Relaxed);
         }
         // The source must be as it was: else nothing carries the key.
-        if let Err(e) = file.check_unchanged(copied, Some(size)) {
+        if let Err(e) = file.check_unchanged(read.size, Some(size)) {
             tmp.discard();
             return Err(e);
         }
-        Ok(Staged::Copy(Copy { tmp, dest, size: copied, crc }))
+        Ok(Staged::Copy(Copy { tmp, dest, size: copied, crc, read }))
     }
 
     /// Publishes a batch of staged copies: syncs their data, links each under
@@ -309,17 +326,6 @@ impl LocalDir {
             Ok(removed)
         })
         .await
-    }
-
-    /// The outcome when `key` already holds something: the local file's size
-    /// and CRC32C against the object's.
-    async fn existing(&self, file: &SegmentFile, key: &str, size: u64) -> Result<Outcome, StorageError> {
-        let (read_size, read_crc) = super::read_checksum(file, Some(size)).await?;
-        let (stored_size, stored_crc) = self.checksum(key).await?;
-        Ok(Outcome {
-            receipt: wit::UploadReceipt { read_size, read_crc32c: read_crc, stored_size, stored_crc32c: Some(stored_crc), existed: true },
-            existing: Some((stored_size, stored_crc)),
-        })
     }
 
     /// Writes a small object, create-only, its bytes synced.
@@ -528,6 +534,21 @@ fn staging_name(name: &str) -> String {
     format!("{name}.{}-{nanos:x}-{n}", std::process::id())
 }
 
+/// Compresses all of `src` (from offset 0) into `dst` at `level`, checked
+/// as it is made (see [`crate::compress::Packer`]).
+fn pack(src: File, src_path: &Path, level: i32, dst: &mut File, dst_path: &Path) -> Result<Sums, StorageError> {
+    let mut source = Source::new(std::sync::Arc::new(src), Some(level)).map_err(io_at("compress", src_path))?;
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let n = source.fill(&mut buf).map_err(io_at("read", src_path))?;
+        dst.write_all(&buf[..n]).map_err(io_at("write", dst_path))?;
+        if n < buf.len() {
+            break;
+        }
+    }
+    source.finish().map_err(|why| StorageError::Io { verb: "compress", path: src_path.to_owned(), cause: io::Error::other(why) })
+}
+
 /// Copies all of `src` (from offset 0) into `dst`, in the kernel where the
 /// filesystem can, and returns how many bytes were copied.
 fn copy(src: &File, src_path: &Path, dst: &mut File, dst_path: &Path) -> Result<u64, StorageError> {
@@ -601,7 +622,7 @@ mod tests {
         let local = LocalDir::open(archive.path(), false).unwrap();
         local.unnamed.store(unnamed, Ordering::Relaxed);
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let Staged::Copy(copy) = rt.block_on(local.stage(&segment, name, bytes.len() as u64)).unwrap() else {
+        let Staged::Copy(copy) = rt.block_on(local.stage(&segment, name, bytes.len() as u64, None)).unwrap() else {
             panic!("nothing was under the key, yet staging found something")
         };
         assert_eq!((copy.size, copy.crc), (bytes.len() as u64, crc32c::crc32c(&bytes)));
@@ -646,7 +667,7 @@ mod tests {
         for (i, name) in names.iter().enumerate() {
             std::fs::write(wal.path().join(name), vec![i as u8; 16]).unwrap();
             let segment = dir.open_segment(name).unwrap();
-            let Staged::Copy(copy) = rt.block_on(local.stage(&segment, name, 16)).unwrap() else { panic!("staged nothing") };
+            let Staged::Copy(copy) = rt.block_on(local.stage(&segment, name, 16, None)).unwrap() else { panic!("staged nothing") };
             copies.push(copy);
         }
         let published = rt.block_on(local.publish_staged(copies));
@@ -667,7 +688,7 @@ mod tests {
             let local = LocalDir::open(archive.path(), false).unwrap();
             local.unnamed.store(unnamed, Ordering::Relaxed);
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            let Staged::Copy(copy) = rt.block_on(local.stage(&segment, name, 11)).unwrap() else { panic!("staged nothing") };
+            let Staged::Copy(copy) = rt.block_on(local.stage(&segment, name, 11, None)).unwrap() else { panic!("staged nothing") };
             // Another writer gets there between staging and publishing.
             std::fs::write(archive.path().join(name), b"other bytes").unwrap();
             let published = rt.block_on(local.publish_staged(vec![copy]));

@@ -25,6 +25,7 @@ use futures::stream::BoxStream;
 use object_store::ObjectStore;
 
 use crate::bindings::wit;
+use crate::compress::{is_compressed, Compression, Sum, Unpacker};
 use crate::storage::StorageError;
 use crate::wal::SegmentFile;
 
@@ -32,13 +33,16 @@ pub use object::BufferPool;
 
 /// Where uploads are staged before they are published under their key.
 pub const STAGING_DIR: &str = "_staging";
-/// Checksum records: `{prefix}/_checksums/{name}.crc32c-{8 hex}-{size}`.
+/// Checksum records: `{prefix}/_checksums/{name}.crc32c-{8 hex}-{size}`, and
+/// for a compressed object `{name}.zst.crc32c-{8 hex}-{size}.segment-{8 hex}-{size}`
+/// (the object's bytes, then the segment's it decodes to).
 pub const CHECKSUM_DIR: &str = "_checksums";
 /// Chain records: `{prefix}/_chain/start-{16 hex}`, `{prefix}/_chain/pruned-below-{16 hex}`.
 pub const CHAIN_DIR: &str = "_chain";
 /// Conflicts found: `{prefix}/_conflicts/{name}.local-{8 hex}-{size}.archived-{8 hex}-{size}`.
 pub const CONFLICT_DIR: &str = "_conflicts";
 const MARKER_INFIX: &str = ".crc32c-";
+const SEGMENT_INFIX: &str = ".segment-";
 const CONFLICT_INFIX: &str = ".local-";
 const CONFLICT_ARCHIVED: &str = ".archived-";
 /// object_store's retries of one request, by default.
@@ -76,17 +80,40 @@ impl Record {
     }
 }
 
-/// The name of a checksum record; the inverse of [`parse_marker`].
-fn marker_name(name: &str, crc: u32, size: u64) -> String {
-    format!("{name}{MARKER_INFIX}{crc:08x}-{size}")
+/// What a checksum record says: the object's CRC32C and size, and for a
+/// compressed object the segment's it decodes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub crc: u32,
+    pub size: u64,
+    pub segment: Option<Sum>,
 }
 
-/// The segment name, CRC32C and size a checksum record holds.
-fn parse_marker(marker: &str) -> Option<(&str, u32, u64)> {
-    let (name, fields) = marker.rsplit_once(MARKER_INFIX)?;
+/// The name of a checksum record; the inverse of [`parse_marker`].
+fn marker_name(name: &str, m: Mark) -> String {
+    let (crc, size) = (m.crc, m.size);
+    match m.segment {
+        None => format!("{name}{MARKER_INFIX}{crc:08x}-{size}"),
+        Some(s) => format!("{name}{MARKER_INFIX}{crc:08x}-{size}{SEGMENT_INFIX}{:08x}-{}", s.crc, s.size),
+    }
+}
+
+/// A CRC32C in 8 hex digits and a size in decimal, `{crc}-{size}`.
+fn parse_sum(fields: &str) -> Option<(u32, u64)> {
     let (hex, size) = fields.split_once('-')?;
-    (hex.len() == 8).then_some(())?;
-    Some((name, u32::from_str_radix(hex, 16).ok()?, size.parse().ok()?))
+    (hex.len() == 8 && size.bytes().all(|b| b.is_ascii_digit())).then_some(())?;
+    Some((u32::from_str_radix(hex, 16).ok()?, size.parse().ok()?))
+}
+
+/// The object name and what a checksum record says.
+fn parse_marker(marker: &str) -> Option<(&str, Mark)> {
+    let (name, fields) = marker.rsplit_once(MARKER_INFIX)?;
+    let (own, segment) = match fields.split_once(SEGMENT_INFIX) {
+        Some((own, segment)) => (own, Some(parse_sum(segment).map(|(crc, size)| Sum { size, crc })?)),
+        None => (fields, None),
+    };
+    let (crc, size) = parse_sum(own)?;
+    Some((name, Mark { crc, size, segment }))
 }
 
 /// The name of a conflict record: the local file's and the archived
@@ -162,6 +189,9 @@ pub struct Object {
     pub size: u64,
     /// The recorded CRC32C, when a record of the same size is there.
     pub crc32c: Option<u32>,
+    /// The segment it holds, when recorded: for a plain object its own size
+    /// and CRC32C, for a compressed one what it decodes to.
+    pub segment: Option<Sum>,
 }
 
 /// What one listing of the archive shows.
@@ -173,8 +203,8 @@ pub struct Listing {
     pub pruned_below: Option<u64>,
     /// Conflicts recorded by archive runs, and not yet resolved by one.
     pub conflicts: Vec<wit::SegmentConflict>,
-    /// Every checksum record, by segment name: (CRC32C, size).
-    pub markers: HashMap<String, Vec<(u32, u64)>>,
+    /// Every checksum record, by object name.
+    pub markers: HashMap<String, Vec<Mark>>,
     /// Objects left in the staging area (by uploads that were killed).
     pub staging: Vec<String>,
 }
@@ -189,7 +219,12 @@ impl Listing {
     pub fn to_wit(&self) -> wit::ArchiveListing {
         let mut out = wit::ArchiveListing::default();
         for o in &self.objects {
-            out.push(&o.name, o.utf8, o.kind, o.size, o.crc32c);
+            // A compressed object is listed as the segment it holds.
+            match (is_compressed(&o.name), o.crc32c, o.segment) {
+                (true, Some(_), Some(seg)) => out.push(&o.name, o.utf8, o.kind, seg.size, Some(seg.crc)),
+                (true, _, _) => out.push(&o.name, o.utf8, o.kind, o.size, None),
+                (false, crc, _) => out.push(&o.name, o.utf8, o.kind, o.size, crc),
+            }
         }
         out.chain_start = self.chain_start;
         out.pruned_below = self.pruned_below;
@@ -205,10 +240,10 @@ impl Listing {
         let mut out = Listing::default();
         for (parts, utf8, kind, size) in entries {
             match parts.as_slice() {
-                [name] => out.objects.push(Object { name: name.clone(), utf8, kind, size, crc32c: None }),
+                [name] => out.objects.push(Object { name: name.clone(), utf8, kind, size, crc32c: None, segment: None }),
                 [dir, record] if dir == CHECKSUM_DIR && kind == wit::EntryKind::File => {
-                    if let Some((name, crc, size)) = parse_marker(record) {
-                        out.markers.entry(name.to_owned()).or_default().push((crc, size));
+                    if let Some((name, mark)) = parse_marker(record) {
+                        out.markers.entry(name.to_owned()).or_default().push(mark);
                     }
                 }
                 [dir, record] if dir == CHAIN_DIR && kind == wit::EntryKind::File => {
@@ -232,19 +267,24 @@ impl Listing {
             let Some(marks) = out.markers.get(&o.name) else {
                 continue;
             };
-            let mut crcs: Vec<u32> = marks.iter().filter(|(_, size)| *size == o.size).map(|(crc, _)| *crc).collect();
-            crcs.dedup();
-            o.crc32c = match crcs.as_slice() {
-                [crc] => Some(*crc),
+            // A compressed object's record must say what it decodes to; a
+            // plain one's says nothing more.
+            let compressed = is_compressed(&o.name);
+            let mut sums: Vec<(u32, Option<Sum>)> =
+                marks.iter().filter(|m| m.size == o.size && m.segment.is_some() == compressed).map(|m| (m.crc, m.segment)).collect();
+            sums.sort_by_key(|(crc, seg)| (*crc, seg.map(Sum::pair)));
+            sums.dedup();
+            (o.crc32c, o.segment) = match sums.as_slice() {
+                [(crc, seg)] => (Some(*crc), Some(seg.unwrap_or(Sum { size: o.size, crc: *crc }))),
                 [] => {
                     let shown = display(&o.name);
                     tracing::warn!("{shown} has {} bytes, but no checksum record of that size", o.size);
-                    None
+                    (None, None)
                 }
                 _ => {
                     let shown = display(&o.name);
                     tracing::warn!("{shown} has checksum records that disagree");
-                    None
+                    (None, None)
                 }
             };
         }
@@ -259,14 +299,16 @@ impl Listing {
 pub struct Published {
     pub receipt: wit::UploadReceipt,
     /// The record to write once the object is durable: set when the object
-    /// under the key holds exactly the bytes that were read.
-    marker: Option<(String, u32, u64)>,
+    /// under the key holds exactly the bytes that were made.
+    marker: Option<(String, Mark)>,
     /// On a local archive, the copy still to be published with its batch,
     /// and the segment's name.
     staged: Option<(local::Copy, String)>,
-    /// The segment's name, and the descriptor's `fstat` when it was read: a
-    /// proof that the object holds these bytes is about this file as it was.
+    /// The segment's name, the key, and the descriptor's `fstat` when it was
+    /// read: a proof that the object holds these bytes is about this file as
+    /// it was, and this object.
     pub name: String,
+    pub key: String,
     pub read_from: crate::wal::Stat,
 }
 
@@ -282,6 +324,8 @@ pub struct Archive {
     backend: Backend,
     prefix: String,
     url: String,
+    /// How uploads to a `.zst` key compress.
+    compression: Compression,
 }
 
 impl Archive {
@@ -333,12 +377,33 @@ impl Archive {
             backend: Backend::Store(object::StoreBackend::new(store, ranged, probe)),
             prefix: prefix.trim_matches('/').to_owned(),
             url: url.trim_end_matches('/').to_owned(),
+            compression: Compression::None,
         }
     }
 
     /// An archive in a local directory of our own.
     pub fn local(dir: local::LocalDir, url: &str) -> Self {
-        Self { backend: Backend::Local(Arc::new(dir)), prefix: String::new(), url: url.trim_end_matches('/').to_owned() }
+        Self {
+            backend: Backend::Local(Arc::new(dir)),
+            prefix: String::new(),
+            url: url.trim_end_matches('/').to_owned(),
+            compression: Compression::None,
+        }
+    }
+
+    /// Compresses uploads to `.zst` keys this way (at its level; without
+    /// one, zstd's default level).
+    pub fn with_compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// The compression level an upload to `key` uses, or None for a plain key.
+    fn level_for(&self, key: &str) -> Option<i32> {
+        is_compressed(key).then_some(match self.compression {
+            Compression::Zstd { level } => level,
+            Compression::None => crate::compress::DEFAULT_LEVEL,
+        })
     }
 
     /// The upload buffers (a local archive copies in the kernel and has none).
@@ -415,62 +480,113 @@ impl Archive {
     }
 
     /// Publishes the segment open in `file`, listed with `size` bytes,
-    /// under `key`, create-only, and reports what was read and what is
-    /// stored; its checksum record is left to [`Archive::finish_batch`].
+    /// under `key` (compressed when the key ends in `.zst`), create-only,
+    /// and reports what was read and what is stored; its checksum record
+    /// is left to [`Archive::finish_batch`].
     ///
     /// Nothing carries the key unless the whole file was read through one
     /// descriptor whose size and modification time stayed the same, and
     /// the stored copy was checked. If the key already holds an object, the
-    /// same bytes count as archived (a retry after a lost reply), and other
-    /// bytes are a conflict, leaving the object alone.
+    /// same bytes (decoded, for a compressed one) count as archived (a retry
+    /// after a lost reply), and other bytes are a conflict, leaving the
+    /// object alone.
+    ///
+    /// The receipt speaks of the segment's bytes: for a compressed object,
+    /// the stored size and CRC32C are those of the file's bytes once the
+    /// store is known to hold exactly the bytes made (which were checked to
+    /// decode to the file's as they were made).
     pub async fn publish(&self, file: &SegmentFile, key: &str, size: u64, verify: bool) -> Result<Published, StorageError> {
+        let level = self.level_for(key);
+        let published = |receipt, marker, staged| Published {
+            receipt,
+            marker,
+            staged,
+            name: file.name.clone(),
+            key: key.to_owned(),
+            read_from: file.opened,
+        };
         let outcome = match &self.backend {
-            Backend::Local(dir) => match dir.stage(file, key, size).await? {
-                local::Staged::Existing(outcome) => outcome,
+            Backend::Local(dir) => match dir.stage(file, key, size, level).await? {
+                local::Staged::Existing => {
+                    let (read_size, read_crc) = read_checksum(file, Some(size)).await?;
+                    let read = Sum { size: read_size, crc: read_crc };
+                    Outcome { read, made: read, stored_size: 0, stored_crc: None, existing: true }
+                }
                 local::Staged::Copy(copy) => {
                     let receipt = wit::UploadReceipt {
-                        read_size: copy.size,
-                        read_crc32c: copy.crc,
-                        stored_size: copy.size,
-                        stored_crc32c: Some(copy.crc),
+                        read_size: copy.read.size,
+                        read_crc32c: copy.read.crc,
+                        stored_size: copy.read.size,
+                        stored_crc32c: Some(copy.read.crc),
                         existed: false,
                     };
-                    let marker = Some((key.to_owned(), copy.crc, copy.size));
-                    return Ok(Published {
-                        receipt,
-                        marker,
-                        staged: Some((copy, file.name.clone())),
-                        name: file.name.clone(),
-                        read_from: file.opened,
-                    });
+                    let mark = Mark { crc: copy.crc, size: copy.size, segment: level.map(|_| copy.read) };
+                    let marker = Some((key.to_owned(), mark));
+                    return Ok(published(receipt, marker, Some((copy, file.name.clone()))));
                 }
             },
-            Backend::Store(s) => s.publish(file, key, size, verify, &self.prefix, &self.url).await?,
+            Backend::Store(s) => s.publish(file, key, size, verify, level, &self.prefix, &self.url).await?,
         };
-        let receipt = outcome.receipt;
-        let marker = (receipt.stored_size == receipt.read_size && receipt.stored_crc32c.is_none_or(|c| c == receipt.read_crc32c))
-            .then(|| (key.to_owned(), receipt.read_crc32c, receipt.read_size));
-        let receipt = match outcome.existing {
+        let read = outcome.read;
+        if outcome.existing {
             // An object that was there: the same bytes, or a conflict.
-            Some((found_size, found_crc)) if (found_size, found_crc) != (receipt.read_size, receipt.read_crc32c) => {
-                let e = self.conflict("archive", key, &file.name, (receipt.read_size, receipt.read_crc32c), (found_size, found_crc));
+            let (object, found) = self.contents(key).await?;
+            if found != read {
+                let e = self.conflict("archive", key, read.pair(), found.pair());
                 self.record_conflict(&e).await;
                 return Err(e);
             }
+            tracing::info!(to = %self.display_key(key), "already archived with identical content");
+            let receipt =
+                wit::UploadReceipt { read_size: read.size, read_crc32c: read.crc, stored_size: found.size, stored_crc32c: Some(found.crc), existed: true };
+            // Its checksum is recorded if it is not yet (a crash before the record).
+            let marker = Some((key.to_owned(), Mark { crc: object.crc, size: object.size, segment: level.map(|_| found) }));
+            return Ok(published(receipt, marker, None));
+        }
+        let whole = outcome.stored_size == outcome.made.size && outcome.stored_crc.is_none_or(|c| c == outcome.made.crc);
+        let receipt = match level {
+            // The store holds the bytes read: the planner checks the receipt.
+            None => wit::UploadReceipt {
+                read_size: read.size,
+                read_crc32c: read.crc,
+                stored_size: outcome.stored_size,
+                stored_crc32c: outcome.stored_crc,
+                existed: false,
+            },
+            // The store holds the bytes made, which decode to the bytes read.
+            Some(_) if whole => wit::UploadReceipt {
+                read_size: read.size,
+                read_crc32c: read.crc,
+                stored_size: read.size,
+                stored_crc32c: outcome.stored_crc.map(|_| read.crc),
+                existed: false,
+            },
             Some(_) => {
-                tracing::info!(to = %self.display_key(key), "already archived with identical content");
-                wit::UploadReceipt { existed: true, ..receipt }
+                return Err(StorageError::Io {
+                    verb: "archive",
+                    path: file.path.clone(),
+                    cause: std::io::Error::other(format!(
+                        "{} holds {} bytes{}, not the {} compressed bytes with CRC32C {:08x} that were sent",
+                        self.display_key(key),
+                        outcome.stored_size,
+                        outcome.stored_crc.map_or(String::new(), |c| format!(" with CRC32C {c:08x}")),
+                        outcome.made.size,
+                        outcome.made.crc
+                    )),
+                });
             }
-            None => receipt,
         };
-        Ok(Published { receipt, marker, staged: None, name: file.name.clone(), read_from: file.opened })
+        let marker = whole.then(|| (key.to_owned(), Mark { crc: outcome.made.crc, size: outcome.made.size, segment: level.map(|_| read) }));
+        Ok(published(receipt, marker, None))
     }
 
-    fn conflict(&self, verb: &'static str, key: &str, name: &str, local: (u64, u32), archived: (u64, u32)) -> StorageError {
+    /// A conflict at `key`: the object there holds other bytes (decoded)
+    /// than the local segment. It is named by the object's name.
+    fn conflict(&self, verb: &'static str, key: &str, local: (u64, u32), archived: (u64, u32)) -> StorageError {
         StorageError::Conflict {
             verb,
             url: self.display_key(key),
-            name: name.to_owned(),
+            name: key.rsplit('/').next().unwrap_or(key).to_owned(),
             local_size: local.0,
             local_crc: local.1,
             archived_size: archived.0,
@@ -516,15 +632,15 @@ impl Archive {
                     copy
                 })
                 .collect();
-            let sums: Vec<(u64, u32)> = copies.iter().map(|c| (c.size, c.crc)).collect();
+            let sums: Vec<Sum> = copies.iter().map(|c| c.read).collect();
+            let keys: Vec<String> = at.iter().map(|&i| published[i].as_ref().map(|p| p.key.clone()).unwrap_or_default()).collect();
             let linked = dir.publish_staged(copies).await;
-            for (((&i, result), (size, crc)), name) in at.iter().zip(linked).zip(sums).zip(names) {
-                let key = self.key_of(&name);
+            for (((&i, result), read), (_, key)) in at.iter().zip(linked).zip(sums).zip(names.into_iter().zip(keys)) {
                 published[i] = match result {
                     Ok(true) => published[i].take_ok(),
                     // Another archiver published it first: the same bytes, or a conflict.
-                    Ok(false) => match self.checksum(&key).await {
-                        Ok(found) if found == (size, crc) => {
+                    Ok(false) => match self.contents(&key).await.map(|(_, found)| found) {
+                        Ok(found) if found == read => {
                             tracing::info!(to = %self.display_key(&key), "already archived with identical content");
                             published[i].take_ok().map(|mut p| {
                                 p.receipt.existed = true;
@@ -532,7 +648,7 @@ impl Archive {
                             })
                         }
                         Ok(found) => {
-                            let e = self.conflict("archive", &key, &name, (size, crc), found);
+                            let e = self.conflict("archive", &key, read.pair(), found.pair());
                             self.record_conflict(&e).await;
                             Err(e)
                         }
@@ -545,7 +661,7 @@ impl Archive {
         let marked: Vec<(bool, Result<wit::UploadReceipt, StorageError>)> = futures::stream::iter(published)
             .map(|p| async move {
                 match p {
-                    Ok(Published { receipt, marker: Some((key, crc, size)), .. }) => (true, self.put_marker(&key, crc, size).await.map(|()| receipt)),
+                    Ok(Published { receipt, marker: Some((key, mark)), .. }) => (true, self.put_marker(&key, mark).await.map(|()| receipt)),
                     Ok(Published { receipt, marker: None, .. }) => (false, Ok(receipt)),
                     Err(e) => (false, Err(e)),
                 }
@@ -573,9 +689,9 @@ impl Archive {
 
     /// Writes the checksum record of the object at `key`, create-only; one
     /// already there is the same fact.
-    async fn put_marker(&self, key: &str, crc: u32, size: u64) -> Result<(), StorageError> {
+    async fn put_marker(&self, key: &str, mark: Mark) -> Result<(), StorageError> {
         let name = key.rsplit('/').next().unwrap_or(key);
-        let marker = self.key_of(&format!("{CHECKSUM_DIR}/{}", marker_name(name, crc, size)));
+        let marker = self.key_of(&format!("{CHECKSUM_DIR}/{}", marker_name(name, mark)));
         match self.put_create(&marker, Bytes::new()).await {
             Ok(_) | Err(PutError::Exists) => Ok(()),
             Err(PutError::Failed(e)) => Err(e),
@@ -610,15 +726,18 @@ impl Archive {
     /// (evidence of the past).
     pub async fn compare(&self, file: &SegmentFile, key: &str, size: u64) -> Result<(wit::UploadReceipt, bool), StorageError> {
         let (read_size, read_crc) = read_checksum(file, Some(size)).await?;
+        let read = Sum { size: read_size, crc: read_crc };
         let name = key.rsplit('/').next().unwrap_or(key);
         let Some(stored_size) = self.stored_size(key).await? else {
             return Err(StorageError::Missing { verb: "compare", url: self.display_key(key) });
         };
         // The recorded checksum when it is there and agrees; else a read-back.
-        let recorded = stored_size == read_size && self.has_marker(name, read_crc, read_size).await?;
-        let stored_crc = if recorded { read_crc } else { self.checksum(key).await?.1 };
-        if (stored_size, stored_crc) != (read_size, read_crc) {
-            let e = self.conflict("archive", key, name, (read_size, read_crc), (stored_size, stored_crc));
+        // A compressed object's record names its own checksum, which only a
+        // read-back finds: it is always read back (and decoded).
+        let recorded = !is_compressed(key) && stored_size == read_size && self.has_marker(name, Mark { crc: read_crc, size: read_size, segment: None }).await?;
+        let (object, found) = if recorded { (read, read) } else { self.contents(key).await? };
+        if found != read {
+            let e = self.conflict("archive", key, read.pair(), found.pair());
             self.record_conflict(&e).await;
             return Err(e);
         }
@@ -626,14 +745,15 @@ impl Archive {
         // write it now. With a record, nothing is written: on an object
         // store a comparison after a lost state is all reads.
         if !recorded {
-            self.put_marker(key, read_crc, read_size).await?;
+            let mark = Mark { crc: object.crc, size: object.size, segment: is_compressed(key).then_some(read) };
+            self.put_marker(key, mark).await?;
         }
         // A local record may be one whose directory sync failed (or another
         // archiver's, not synced yet): it is made durable before it counts.
         if let Backend::Local(dir) = &self.backend {
             dir.sync(CHECKSUM_DIR).await.map_err(|(path, cause)| StorageError::Io { verb: "sync", path, cause })?;
         }
-        Ok((wit::UploadReceipt { read_size, read_crc32c: read_crc, stored_size, stored_crc32c: Some(stored_crc), existed: true }, !recorded))
+        Ok((wit::UploadReceipt { read_size, read_crc32c: read_crc, stored_size: found.size, stored_crc32c: Some(found.crc), existed: true }, !recorded))
     }
 
     /// Removes what an earlier listing showed about `name` that is no longer
@@ -641,13 +761,16 @@ impl Archive {
     /// of other copies (an operator removed a bad one), and conflict records.
     /// Best effort: a record left behind is ignored or reported, never trusted.
     pub async fn forget_stale(&self, name: &str, size: u64, crc: u32, listing: &Listing) {
+        // What a record says of the segment: a compressed object's, what it
+        // decodes to.
+        let held = |m: &Mark| if is_compressed(name) { m.segment.map(Sum::pair) } else { Some((m.size, m.crc)) };
         let mut doomed: Vec<String> = listing
             .markers
             .get(name)
             .into_iter()
             .flatten()
-            .filter(|m| **m != (crc, size))
-            .map(|&(c, s)| format!("{CHECKSUM_DIR}/{}", marker_name(name, c, s)))
+            .filter(|m| held(m) != Some((size, crc)))
+            .map(|m| format!("{CHECKSUM_DIR}/{}", marker_name(name, *m)))
             .collect();
         doomed.extend(listing.conflicts.iter().filter(|c| c.name == name).map(|c| format!("{CONFLICT_DIR}/{}", conflict_name(c))));
         for key in doomed {
@@ -661,25 +784,25 @@ impl Archive {
     /// `crc` now, by reading it back: the last check before a local segment
     /// is deleted. Its checksum record is not enough: it is evidence of the
     /// past.
-    pub async fn prove(&self, name: &str, key: &str, size: u64, crc: u32) -> Result<(), StorageError> {
-        let found = match self.checksum(key).await {
-            Ok(found) => found,
+    pub async fn prove(&self, key: &str, size: u64, crc: u32) -> Result<(), StorageError> {
+        let found = match self.contents(key).await {
+            Ok((_, found)) => found.pair(),
             Err(StorageError::Missing { .. }) => {
                 return Err(StorageError::Missing { verb: "delete the local copy of", url: self.display_key(key) });
             }
             Err(e) => return Err(e),
         };
         if found != (size, crc) {
-            let e = self.conflict("delete the local copy of", key, name, (size, crc), found);
+            let e = self.conflict("delete the local copy of", key, (size, crc), found);
             self.record_conflict(&e).await;
             return Err(e);
         }
         Ok(())
     }
 
-    /// True when a checksum record says `name` has `crc` and `size`.
-    pub async fn has_marker(&self, name: &str, crc: u32, size: u64) -> Result<bool, StorageError> {
-        let marker = self.key_of(&format!("{CHECKSUM_DIR}/{}", marker_name(name, crc, size)));
+    /// True when the checksum record `mark` of the object `name` is there.
+    pub async fn has_marker(&self, name: &str, mark: Mark) -> Result<bool, StorageError> {
+        let marker = self.key_of(&format!("{CHECKSUM_DIR}/{}", marker_name(name, mark)));
         Ok(self.stored_size(&marker).await?.is_some())
     }
 
@@ -698,6 +821,26 @@ impl Archive {
             Backend::Local(dir) => dir.checksum(key).await,
             Backend::Store(s) => s.checksum(key, &self.display_key(key)).await,
         }
+    }
+
+    /// Size and CRC32C of the object at `key` and of the segment it holds
+    /// (the same for a plain object; decoded for a `.zst` one), read back in
+    /// full in bounded memory. A compressed object that does not decode is
+    /// an error that names it.
+    pub async fn contents(&self, key: &str) -> Result<(Sum, Sum), StorageError> {
+        use futures::StreamExt;
+        if !is_compressed(key) {
+            let (size, crc) = self.checksum(key).await?;
+            return Ok((Sum { size, crc }, Sum { size, crc }));
+        }
+        let undecodable = |e: std::io::Error| StorageError::Undecodable { url: self.display_key(key), why: e.to_string() };
+        let mut stream = self.read(key).await?;
+        let mut unpacker = Unpacker::new(std::io::sink()).map_err(undecodable)?;
+        while let Some(chunk) = stream.next().await {
+            unpacker.push(&chunk?).map_err(undecodable)?;
+        }
+        let (object, segment, _) = unpacker.finish().map_err(undecodable)?;
+        Ok((object, segment))
     }
 
     /// The bytes of the object at `key`, as a stream of chunks; `Missing`
@@ -732,14 +875,18 @@ impl Archive {
         }
     }
 
-    /// Deletes an archived segment, then its checksum records, so that an
-    /// interruption leaves at worst a record without its object (ignored).
+    /// Deletes an archived segment's object (by its object name), then its
+    /// checksum records, so that an interruption leaves at worst a record
+    /// without its object (ignored).
     pub async fn delete_segment(&self, name: &str, listing: &Listing) -> Result<(), StorageError> {
         crate::wal::WalDir::check_name(name)?;
         self.delete(&self.key_of(name)).await?;
-        let size = listing.find(name).map(|o| o.size);
-        if let (Some(size), Some(crc)) = (size, listing.find(name).and_then(|o| o.crc32c)) {
-            self.delete(&self.key_of(&format!("{CHECKSUM_DIR}/{}", marker_name(name, crc, size)))).await?;
+        if let Some(o) = listing.find(name)
+            && let Some(crc) = o.crc32c
+        {
+            let segment = if is_compressed(name) { o.segment } else { None };
+            let mark = Mark { crc, size: o.size, segment };
+            self.delete(&self.key_of(&format!("{CHECKSUM_DIR}/{}", marker_name(name, mark)))).await?;
         }
         Ok(())
     }
@@ -766,12 +913,17 @@ pub enum PutError {
     Failed(StorageError),
 }
 
-/// What a backend's publish saw: the receipt, and the object that was
-/// already under the key (its size and CRC32C), if there was one.
+/// What a backend's publish saw: the file's bytes read, the object's bytes
+/// made of them and sent (the same, unless compressed), what the store
+/// holds under the key (its size, and its CRC32C where confirmed), or that
+/// an object was already there (then nothing was published).
 #[derive(Debug)]
 struct Outcome {
-    receipt: wit::UploadReceipt,
-    existing: Option<(u64, u32)>,
+    read: Sum,
+    made: Sum,
+    stored_size: u64,
+    stored_crc: Option<u32>,
+    existing: bool,
 }
 
 /// Size and CRC32C of a segment, read on a blocking thread and checked
@@ -814,9 +966,16 @@ mod tests {
 
     #[test]
     fn parses_the_records_it_formats() {
-        let m = marker_name("wal-0000000000000001-0000000000000002.seg", 0xdead_beef, 42);
-        assert_eq!(parse_marker(&m), Some(("wal-0000000000000001-0000000000000002.seg", 0xdead_beef, 42)));
-        assert_eq!(parse_marker("x.crc32c-abc-1"), None);
+        let plain = Mark { crc: 0xdead_beef, size: 42, segment: None };
+        let m = marker_name("wal-0000000000000001-0000000000000002.seg", plain);
+        assert_eq!(parse_marker(&m), Some(("wal-0000000000000001-0000000000000002.seg", plain)));
+        let packed = Mark { crc: 1, size: 10, segment: Some(Sum { size: u64::MAX, crc: 0xffff_ffff }) };
+        let m = marker_name("wal-0000000000000001-0000000000000002.seg.zst", packed);
+        assert_eq!(m, "wal-0000000000000001-0000000000000002.seg.zst.crc32c-00000001-10.segment-ffffffff-18446744073709551615");
+        assert_eq!(parse_marker(&m), Some(("wal-0000000000000001-0000000000000002.seg.zst", packed)));
+        for bad in ["x.crc32c-abc-1", "x.crc32c-00000001-1.segment-", "x.crc32c-00000001-1.segment-0000000x-1", "x.crc32c-00000001-+1"] {
+            assert_eq!(parse_marker(bad), None, "{bad}");
+        }
         let c = wit::SegmentConflict { name: "wal-x.seg".into(), local_size: 9, local_crc32c: 7, archived_size: 1, archived_crc32c: 0xffff_ffff };
         assert_eq!(parse_conflict(&conflict_name(&c)), Some(c));
         for r in [Record::ChainStart, Record::PrunedBelow] {

@@ -33,6 +33,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, WriteMultipart};
 
 use super::probe::{ProbeSlot, PROBE_NAME};
 use super::{Outcome, PutError, STAGING_DIR};
+use crate::compress::{Source, Sums};
 use crate::bindings::wit;
 use crate::storage::StorageError;
 use crate::wal::SegmentFile;
@@ -169,48 +170,49 @@ impl StoreBackend {
         Ok(removed)
     }
 
-    /// Publishes in one verified PUT or through a staging object; see the module docs.
+    /// Publishes in one verified PUT or through a staging object; see the
+    /// module docs. With `level`, what is sent is the file compressed.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn publish(
         &self,
         file: &SegmentFile,
         key: &str,
         size: u64,
         verify: bool,
+        level: Option<i32>,
         prefix: &str,
         url: &str,
     ) -> Result<Outcome, StorageError> {
         let display = |k: &str| format!("{url}/{}", k.strip_prefix(&format!("{prefix}/")).unwrap_or(k));
-        if size <= SINGLE_PUT_MAX && self.verified_puts(prefix, url).await {
-            return self.put_whole(file, key, size, &display(key)).await;
+        let src = file.file.try_clone().map_err(|cause| StorageError::Io { verb: "read", path: file.path.clone(), cause })?;
+        let source = Source::new(Arc::new(src), level).map_err(|cause| StorageError::Io { verb: "compress", path: file.path.clone(), cause })?;
+        if source.bound(size) <= SINGLE_PUT_MAX && self.verified_puts(prefix, url).await {
+            return self.put_whole(file, source, key, size, &display(key)).await;
         }
         let dest = location(key)?;
         let name = key.rsplit('/').next().unwrap_or(key);
         let staging_key = staging_key(prefix, name);
         let staging = location(&staging_key)?;
-        let (read_size, read_crc) = self.put_streaming(file, &staging, &display(&staging_key)).await?;
+        let sums = self.put_streaming(file, source, &staging, &display(&staging_key)).await?;
         let outcome = async {
             // The file must be as it was, and whole: else nothing carries the key.
-            file.check_unchanged(read_size, Some(size))?;
+            file.check_unchanged(sums.read.size, Some(size))?;
             let staged_size = self.store.head(&staging).await.map_err(store_err("stat", &display(&staging_key)))?.size;
-            let receipt =
-                |stored_size, stored_crc32c| wit::UploadReceipt { read_size, read_crc32c: read_crc, stored_size, stored_crc32c, existed: false };
-            if staged_size != read_size {
+            let outcome = |stored_size, stored_crc, existing| Outcome { read: sums.read, made: sums.object, stored_size, stored_crc, existing };
+            if staged_size != sums.object.size {
                 // A store that acknowledged fewer bytes than were sent: never publish it.
-                return Ok(Outcome { receipt: receipt(staged_size, None), existing: None });
+                return Ok(outcome(staged_size, None, false));
             }
             let staged_crc = if verify { Some(self.checksum(&staging_key, &display(&staging_key)).await?.1) } else { None };
-            if staged_crc.is_some_and(|c| c != read_crc) {
-                return Ok(Outcome { receipt: receipt(staged_size, staged_crc), existing: None });
+            if staged_crc.is_some_and(|c| c != sums.object.crc) {
+                return Ok(outcome(staged_size, staged_crc, false));
             }
             match self.store.copy_if_not_exists(&staging, &dest).await {
                 Ok(()) => {
                     let stored = self.store.head(&dest).await.map_err(store_err("stat", &display(key)))?.size;
-                    Ok(Outcome { receipt: receipt(stored, staged_crc), existing: None })
+                    Ok(outcome(stored, staged_crc, false))
                 }
-                Err(object_store::Error::AlreadyExists { .. }) => {
-                    let (found_size, found_crc) = self.checksum(key, &display(key)).await?;
-                    Ok(Outcome { receipt: receipt(found_size, Some(found_crc)), existing: Some((found_size, found_crc)) })
-                }
+                Err(object_store::Error::AlreadyExists { .. }) => Ok(outcome(0, None, true)),
                 Err(cause) => Err(StorageError::Store { verb: "publish", url: display(key), cause }),
             }
         }
@@ -224,57 +226,55 @@ impl StoreBackend {
 
     /// Sends the whole segment in one create-only PUT that carries its
     /// checksum for the store to check. The store's check is the
-    /// verification: the object holds the bytes read, or the PUT failed.
-    async fn put_whole(&self, file: &SegmentFile, key: &str, size: u64, url: &str) -> Result<Outcome, StorageError> {
-        use std::os::unix::fs::FileExt;
+    /// verification: the object holds the bytes sent, or the PUT failed.
+    async fn put_whole(&self, file: &SegmentFile, source: Source, key: &str, size: u64, url: &str) -> Result<Outcome, StorageError> {
         let dest = location(key)?;
         // Every buffer the segment needs, taken at once: two uploads that each
         // held some and waited for more could wait for each other.
-        let chunks = self.buffers.take_many(size.div_ceil(CHUNK as u64).max(1) as usize).await;
-        let io_err = |cause| StorageError::Io { verb: "read", path: file.path.clone(), cause };
-        let src = file.file.try_clone().map_err(io_err)?;
-        let (chunks, read) = tokio::task::spawn_blocking(move || {
+        let chunks = self.buffers.take_many(source.bound(size).div_ceil(CHUNK as u64).max(1) as usize).await;
+        let path = file.path.clone();
+        let (chunks, sums) = tokio::task::spawn_blocking(move || {
             let mut chunks = chunks;
-            let mut offset = 0u64;
+            let mut source = source;
+            let read_err = |cause| StorageError::Io { verb: "read", path: path.clone(), cause };
             for chunk in &mut chunks {
-                while chunk.len < chunk.buf.len() {
-                    match src.read_at(&mut chunk.buf[chunk.len..], offset) {
-                        Ok(0) => return (chunks, Ok(offset)),
-                        Ok(n) => {
-                            chunk.len += n;
-                            offset += n as u64;
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return (chunks, Err(e)),
-                    }
+                match source.fill(&mut chunk.buf) {
+                    Ok(n) => chunk.len = n,
+                    Err(e) => return (chunks, Err(read_err(e))),
+                }
+                if chunk.len < chunk.buf.len() {
+                    break;
                 }
             }
-            (chunks, Ok(offset))
+            // The buffers hold all a file of `size` bytes can make: more is a
+            // file that grew while it was read.
+            match source.fill(&mut [0u8; 1]) {
+                Ok(0) => {}
+                Ok(_) => return (chunks, Err(StorageError::Changed { path: path.clone(), why: format!("it grew past {size} bytes while it was read") })),
+                Err(e) => return (chunks, Err(read_err(e))),
+            }
+            let sums = source.finish().map_err(|why| StorageError::Io { verb: "compress", path: path.clone(), cause: std::io::Error::other(why) });
+            (chunks, sums)
         })
         .await
-        .map_err(|e| io_err(std::io::Error::other(e)))?;
-        let read = read.map_err(io_err)?;
+        .map_err(|e| StorageError::Io { verb: "read", path: file.path.clone(), cause: std::io::Error::other(e) })?;
+        let sums = sums?;
         // The file must be as it was, and whole: else nothing is sent.
-        file.check_unchanged(read, Some(size))?;
-        let crc = chunks.iter().fold(0u32, |crc, c| crc32c::crc32c_append(crc, c.as_ref()));
+        file.check_unchanged(sums.read.size, Some(size))?;
         let payload: object_store::PutPayload = chunks.into_iter().filter(|c| c.len > 0).map(Bytes::from_owner).collect();
-        let receipt =
-            |stored_size, stored_crc32c, existed| wit::UploadReceipt { read_size: read, read_crc32c: crc, stored_size, stored_crc32c, existed };
+        let outcome = |stored_crc, existing| Outcome { read: sums.read, made: sums.object, stored_size: sums.object.size, stored_crc, existing };
         match self.store.put_opts(&dest, payload, PutMode::Create.into()).await {
-            Ok(_) => Ok(Outcome { receipt: receipt(read, Some(crc), false), existing: None }),
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                let (found_size, found_crc) = self.checksum(key, url).await?;
-                Ok(Outcome { receipt: receipt(found_size, Some(found_crc), true), existing: Some((found_size, found_crc)) })
-            }
+            Ok(_) => Ok(outcome(Some(sums.object.crc), false)),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(outcome(None, true)),
             Err(cause) => Err(StorageError::Store { verb: "upload to", url: url.to_owned(), cause }),
         }
     }
 
-    /// Streams the file into a multipart upload at `location`.
-    async fn put_streaming(&self, file: &SegmentFile, location: &ObjectPath, url: &str) -> Result<(u64, u32), StorageError> {
+    /// Streams the source into a multipart upload at `location`.
+    async fn put_streaming(&self, file: &SegmentFile, source: Source, location: &ObjectPath, url: &str) -> Result<Sums, StorageError> {
         let upload = self.store.put_multipart(location).await.map_err(store_err("upload to", url))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
-        match stream_into(&self.buffers, file, &mut writer, url).await {
+        match stream_into(&self.buffers, file, source, &mut writer, url).await {
             Ok(done) => {
                 writer.finish().await.map_err(store_err("upload to", url))?;
                 Ok(done)
@@ -466,50 +466,37 @@ impl Drop for PooledChunk {
     }
 }
 
-/// Reads the file from its start into the multipart writer, one pooled
-/// buffer at a time, checksumming as it goes. Each buffer is handed to the
-/// writer as it is, no copy, and the next chunk is read while the last one
-/// is sent.
-async fn stream_into(pool: &Arc<BufferPool>, file: &SegmentFile, writer: &mut WriteMultipart, url: &str) -> Result<(u64, u32), StorageError> {
-    use std::os::unix::fs::FileExt;
+/// Reads the source into the multipart writer, one pooled buffer at a
+/// time. Each buffer is handed to the writer as it is, no copy, and the
+/// next chunk is read while the last one is sent.
+async fn stream_into(
+    pool: &Arc<BufferPool>,
+    file: &SegmentFile,
+    mut source: Source,
+    writer: &mut WriteMultipart,
+    url: &str,
+) -> Result<Sums, StorageError> {
     let io_err = |cause| StorageError::Io { verb: "read", path: file.path.clone(), cause };
-    let src = Arc::new(file.file.try_clone().map_err(io_err)?);
-    let mut size = 0u64;
-    let mut crc = 0u32;
     loop {
-        let mut chunk = pool.take().await;
-        let f = src.clone();
-        let offset = size;
-        let (chunk_back, filled) = tokio::task::spawn_blocking(move || {
-            let mut filled = 0;
-            let result = loop {
-                if filled == chunk.buf.len() {
-                    break Ok(filled);
-                }
-                match f.read_at(&mut chunk.buf[filled..], offset + filled as u64) {
-                    Ok(0) => break Ok(filled),
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => break Err(e),
-                }
-            };
-            (chunk, result)
+        let chunk = pool.take().await;
+        let (mut chunk, source_back, filled) = tokio::task::spawn_blocking(move || {
+            let mut chunk = chunk;
+            let filled = source.fill(&mut chunk.buf);
+            (chunk, source, filled)
         })
         .await
         .map_err(|e| io_err(std::io::Error::other(e)))?;
-        chunk = chunk_back;
+        source = source_back;
         chunk.len = filled.map_err(io_err)?;
         if chunk.len == 0 {
             break;
         }
         let last = chunk.len < CHUNK;
-        crc = crc32c::crc32c_append(crc, chunk.as_ref());
-        size += chunk.len as u64;
         writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(store_err("upload to", url))?;
         writer.put(Bytes::from_owner(chunk));
         if last {
             break;
         }
     }
-    Ok((size, crc))
+    source.finish().map_err(|why| StorageError::Io { verb: "compress", path: file.path.clone(), cause: std::io::Error::other(why) })
 }

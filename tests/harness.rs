@@ -4,6 +4,7 @@
 mod util;
 
 mod backends;
+mod compression;
 mod durability;
 mod edges;
 mod metrics;
@@ -201,6 +202,43 @@ fn runs_a_whole_cycle_through_the_storage_imports() {
         assert!(!p.exists());
     }
     assert!(dir.wal().join("wal-0a-64.partial").exists());
+}
+
+/// The same cycle with zstd: the component forms `.zst` keys, the imports
+/// compress, and deletion proves each file against its compressed object;
+/// a key with any other suffix is refused.
+#[test]
+fn runs_a_compressed_cycle_through_the_storage_imports() {
+    let dir = Dir::new();
+    let paths = dir.chain(4, 20_000);
+    let originals: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let rt = tokio_rt();
+    let archive = Archive::open(&dir.archive_url()).unwrap();
+    let mut cfg = config("");
+    cfg.delete_after_archive = true;
+    cfg.compression = wit::Compression::Zstd;
+    let archiver = Archiver::new(runtime(), dir.storage(archive, &rt), cfg, None);
+    let mut state = empty_state();
+    let summary = archiver.run_cycle(&mut state).unwrap();
+    assert_eq!((summary.archived.len(), summary.deleted.len()), (4, 4), "{:?}", summary.failed);
+    assert_eq!(state.last_archived_lsn, Some(400));
+    let names = dir.archived_names();
+    for (p, bytes) in paths.iter().zip(&originals) {
+        let object = format!("{}.zst", p.file_name().unwrap().to_str().unwrap());
+        assert!(names.contains(&object), "{object} not in {names:?}");
+        let stored = std::fs::read(dir.archive_dir().join(&object)).unwrap();
+        assert!(zstd::decode_all(&stored[..]).unwrap() == *bytes, "{object} does not decode to its segment");
+        assert!(!p.exists(), "{} was not deleted", p.display());
+    }
+    // Keys the planner cannot have formed are refused.
+    dir.segment(401, 500, 10);
+    let storage = dir.storage(Archive::open(&dir.archive_url()).unwrap(), &rt);
+    let mut imports = Imports::new(Some(Arc::new(storage) as Arc<dyn wal_archiver::imports::StorageImports>));
+    let name = segment_name(401, 500);
+    for key in [format!("{name}.gz"), format!("{name}.zst.zst"), format!("{name}.ZST"), format!("{}.zst", segment_name(1, 100))] {
+        let err = imports.upload(name.clone(), key.clone(), 10, true).unwrap_err();
+        assert!(matches!(err, wit::StorageError::Refused(_)), "{key}: {err:?}");
+    }
 }
 
 #[test]

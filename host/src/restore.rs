@@ -186,7 +186,7 @@ pub async fn verify(
         for (name, _) in report.segments.iter() {
             let Some(object) = listing.find(name) else { continue };
             let (Some(recorded), Some(segment)) = (object.crc32c, object.segment) else { continue };
-            match archive.contents(&archive.key_of(name)).await {
+            match archive.inspect(&archive.key_of(name)).await {
                 Ok((stored, decoded)) => {
                     // The stored object against its record, then what it decodes to.
                     if stored.size != object.size {
@@ -197,14 +197,18 @@ pub async fn verify(
                             recorded: format!("{recorded:08x}"),
                             found: format!("{:08x}", stored.crc),
                         });
-                    } else if decoded != segment {
-                        findings.push(Finding::DecodedMismatch {
-                            name: name.to_owned(),
-                            recorded_size: segment.size,
-                            recorded_crc32c: format!("{:08x}", segment.crc),
-                            found_size: decoded.size,
-                            found_crc32c: format!("{:08x}", decoded.crc),
-                        });
+                    } else {
+                        match decoded {
+                            Err(why) => findings.push(Finding::Unreadable { name: name.to_owned(), error: format!("it does not decode: {why}") }),
+                            Ok(decoded) if decoded != segment => findings.push(Finding::DecodedMismatch {
+                                name: name.to_owned(),
+                                recorded_size: segment.size,
+                                recorded_crc32c: format!("{:08x}", segment.crc),
+                                found_size: decoded.size,
+                                found_crc32c: format!("{:08x}", decoded.crc),
+                            }),
+                            Ok(_) => {}
+                        }
                     }
                     progress(stored.size);
                 }

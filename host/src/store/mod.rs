@@ -828,18 +828,37 @@ impl Archive {
     /// full in bounded memory. A compressed object that does not decode is
     /// an error that names it.
     pub async fn contents(&self, key: &str) -> Result<(Sum, Sum), StorageError> {
+        let (object, segment) = self.inspect(key).await?;
+        let segment = segment.map_err(|why| StorageError::Undecodable { url: self.display_key(key), why })?;
+        Ok((object, segment))
+    }
+
+    /// As [`Archive::contents`], but the object's own sum even when it does
+    /// not decode (then, why not): a damaged object is read to its end, so
+    /// that its bytes can be compared with their record.
+    pub async fn inspect(&self, key: &str) -> Result<(Sum, Result<Sum, String>), StorageError> {
         use futures::StreamExt;
         if !is_compressed(key) {
             let (size, crc) = self.checksum(key).await?;
-            return Ok((Sum { size, crc }, Sum { size, crc }));
+            return Ok((Sum { size, crc }, Ok(Sum { size, crc })));
         }
-        let undecodable = |e: std::io::Error| StorageError::Undecodable { url: self.display_key(key), why: e.to_string() };
         let mut stream = self.read(key).await?;
-        let mut unpacker = Unpacker::new(std::io::sink()).map_err(undecodable)?;
+        let mut unpacker = Some(Unpacker::new(std::io::sink()).map_err(|e| StorageError::Undecodable { url: self.display_key(key), why: e.to_string() })?);
+        let (mut object, mut why) = (Sum::default(), None);
         while let Some(chunk) = stream.next().await {
-            unpacker.push(&chunk?).map_err(undecodable)?;
+            let chunk = chunk?;
+            object.add(&chunk);
+            if let Some(u) = unpacker.as_mut()
+                && let Err(e) = u.push(&chunk)
+            {
+                why = Some(e.to_string());
+                unpacker = None;
+            }
         }
-        let (object, segment, _) = unpacker.finish().map_err(undecodable)?;
+        let segment = match (unpacker, why) {
+            (Some(u), _) => u.finish().map(|(_, segment, _)| segment).map_err(|e| e.to_string()),
+            (None, why) => Err(why.unwrap_or_default()),
+        };
         Ok((object, segment))
     }
 

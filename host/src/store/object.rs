@@ -21,7 +21,9 @@
 //!   read back) and published under its key with a create-only copy.
 //!
 //! Either way a torn or truncated upload never carries a segment's key, and
-//! an archived object is never overwritten.
+//! an archived object is never overwritten. A compressed segment (a `.zst`
+//! key) takes the same ways with the bytes made of the file (see
+//! [`crate::compress`]): one PUT when its worst-case compressed size fits.
 
 use std::sync::Arc;
 

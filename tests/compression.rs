@@ -362,3 +362,34 @@ fn refuses_an_unknown_compression_and_takes_one_from_the_config_file() {
     assert_exit(&out, 0);
     assert!(restored[&seg(2, 10_000)] == content(7, 100_000));
 }
+
+/// A plain object whose record was never written (a crash between the two),
+/// then runs with zstd: the segment is archived again as `.zst`, and the
+/// plain object is a leftover beside it, a note in verify, not a hole.
+#[test]
+fn a_plain_object_without_its_record_beside_a_compressed_copy_is_a_leftover() {
+    let mut f = Fixture::new(Backend::File, "leftover");
+    f.generate(1, 3, 20_000);
+    assert_exit(&f.archive(&[]), 0);
+    let second = seg(1, 20_000);
+    let records = f.dir.archive_dir().join("_checksums");
+    let record = std::fs::read_dir(&records).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).find(|n| n.starts_with(&second)).unwrap();
+    std::fs::remove_file(records.join(record)).unwrap();
+    std::fs::remove_file(f.dir.wal().join(".wal-archiver-state.json")).unwrap();
+    let out = f.verify(&[]);
+    assert_exit(&out, 1);
+    assert!(stdout(&out).contains(&format!("no recorded checksum: {second}")), "{}", stdout(&out));
+
+    let out = f.archive(&["--compression", "zstd"]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("archived 1 segments"), "{}", stdout(&out));
+    assert!(f.dir.archived_names().contains(&format!("{second}.zst")), "{:?}", f.dir.archived_names());
+    let out = f.verify(&["--deep"]);
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    assert!(text.contains("3 segments") && text.contains(&format!("not on the chain (its LSNs are held by others): {second}")), "{text}");
+    assert!(!text.contains("no recorded checksum"), "{text}");
+    let (out, restored) = f.restore(60_000);
+    assert_exit(&out, 0);
+    assert!(restored == f.originals, "the restored segments differ");
+}

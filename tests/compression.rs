@@ -393,3 +393,48 @@ fn a_plain_object_without_its_record_beside_a_compressed_copy_is_a_leftover() {
     assert_exit(&out, 0);
     assert!(restored == f.originals, "the restored segments differ");
 }
+
+/// Two recorded copies of one segment that hold different bytes: the next
+/// run compares both with the local file, finds the one that differs (a
+/// conflict), and holds the segment: not counted, the local file kept,
+/// exit 1. Once an operator removes the bad copy, the other counts.
+#[test]
+fn holds_a_segment_whose_two_copies_hold_different_bytes_as_a_conflict() {
+    let mut f = Fixture::new(Backend::File, "two-copies");
+    f.generate(1, 3, 20_000);
+    assert_exit(&f.archive(&[]), 0);
+    // A compressed copy of the second segment with other bytes, recorded as
+    // an archiver would have recorded it.
+    let second = seg(1, 20_000);
+    let other: Vec<u8> = f.originals[&second].iter().map(|b| b ^ 1).collect();
+    let frame = zstd::encode_all(&other[..], 3).unwrap();
+    let zst = format!("{second}.zst");
+    let archive = f.dir.archive_dir();
+    std::fs::write(archive.join(&zst), &frame).unwrap();
+    let record = format!(
+        "{zst}.crc32c-{:08x}-{}.segment-{:08x}-{}",
+        crc32c::crc32c(&frame),
+        frame.len(),
+        crc32c::crc32c(&other),
+        other.len()
+    );
+    std::fs::write(archive.join("_checksums").join(record), b"").unwrap();
+    std::fs::remove_file(f.dir.wal().join(".wal-archiver-state.json")).unwrap();
+
+    let out = f.archive(&["--delete-after-archive"]);
+    assert_exit(&out, 1);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains(&format!("under {zst}'s key, but the local segment has")), "{text}");
+    assert!(f.dir.wal().join(&second).exists(), "the local segment was deleted while its copies disagree");
+    assert!(stdout(&out).contains("last archived LSN: 0x0000000000004e20 (20000)"), "{}", stdout(&out));
+    let out = f.verify(&[]);
+    assert_exit(&out, 1);
+    assert!(stdout(&out).contains(&format!("conflict: {zst}")), "{}", stdout(&out));
+
+    // The operator removes the bad copy: the plain one counts, the conflict goes.
+    std::fs::remove_file(archive.join(&zst)).unwrap();
+    let out = f.archive(&["--delete-after-archive"]);
+    assert_exit(&out, 0);
+    assert!(f.dir.local_segments().is_empty(), "{}", stdout(&out));
+    assert_exit(&f.verify(&["--deep"]), 0);
+}

@@ -195,6 +195,12 @@ pub fn classify(entry: &Entry<'_>) -> Result<SegmentName, SkipReason> {
     SegmentName::parse(entry.name).map_err(SkipReason::BadName)
 }
 
+/// True when a conflict holds the segment named `name` (by any object of it).
+#[inline(never)]
+fn held(conflicts: &[Conflict], name: &str) -> bool {
+    conflicts.iter().any(|c| same_segment(&c.name, name))
+}
+
 /// Classifies one archive entry: the object name of a segment (plain or
 /// compressed), or the reason it is not one.
 pub fn classify_object(entry: &Entry<'_>) -> Result<ObjectName, SkipReason> {
@@ -209,14 +215,16 @@ pub fn classify_object(entry: &Entry<'_>) -> Result<ObjectName, SkipReason> {
 
 /// The segment objects of an archive listing with a recorded checksum,
 /// sorted by LSN, one object per segment (see [`one_copy_each`]); every
-/// other entry goes to `strays`, and objects without a recorded checksum,
-/// or whose copies disagree, to `unverified`.
+/// other entry goes to `strays`, objects without a recorded checksum to
+/// `unverified`, and recorded copies of one segment that disagree to
+/// `disagree` (or, without it, to `unverified`).
 /// With `all`, every segment object goes there too, with its position in
 /// the listing in `crc`.
 pub(crate) fn archived_objects<'a>(
     archive: &'a ArchiveListing,
     strays: &mut Vec<Skipped>,
     unverified: &mut Vec<Seg<'a>>,
+    disagree: Option<&mut Vec<Seg<'a>>>,
     mut all: Option<&mut Vec<Seg<'a>>>,
 ) -> Vec<Seg<'a>> {
     let mut objects: Vec<Seg<'a>> = Vec::with_capacity(archive.len());
@@ -237,7 +245,8 @@ pub(crate) fn archived_objects<'a>(
         }
     }
     sort_by_lsn(&mut objects);
-    one_copy_each(&mut objects, unverified);
+    // Without a place of their own, copies that disagree are unverified.
+    one_copy_each(&mut objects, disagree.unwrap_or(unverified));
     objects
 }
 
@@ -294,22 +303,30 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
     };
     match archive {
         Some(a) => {
-            let mut not_counted = Vec::new();
-            let objects = archived_objects(a, &mut strays, &mut not_counted, None);
+            let (mut not_counted, mut disagree) = (Vec::new(), Vec::new());
+            let objects = archived_objects(a, &mut strays, &mut not_counted, Some(&mut disagree), None);
             for s in &not_counted {
                 unverified.push(s.name.to_owned());
             }
-            // A conflict stands while the archive still holds the object it was about.
-            conflicts = state
-                .conflicts
-                .iter()
-                .filter(|c| find(&objects, &c.name).is_some_and(|i| (objects[i].size, objects[i].crc) == (c.archived_size, c.archived_crc32c)))
-                .cloned()
-                .collect();
+            for s in &disagree {
+                unverified.push(s.name.to_owned());
+            }
+            // A conflict stands while the archive still holds the object it
+            // was about (one of a pair that disagree, too).
+            let holds = |c: &Conflict| {
+                let about = |o: &Seg<'_>| (o.size, o.crc) == (c.archived_size, c.archived_crc32c);
+                find(&objects, &c.name).is_some_and(|i| about(&objects[i])) || disagree.iter().any(|d| d.name == c.name && about(d))
+            };
+            conflicts = Vec::new();
+            for c in &state.conflicts {
+                if holds(c) {
+                    conflicts.push(c.clone());
+                }
+            }
             let mut kept = Vec::with_capacity(objects.len());
             let (mut in_prior, mut in_listed) = (Cursor::new(&prior), Cursor::new(&listed));
             for o in objects {
-                if conflicts.iter().any(|c| same_segment(&c.name, o.name)) {
+                if held(&conflicts, o.name) {
                     continue;
                 }
                 // An object counts when the local file is gone, or was compared with it.
@@ -320,6 +337,15 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
                     kept.push(o);
                 }
             }
+            // Copies of one segment that disagree: each is compared with the
+            // local file, which finds the one that differs (a conflict, and it
+            // holds the segment), unless a conflict holds it already.
+            for d in &disagree {
+                if find(&listed, d.name).is_some() && !held(&conflicts, d.name) {
+                    to_confirm_segs.push(*d);
+                }
+            }
+            sort_by_lsn(&mut to_confirm_segs);
             archived = kept;
         }
         None => {
@@ -364,7 +390,7 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
             confirm_at += 1;
         }
         let same = |a: Option<&Seg<'_>>| a.is_some_and(|a| (a.first, a.last) == (s.first, s.last));
-        if same(archived.get(archived_at)) || same(to_confirm_segs.get(confirm_at)) || conflicts.iter().any(|c| same_segment(&c.name, s.name)) {
+        if same(archived.get(archived_at)) || same(to_confirm_segs.get(confirm_at)) || held(&conflicts, s.name) {
             continue;
         }
         if below_floor(pruned_below, s) {
@@ -387,7 +413,12 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
     let (breaks, off_chain) = match (chain_start, known.iter().map(|s| s.last).max()) {
         (Some(start), Some(hi)) => {
             let w = chain::walk(&known, Start::At(start), hi);
-            let off = known.iter().zip(&w.used).filter(|(_, used)| !**used).map(|(s, _)| s.name.to_owned()).collect();
+            let mut off = Vec::new();
+            for (i, s) in known.iter().enumerate() {
+                if !w.used[i] {
+                    off.push(s.name.to_owned());
+                }
+            }
             (w.breaks, off)
         }
         _ => (Vec::new(), Vec::new()),
@@ -545,10 +576,13 @@ pub fn record_uploads(config: &Config, state: &State, outcomes: &[UploadOutcome]
             (attempts, reason) = (u32::try_from(f.size).unwrap_or(u32::MAX), reasons[f.crc as usize].to_owned());
             k += 1;
         }
-        let mut last = None;
+        let mut last: Option<(Event, Seg<'_>)> = None;
         while let Some(ev) = events.get(e).filter(|s| same(s)) {
             let (event, crc, why) = &verdicts[ev.crc as usize];
             match event {
+                // A conflict on one object of a segment holds it, whatever
+                // another object of it gave (two copies that disagree).
+                Event::Archived if matches!(last, Some((Event::Conflict, c)) if c.name != ev.name) => {}
                 Event::Archived => {
                     attempts = 0;
                     last = Some((Event::Archived, Seg { crc: *crc, ..*ev }));
@@ -578,7 +612,8 @@ pub fn record_uploads(config: &Config, state: &State, outcomes: &[UploadOutcome]
         }
         let still_archived = prior.binary_search_by(|p| lsn_order(p, &next)).is_ok();
         if attempts > 0 && !(still_archived && last.is_some_and(|(e, _)| e == Event::Failed)) {
-            failing.push(next.name, attempts, &reason);
+            // Named by its latest outcome (the object it was last tried as).
+            failing.push(last.map_or(next.name, |(_, s)| s.name), attempts, &reason);
         }
     }
 
@@ -666,7 +701,7 @@ pub fn deletable(config: &Config, state: &State, listing: &Listing) -> SegmentLi
     for s in listed_segments(listing.entries(), &mut ignored) {
         let own_key = in_archived.seek(&s).filter(|a| a.size == s.size);
         let failing = in_failing.seek(&s).is_some();
-        let conflict = state.conflicts.iter().any(|c| same_segment(&c.name, s.name));
+        let conflict = held(&state.conflicts, s.name);
         if let Some(a) = own_key
             && s.last <= w
             && !failing
@@ -955,11 +990,13 @@ mod tests {
         assert_eq!(report.unverified, [b.clone(), format!("{b}.zst")], "copies that disagree are neither counted");
         assert!(report.breaks.is_empty() && report.off_chain.is_empty(), "{report:?}");
         // With the local files there: the agreeing pair is compared once, by
-        // its plain object; the disagreeing one is uploaded (and its key's
-        // object decides: the same bytes, or a conflict).
+        // its plain object; both copies of the disagreeing one are compared
+        // (to find the one that is a conflict), and nothing is uploaded.
         let report = scan(State::default(), &listing(&entries), Some(&archive));
-        assert_eq!(report.to_confirm.names(), [a.as_str()]);
-        assert_eq!(report.pending.names(), [b.as_str()]);
+        let mut confirm = report.to_confirm.names();
+        confirm[1..].sort_unstable();
+        assert_eq!(confirm, [a.clone(), b.clone(), format!("{b}.zst")]);
+        assert!(report.pending.is_empty(), "{report:?}");
         // A compressed object alone is the segment.
         let mut only = ArchiveListing::default();
         only.push(&file(&format!("{a}.zst"), 100), Some(crc_of(&a)));
@@ -973,6 +1010,57 @@ mod tests {
         let report = scan(State::default(), &listing(&[]), Some(&odd));
         assert_eq!(report.strays.len(), 2);
         assert!(report.state.archived.is_empty());
+    }
+
+    #[test]
+    fn compares_both_copies_that_disagree_and_holds_the_segment_at_the_one_that_differs() {
+        let a = name(1, 10);
+        let zst = format!("{a}.zst");
+        let mut archive = ArchiveListing::default();
+        archive.push(&file(&a, 100), Some(1));
+        archive.push(&file(&zst, 100), Some(2));
+        let entries = [seg(1, 10)];
+        let config = Config { delete_after_archive: true, ..Config::default() };
+        let report = scan(State::default(), &listing(&entries), Some(&archive));
+        assert!(report.pending.is_empty(), "never uploaded while two copies disagree: {report:?}");
+        assert_eq!(report.to_confirm.names(), [a.as_str(), zst.as_str()]);
+        // The local file holds the plain copy's bytes: the compressed one is a conflict.
+        let c = Conflict { name: zst.clone(), local_size: 100, local_crc32c: 1, archived_size: 100, archived_crc32c: 2 };
+        for order in [[0, 1], [1, 0]] {
+            let outcomes = [
+                outcome(&a, 100, Ok(UploadReceipt { existed: true, ..receipt(100, 1) })),
+                outcome(&zst, 100, Err(StorageError::Conflict(c.clone()))),
+            ];
+            let outcomes = [outcomes[order[0]].clone(), outcomes[order[1]].clone()];
+            let r = record_uploads(&config, &report.state, &outcomes);
+            assert_eq!(r.state.last_archived_lsn, None, "order {order:?}: {r:?}");
+            assert!(r.archived.is_empty() && r.state.conflicts.len() == 1, "order {order:?}: {r:?}");
+            assert!(deletable(&config, &r.state, &listing(&entries)).is_empty());
+            // The conflict stands while both copies do: nothing to compare or upload.
+            let again = scan(r.state.clone(), &listing(&entries), Some(&archive));
+            assert!(again.to_confirm.is_empty() && again.pending.is_empty(), "{again:?}");
+            assert_eq!(again.conflicts.len(), 1);
+        }
+        // Once the differing copy is removed, the other one is compared and counts.
+        let mut fixed = ArchiveListing::default();
+        fixed.push(&file(&a, 100), Some(1));
+        let held = record_uploads(&config, &report.state, &[outcome(&zst, 100, Err(StorageError::Conflict(c)))]).state;
+        let again = scan(held, &listing(&entries), Some(&fixed));
+        assert_eq!(again.to_confirm.names(), [a.as_str()]);
+        assert!(again.conflicts.is_empty());
+    }
+
+    #[test]
+    fn names_a_failing_segment_by_the_object_it_was_last_tried_as() {
+        let entries = [seg(1, 10)];
+        let a = name(1, 10);
+        let report = scan(State::default(), &listing(&entries), None);
+        let down = || Err(StorageError::Io("down".into()));
+        let r = record_uploads(&Config::default(), &report.state, &[outcome(&a, 100, down())]);
+        let zstd = Config { compression: Compression::Zstd, ..Config::default() };
+        let r = record_uploads(&zstd, &r.state, &[outcome(&format!("{a}.zst"), 100, down())]);
+        let failing: Vec<_> = r.state.failing.iter().map(|f| (f.name.to_owned(), f.attempts)).collect();
+        assert_eq!(failing, [(format!("{a}.zst"), 2)]);
     }
 
     #[test]

@@ -76,7 +76,7 @@ fn read(listing: &ArchiveListing) -> Archive<'_> {
     // Every segment object, each copy of a segment too: a prune removes them
     // all. (`crc` holds the position, so that copies keep the listing's order.)
     let mut all: Vec<Seg<'_>> = Vec::with_capacity(listing.len());
-    let verified = archived_objects(listing, &mut strays, &mut unverified, Some(&mut all));
+    let verified = archived_objects(listing, &mut strays, &mut unverified, None, Some(&mut all));
     sort_by_lsn(&mut all);
     sort_by_lsn(&mut unverified);
     // An object without a record whose segment another object holds,

@@ -286,7 +286,8 @@ impl Archiver {
                 break;
             }
             let pass = self.pass_with_retries(state, stop, max_attempts)?;
-            tried.extend(pass.failed.iter().map(|f| f.name.clone()));
+            // By segment: a failure is named by the object it was tried as.
+            tried.extend(pass.failed.iter().map(|f| segment_name(&f.name).to_owned()));
             total.archived.extend(pass.archived);
             total.deleted.extend(pass.deleted);
             total.not_deleted = pass.not_deleted;
@@ -300,7 +301,7 @@ impl Archiver {
             total.newest_lsn = total.newest_lsn.max(pass.newest_lsn);
         }
         // What failed in this run and is failing still, with its last reason.
-        total.failed = state.failing.iter().filter(|f| tried.contains(&f.name)).collect();
+        total.failed = state.failing.iter().filter(|f| tried.contains(segment_name(&f.name))).collect();
         total.state = state.clone();
         Ok(total)
     }
@@ -342,10 +343,18 @@ impl Archiver {
                 return Err(self.bad_plan(format!("segment {name:?} ({size} bytes) is not a file in the listing")));
             }
         }
-        if scan.pending.len() + scan.to_confirm.len() > listing.len() {
+        // At most one upload per listed segment, and one comparison per
+        // object of it (plain and compressed: two copies that disagree are
+        // both compared).
+        let mut compared = HashSet::new();
+        if let Some((name, _)) = scan.to_confirm.iter().find(|(name, _)| !compared.insert(*name)) {
+            return Err(self.bad_plan(format!("{name:?} to compare twice")));
+        }
+        if scan.pending.len() > listing.len() || scan.to_confirm.len() > 2 * listing.len() {
             return Err(self.bad_plan(format!(
-                "{} segments to upload or compare for a listing of {}",
-                scan.pending.len() + scan.to_confirm.len(),
+                "{} segments to upload and {} objects to compare for a listing of {}",
+                scan.pending.len(),
+                scan.to_confirm.len(),
                 listing.len()
             )));
         }

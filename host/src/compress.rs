@@ -159,7 +159,8 @@ pub struct Packer {
 impl Packer {
     pub fn new(file: Arc<File>, level: i32) -> io::Result<Self> {
         let mut encoder = zstd::stream::read::Encoder::new(FileReader { file, sum: Sum::default() }, level)?;
-        // The frame says how many bytes it holds: a decoder can check it.
+        // The frame carries a checksum of its content (XXH64), which every
+        // decoder checks: a damaged object cannot decode to wrong bytes.
         encoder.include_checksum(true)?;
         Ok(Self { encoder, check: zstd::stream::write::Decoder::new(SumWriter::default())?, object: Sum::default() })
     }
@@ -179,7 +180,10 @@ impl Packer {
         self.object.add(&buf[..filled]);
         // The decoder must take every byte made; a frame it refuses is a
         // compressor that did not make what it should.
-        self.check.write_all(&buf[..filled]).map_err(|e| io::Error::other(format!("the compressed bytes do not decode: {e}")))?;
+        // (InvalidData: the compressor's failure, not the file's.)
+        self.check
+            .write_all(&buf[..filled])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("the compressed bytes do not decode: {e}")))?;
         Ok(filled)
     }
 
@@ -297,6 +301,12 @@ impl Source {
             Source::Plain(_) => size,
         }
     }
+}
+
+/// The verb of an error from [`Source::fill`]: a compressor whose bytes do
+/// not decode (`InvalidData`) is not a file that cannot be read.
+pub fn fill_verb(e: &io::Error) -> &'static str {
+    if e.kind() == io::ErrorKind::InvalidData { "compress" } else { "read" }
 }
 
 /// The most bytes zstd makes of `size` bytes of input, whatever they are.

@@ -183,7 +183,16 @@ pub async fn verify(
         });
     }
     if deep {
+        // Every recorded object of each segment: the one the planner would
+        // restore from, and its twin (plain or compressed) where the archive
+        // holds the segment both ways, so that no copy is trusted unread.
+        let mut objects: Vec<String> = Vec::new();
         for (name, _) in report.segments.iter() {
+            let segment = segment_name(name);
+            objects.extend([segment.to_owned(), format!("{segment}{}", crate::compress::ZSTD_SUFFIX)]);
+        }
+        for name in &objects {
+            let name = name.as_str();
             let Some(object) = listing.find(name) else { continue };
             let (Some(recorded), Some(segment)) = (object.crc32c, object.segment) else { continue };
             match archive.inspect(&archive.key_of(name)).await {
@@ -299,7 +308,7 @@ pub async fn restore(
         };
         // A copy an archiver found to differ from the local segment it came
         // from is not restored as if it were good: the conflict comes first.
-        if let Some(c) = listing.conflicts.iter().find(|c| c.name == name) {
+        if let Some(c) = listing.conflicts.iter().find(|c| segment_name(&c.name) == segment_name(name)) {
             return Err(RestoreError::Corrupt {
                 url: archive.display_key(&archive.key_of(name)),
                 why: format!(

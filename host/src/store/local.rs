@@ -540,7 +540,7 @@ fn pack(src: File, src_path: &Path, level: i32, dst: &mut File, dst_path: &Path)
     let mut source = Source::new(std::sync::Arc::new(src), Some(level)).map_err(io_at("compress", src_path))?;
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
-        let n = source.fill(&mut buf).map_err(io_at("read", src_path))?;
+        let n = source.fill(&mut buf).map_err(|cause| StorageError::Io { verb: crate::compress::fill_verb(&cause), path: src_path.to_owned(), cause })?;
         dst.write_all(&buf[..n]).map_err(io_at("write", dst_path))?;
         if n < buf.len() {
             break;

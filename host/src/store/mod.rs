@@ -99,9 +99,14 @@ fn marker_name(name: &str, m: Mark) -> String {
 }
 
 /// A CRC32C in 8 hex digits and a size in decimal, `{crc}-{size}`.
+/// Only the form [`marker_name`] writes counts (lowercase hex, no sign, no
+/// leading zero), so that every record trusted can also be found by name and
+/// removed.
 fn parse_sum(fields: &str) -> Option<(u32, u64)> {
     let (hex, size) = fields.split_once('-')?;
-    (hex.len() == 8 && size.bytes().all(|b| b.is_ascii_digit())).then_some(())?;
+    let lower_hex = hex.len() == 8 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let decimal = !size.is_empty() && size.bytes().all(|b| b.is_ascii_digit()) && (size == "0" || !size.starts_with('0'));
+    (lower_hex && decimal).then_some(())?;
     Some((u32::from_str_radix(hex, 16).ok()?, size.parse().ok()?))
 }
 
@@ -639,15 +644,19 @@ impl Archive {
                 published[i] = match result {
                     Ok(true) => published[i].take_ok(),
                     // Another archiver published it first: the same bytes, or a conflict.
-                    Ok(false) => match self.contents(&key).await.map(|(_, found)| found) {
-                        Ok(found) if found == read => {
+                    Ok(false) => match self.contents(&key).await {
+                        Ok((object, found)) if found == read => {
                             tracing::info!(to = %self.display_key(&key), "already archived with identical content");
+                            // The record is of the object there, which another
+                            // archiver may have compressed otherwise.
+                            let segment = is_compressed(&key).then_some(found);
                             published[i].take_ok().map(|mut p| {
                                 p.receipt.existed = true;
+                                p.marker = Some((key.clone(), Mark { crc: object.crc, size: object.size, segment }));
                                 p
                             })
                         }
-                        Ok(found) => {
+                        Ok((_, found)) => {
                             let e = self.conflict("archive", &key, read.pair(), found.pair());
                             self.record_conflict(&e).await;
                             Err(e)
@@ -772,7 +781,11 @@ impl Archive {
             .filter(|m| held(m) != Some((size, crc)))
             .map(|m| format!("{CHECKSUM_DIR}/{}", marker_name(name, *m)))
             .collect();
-        doomed.extend(listing.conflicts.iter().filter(|c| c.name == name).map(|c| format!("{CONFLICT_DIR}/{}", conflict_name(c))));
+        // Conflicts about any object of this segment: it is archived now.
+        let segment = crate::compress::segment_name(name);
+        doomed.extend(
+            listing.conflicts.iter().filter(|c| crate::compress::segment_name(&c.name) == segment).map(|c| format!("{CONFLICT_DIR}/{}", conflict_name(c))),
+        );
         for key in doomed {
             if let Err(e) = self.delete(&self.key_of(&key)).await {
                 tracing::warn!("cannot remove the stale record {key}: {e}");
@@ -992,7 +1005,16 @@ mod tests {
         let m = marker_name("wal-0000000000000001-0000000000000002.seg.zst", packed);
         assert_eq!(m, "wal-0000000000000001-0000000000000002.seg.zst.crc32c-00000001-10.segment-ffffffff-18446744073709551615");
         assert_eq!(parse_marker(&m), Some(("wal-0000000000000001-0000000000000002.seg.zst", packed)));
-        for bad in ["x.crc32c-abc-1", "x.crc32c-00000001-1.segment-", "x.crc32c-00000001-1.segment-0000000x-1", "x.crc32c-00000001-+1"] {
+        for bad in [
+            "x.crc32c-abc-1",
+            "x.crc32c-00000001-1.segment-",
+            "x.crc32c-00000001-1.segment-0000000x-1",
+            "x.crc32c-00000001-+1",
+            "x.crc32c-+0000001-1",
+            "x.crc32c-0000000A-1",
+            "x.crc32c-00000001-01",
+            "x.crc32c-00000001-1.segment-00000001-007",
+        ] {
             assert_eq!(parse_marker(bad), None, "{bad}");
         }
         let c = wit::SegmentConflict { name: "wal-x.seg".into(), local_size: 9, local_crc32c: 7, archived_size: 1, archived_crc32c: 0xffff_ffff };

@@ -238,7 +238,7 @@ impl StoreBackend {
         let (chunks, sums) = tokio::task::spawn_blocking(move || {
             let mut chunks = chunks;
             let mut source = source;
-            let read_err = |cause| StorageError::Io { verb: "read", path: path.clone(), cause };
+            let read_err = |cause: std::io::Error| StorageError::Io { verb: crate::compress::fill_verb(&cause), path: path.clone(), cause };
             for chunk in &mut chunks {
                 match source.fill(&mut chunk.buf) {
                     Ok(n) => chunk.len = n,
@@ -489,7 +489,7 @@ async fn stream_into(
         .await
         .map_err(|e| io_err(std::io::Error::other(e)))?;
         source = source_back;
-        chunk.len = filled.map_err(io_err)?;
+        chunk.len = filled.map_err(|cause| StorageError::Io { verb: crate::compress::fill_verb(&cause), path: file.path.clone(), cause })?;
         if chunk.len == 0 {
             break;
         }

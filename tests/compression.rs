@@ -438,3 +438,38 @@ fn holds_a_segment_whose_two_copies_hold_different_bytes_as_a_conflict() {
     assert!(f.dir.local_segments().is_empty(), "{}", stdout(&out));
     assert_exit(&f.verify(&["--deep"]), 0);
 }
+
+/// Two recorded copies of one segment where the compressed one does not
+/// decode: its comparison fails, which holds the segment as a conflict
+/// would (the plain copy matching the local file is not enough), the local
+/// file stays, and `--once` gives up after its attempts with exit 1.
+#[test]
+fn holds_a_segment_whose_other_copy_cannot_be_compared() {
+    let mut f = Fixture::new(Backend::File, "undecodable");
+    f.generate(1, 2, 20_000);
+    assert_exit(&f.archive(&[]), 0);
+    let second = seg(1, 20_000);
+    let zst = format!("{second}.zst");
+    let archive = f.dir.archive_dir();
+    let junk = content(3, 5_000);
+    std::fs::write(archive.join(&zst), &junk).unwrap();
+    // Its record claims other segment bytes than the plain copy's: the two disagree.
+    let record = format!("{zst}.crc32c-{:08x}-{}.segment-{:08x}-20000", crc32c::crc32c(&junk), junk.len(), 7);
+    std::fs::write(archive.join("_checksums").join(record), b"").unwrap();
+    std::fs::remove_file(f.dir.wal().join(".wal-archiver-state.json")).unwrap();
+
+    let wal = f.dir.wal();
+    let child = f
+        .cmd(&["archive", "--once", "--delete-after-archive", "--max-attempts", "2", "--retry-base-delay", "0.05", "--wal-dir", wal.to_str().unwrap(), "--to", &f.url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = crate::util::wait_within(child, std::time::Duration::from_secs(60));
+    assert_exit(&out, 1);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains(&format!("cannot decode {}/{zst}", f.url)), "{text}");
+    assert!(wal.join(&second).exists(), "the local segment was deleted while a copy of it could not be compared");
+    assert!(stdout(&out).contains("last archived LSN: 0x0000000000004e20 (20000)"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("failed: 1"), "{}", stdout(&out));
+}

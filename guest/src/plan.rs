@@ -577,12 +577,16 @@ pub fn record_uploads(config: &Config, state: &State, outcomes: &[UploadOutcome]
             k += 1;
         }
         let mut last: Option<(Event, Seg<'_>)> = None;
+        // The last object of this segment whose outcome was not a success.
+        let mut bad: Option<&str> = None;
         while let Some(ev) = events.get(e).filter(|s| same(s)) {
             let (event, crc, why) = &verdicts[ev.crc as usize];
+            // Another object of the segment that failed in this call, or that
+            // a conflict stands on: the segment is held whatever this object
+            // gave, in any order (two copies that disagree).
+            let held_by_other = bad.is_some_and(|b| b != ev.name) || conflicts.iter().any(|c| c.name != ev.name && same_segment(&c.name, ev.name));
             match event {
-                // A conflict on one object of a segment holds it, whatever
-                // another object of it gave (two copies that disagree).
-                Event::Archived if matches!(last, Some((Event::Conflict, c)) if c.name != ev.name) => {}
+                Event::Archived if held_by_other => {}
                 Event::Archived => {
                     attempts = 0;
                     last = Some((Event::Archived, Seg { crc: *crc, ..*ev }));
@@ -590,12 +594,14 @@ pub fn record_uploads(config: &Config, state: &State, outcomes: &[UploadOutcome]
                 Event::Conflict => {
                     attempts = 0;
                     last = Some((Event::Conflict, *ev));
+                    bad = Some(ev.name);
                 }
                 Event::Failed => {
                     attempts = attempts.saturating_add(1);
                     reason.clone_from(why);
                     failed.push(SegmentFailure { name: ev.name.to_owned(), attempts, last_reason: why.clone() });
                     last = Some((Event::Failed, *ev));
+                    bad = Some(ev.name);
                 }
             }
             e += 1;
@@ -1041,6 +1047,22 @@ mod tests {
             assert!(again.to_confirm.is_empty() && again.pending.is_empty(), "{again:?}");
             assert_eq!(again.conflicts.len(), 1);
         }
+        // A comparison of one copy that fails (a read error, a frame that
+        // does not decode) holds the segment too, in either order; so does a
+        // conflict recorded in an earlier call.
+        let down = || Err(StorageError::Io("cannot decode".into()));
+        for outcomes in [
+            [outcome(&zst, 100, down()), outcome(&a, 100, Ok(UploadReceipt { existed: true, ..receipt(100, 1) }))],
+            [outcome(&a, 100, Ok(UploadReceipt { existed: true, ..receipt(100, 1) })), outcome(&zst, 100, down())],
+        ] {
+            let r = record_uploads(&config, &report.state, &outcomes);
+            assert!(r.archived.is_empty() && r.state.last_archived_lsn.is_none(), "{r:?}");
+            assert_eq!(r.state.failing.len(), 1);
+            assert!(deletable(&config, &r.state, &listing(&entries)).is_empty());
+        }
+        let first = record_uploads(&config, &report.state, &[outcome(&zst, 100, Err(StorageError::Conflict(c.clone())))]);
+        let r = record_uploads(&config, &first.state, &[outcome(&a, 100, Ok(UploadReceipt { existed: true, ..receipt(100, 1) }))]);
+        assert!(r.archived.is_empty() && r.state.last_archived_lsn.is_none(), "{r:?}");
         // Once the differing copy is removed, the other one is compared and counts.
         let mut fixed = ArchiveListing::default();
         fixed.push(&file(&a, 100), Some(1));

@@ -275,7 +275,8 @@ impl Archiver {
     /// it waits for the planner's backoff. This is `archive --once`.
     pub fn run_until_done(&self, state: &mut wit::ArchiverState, stop: &AtomicBool, max_attempts: u32) -> Result<Summary, ArchiveError> {
         let mut total = self.pass_with_retries(state, stop, max_attempts)?;
-        let mut tried: HashSet<String> = total.failed.iter().map(|f| f.name.clone()).collect();
+        // By segment: a failure is named by the object it was tried as.
+        let mut tried: HashSet<String> = total.failed.iter().map(|f| segment_name(&f.name).to_owned()).collect();
         loop {
             let next = self.retries().values().filter(|r| r.attempts < max_attempts).map(|r| r.due).min();
             let Some(due) = next else { break };
@@ -286,7 +287,6 @@ impl Archiver {
                 break;
             }
             let pass = self.pass_with_retries(state, stop, max_attempts)?;
-            // By segment: a failure is named by the object it was tried as.
             tried.extend(pass.failed.iter().map(|f| segment_name(&f.name).to_owned()));
             total.archived.extend(pass.archived);
             total.deleted.extend(pass.deleted);
@@ -363,9 +363,19 @@ impl Archiver {
         let mut summary = Summary::from_scan(state.clone(), &scan);
         let mut chain_recorded = self.record_chain_start(scan.record_chain_start);
 
+        // Retries are kept for segments still to upload or to compare (a
+        // comparison that failed, a read error or a frame that does not
+        // decode, waits out its backoff too); others have nothing to retry.
+        let now = Instant::now();
+        {
+            let live: HashSet<&str> = scan.pending.iter().map(|(n, _)| n).chain(scan.to_confirm.iter().map(|(n, _)| segment_name(n))).collect();
+            self.retries().retain(|name, _| live.contains(name.as_str()));
+        }
+        let is_due = |name: &str| self.retries().get(segment_name(name)).is_none_or(|r| r.due <= now);
+
         // Segments the archive holds whose local bytes were never compared with it.
         let mut outcomes: Vec<wit::UploadOutcome> = Vec::new();
-        let confirms: Vec<(&str, u64)> = scan.to_confirm.iter().collect();
+        let confirms: Vec<(&str, u64)> = scan.to_confirm.iter().filter(|(n, _)| is_due(n)).collect();
         let compared: Vec<wit::UploadOutcome> = rt.block_on(
             futures::stream::iter(confirms)
                 .map(|(object, size)| async move {
@@ -379,20 +389,12 @@ impl Archiver {
         outcomes.extend(compared);
 
         // Pending segments, less those still waiting for their backoff.
-        let now = Instant::now();
-        let due = {
-            let mut retries = self.retries();
-            let pending: HashSet<&str> = scan.pending.iter().map(|(n, _)| n).collect();
-            // A segment no longer pending (archived by another archiver, or gone) has nothing left to retry.
-            retries.retain(|name, _| pending.contains(name.as_str()));
-            let mut due = wit::SegmentList::default();
-            for (name, size) in scan.pending.iter() {
-                if retries.get(name).is_none_or(|r| r.due <= now) {
-                    due.push(name, size);
-                }
+        let mut due = wit::SegmentList::default();
+        for (name, size) in scan.pending.iter() {
+            if is_due(name) {
+                due.push(name, size);
             }
-            due
-        };
+        }
         let ends = planner.plan_batches(&self.config, &due)?;
         self.check_batches(&ends, due.len())?;
         let mut last_record = Instant::now();
@@ -523,6 +525,11 @@ impl Archiver {
             let Some(o) = by_name.get(name.as_str()) else {
                 return Err(self.bad_plan(format!("{name:?} counted as archived, but it was not uploaded")));
             };
+            // The host's own check: a segment another object of which failed
+            // or was found in conflict in these outcomes is not archived.
+            if let Some(other) = outcomes.iter().find(|x| x.name != *name && segment_name(&x.name) == segment_name(name) && x.receipt.is_err()) {
+                return Err(self.bad_plan(format!("{name:?} counted as archived, but {:?} of the same segment was not", other.name)));
+            }
             let existed = matches!(&o.receipt, Ok(r) if r.existed);
             self.retries().remove(segment_name(name));
             if let (Some(listing), Ok(r)) = (listing, &o.receipt) {

@@ -71,6 +71,8 @@ pub struct ConfigFile {
     pub metrics_addr: Option<String>,
     /// `none`, `zstd` or `zstd:LEVEL`; checked when the settings are made.
     pub compression: Option<String>,
+    /// The largest segment sent in one PUT (`64MiB`; 0 stages every one).
+    pub single_put_max: Option<Size>,
     /// object_store options for the destination's backend (`aws_region`, ...).
     #[serde(default)]
     pub storage: BTreeMap<String, Spanned<toml::Value>>,

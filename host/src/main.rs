@@ -207,6 +207,12 @@ struct ArchiveArgs {
     /// and verify, restore and prune read either.
     #[arg(long, value_name = "none|zstd[:LEVEL]")]
     compression: Option<wal_archiver::compress::Compression>,
+    /// S3: the largest segment sent in one PUT that the store checks
+    /// (a whole segment is held in memory while it is sent, per upload);
+    /// larger ones are staged in 8 MiB parts. 0 stages every segment
+    /// [default: 64MiB; at most 5GiB].
+    #[arg(long, value_parser = parse_single_put_max, value_name = "SIZE")]
+    single_put_max: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -334,6 +340,7 @@ struct Settings {
     request_retries: u32,
     metrics_addr: Option<String>,
     compression: wal_archiver::compress::Compression,
+    single_put_max: u64,
 }
 
 /// Segments in a batch: enough that small segments do not pay a sync and a
@@ -341,6 +348,14 @@ struct Settings {
 const DEFAULT_BATCH_SIZE: u32 = 256;
 /// Bytes in a batch: large segments are recorded as often as before.
 const DEFAULT_BATCH_BYTES: u64 = 256 << 20;
+
+fn parse_single_put_max(text: &str) -> Result<u64, String> {
+    let n = wal_archiver::size::parse_size(text)?;
+    if n > wal_archiver::store::object::SINGLE_PUT_LIMIT {
+        return Err("S3 takes at most 5GiB in one PUT".to_owned());
+    }
+    Ok(n)
+}
 
 fn parse_batch_bytes(text: &str) -> Result<u64, String> {
     match wal_archiver::size::parse_size(text)? {
@@ -384,6 +399,7 @@ impl Settings {
             request_retries: None,
             metrics_addr: None,
             compression: None,
+            single_put_max: None,
         });
         let wal_dir =
             target.wal_dir.or(file.wal_dir.clone()).context("cannot start: no WAL directory; give --wal-dir or `wal-dir` in the config file")?;
@@ -428,6 +444,14 @@ impl Settings {
                 (Some(c), _) => c,
                 (None, Some(text)) => text.parse().with_context(|| format!("cannot use compression = {text:?} from the config file"))?,
                 (None, None) => Default::default(),
+            },
+            single_put_max: match (args.single_put_max, &file.single_put_max) {
+                (Some(n), _) => n,
+                (None, Some(Size(n))) if *n > wal_archiver::store::object::SINGLE_PUT_LIMIT => {
+                    anyhow::bail!("cannot use single-put-max = {n} from the config file: S3 takes at most 5GiB in one PUT")
+                }
+                (None, Some(Size(n))) => *n,
+                (None, None) => wal_archiver::store::object::SINGLE_PUT_MAX,
             },
             // The planner last: compiling it is the slow part, and a refused
             // plugin must leave nothing behind.
@@ -688,7 +712,9 @@ fn open(settings: &Settings, rt: &tokio::runtime::Runtime, lock: bool) -> Result
     {
         return Err(e.into());
     }
-    let archive = Archive::open_with(&settings.url, &settings.storage_options, settings.request_retries as usize)?.with_compression(settings.compression);
+    let archive = Archive::open_with(&settings.url, &settings.storage_options, settings.request_retries as usize)?
+        .with_compression(settings.compression)
+        .with_single_put_max(settings.single_put_max);
     let config = wit::ArchiverConfig {
         prefix: archive.prefix().to_owned(),
         batch_size: settings.batch_size,

@@ -128,14 +128,9 @@ fn conflict_name(c: &wit::SegmentConflict) -> String {
 }
 
 fn parse_conflict(record: &str) -> Option<wit::SegmentConflict> {
-    let fields = |t: &str| -> Option<(u32, u64)> {
-        let (hex, size) = t.split_once('-')?;
-        (hex.len() == 8).then_some(())?;
-        Some((u32::from_str_radix(hex, 16).ok()?, size.parse().ok()?))
-    };
     let (rest, archived) = record.rsplit_once(CONFLICT_ARCHIVED)?;
     let (name, local) = rest.rsplit_once(CONFLICT_INFIX)?;
-    let ((local_crc32c, local_size), (archived_crc32c, archived_size)) = (fields(local)?, fields(archived)?);
+    let ((local_crc32c, local_size), (archived_crc32c, archived_size)) = (parse_sum(local)?, parse_sum(archived)?);
     Some(wit::SegmentConflict { name: name.to_owned(), local_size, local_crc32c, archived_size, archived_crc32c })
 }
 
@@ -400,6 +395,16 @@ impl Archive {
     /// one, zstd's default level).
     pub fn with_compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
+        self
+    }
+
+    /// Sends segments up to `max` bytes in one verified PUT where the store
+    /// checks it (`--single-put-max`; 0 stages every segment). Only object
+    /// stores have such a PUT; a local archive ignores it.
+    pub fn with_single_put_max(mut self, max: u64) -> Self {
+        if let Backend::Store(s) = &mut self.backend {
+            s.set_single_put_max(max);
+        }
         self
     }
 
@@ -781,11 +786,14 @@ impl Archive {
             .filter(|m| held(m) != Some((size, crc)))
             .map(|m| format!("{CHECKSUM_DIR}/{}", marker_name(name, *m)))
             .collect();
-        // Conflicts about any object of this segment: it is archived now.
+        // Conflicts about this object, which holds the local bytes now, and
+        // about another object of the segment that is gone (an operator
+        // removed it); one about another object still there stands.
         let segment = crate::compress::segment_name(name);
-        doomed.extend(
-            listing.conflicts.iter().filter(|c| crate::compress::segment_name(&c.name) == segment).map(|c| format!("{CONFLICT_DIR}/{}", conflict_name(c))),
-        );
+        let stale = |c: &&wit::SegmentConflict| {
+            c.name == name || (crate::compress::segment_name(&c.name) == segment && listing.find(&c.name).is_none())
+        };
+        doomed.extend(listing.conflicts.iter().filter(stale).map(|c| format!("{CONFLICT_DIR}/{}", conflict_name(c))));
         for key in doomed {
             if let Err(e) = self.delete(&self.key_of(&key)).await {
                 tracing::warn!("cannot remove the stale record {key}: {e}");
@@ -1019,6 +1027,9 @@ mod tests {
         }
         let c = wit::SegmentConflict { name: "wal-x.seg".into(), local_size: 9, local_crc32c: 7, archived_size: 1, archived_crc32c: 0xffff_ffff };
         assert_eq!(parse_conflict(&conflict_name(&c)), Some(c));
+        for loose in ["wal-x.seg.local-0000000A-9.archived-00000001-1", "wal-x.seg.local-00000001-+9.archived-00000001-1", "wal-x.seg.local-00000001-9.archived-00000001-01"] {
+            assert_eq!(parse_conflict(loose), None, "{loose}");
+        }
         for r in [Record::ChainStart, Record::PrunedBelow] {
             assert_eq!(r.parse(&r.name(u64::MAX)), Some(u64::MAX));
             assert_eq!(r.parse(&r.name(0)), Some(0));

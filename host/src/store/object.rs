@@ -50,10 +50,12 @@ const READBACK_RANGE: u64 = 1024 * 1024;
 const DEFAULT_BUFFERS: usize = 5;
 /// Parts in flight at once during one upload: bounds memory per upload.
 const PARTS_IN_FLIGHT: usize = 2;
-/// The largest segment sent in one verified PUT; larger ones are staged in
-/// parts. A whole segment is held in memory while it is sent, so this and
-/// the concurrency bound what uploads hold.
+/// The largest segment sent in one verified PUT by default; larger ones are
+/// staged in parts. A whole segment is held in memory while it is sent, so
+/// this and the concurrency bound what uploads hold (`--single-put-max`).
 pub const SINGLE_PUT_MAX: u64 = 64 << 20;
+/// The largest `--single-put-max`: S3's own limit for one PUT.
+pub const SINGLE_PUT_LIMIT: u64 = 5 << 30;
 /// How long an archiver goes on staging after a probe that could not tell
 /// whether the store checks a PUT's checksum, before it asks again.
 const PROBE_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
@@ -69,9 +71,12 @@ pub struct StoreBackend {
     /// reports; see [`super::probe`].
     probe: Option<Arc<ProbeSlot>>,
     /// The probe's answer, once it gave one: segments up to
-    /// [`SINGLE_PUT_MAX`] go in one PUT only where the store checks its
+    /// `single_put_max` go in one PUT only where the store checks its
     /// checksum. Until then, when the last probe could not tell.
     checks_puts: Arc<tokio::sync::Mutex<(Option<bool>, Option<std::time::Instant>)>>,
+    /// The largest segment (or compressed segment, at worst) sent in one
+    /// PUT; [`SINGLE_PUT_MAX`] unless set; 0 stages every segment.
+    single_put_max: u64,
 }
 
 fn store_err<'a>(verb: &'static str, url: &'a str) -> impl FnOnce(object_store::Error) -> StorageError + 'a {
@@ -84,7 +89,14 @@ fn location(key: &str) -> Result<ObjectPath, StorageError> {
 
 impl StoreBackend {
     pub fn new(store: Arc<dyn ObjectStore>, ranged_readback: bool, probe: Option<Arc<ProbeSlot>>) -> Self {
-        let backend = Self { store, buffers: BufferPool::new(DEFAULT_BUFFERS), ranged_readback, probe, checks_puts: Default::default() };
+        let backend = Self {
+            store,
+            buffers: BufferPool::new(DEFAULT_BUFFERS),
+            ranged_readback,
+            probe,
+            checks_puts: Default::default(),
+            single_put_max: SINGLE_PUT_MAX,
+        };
         backend.size_buffers(1);
         backend
     }
@@ -95,7 +107,7 @@ impl StoreBackend {
     /// sent. Buffers are made only when taken, so this bounds memory; it
     /// does not fill it.
     pub fn size_buffers(&self, uploads: usize) {
-        let per_upload = if self.probe.is_some() { SINGLE_PUT_MAX.div_ceil(CHUNK as u64) as usize } else { 1 };
+        let per_upload = if self.probe.is_some() { self.single_put_max.div_ceil(CHUNK as u64).max(1) as usize } else { 1 };
         self.buffers.resize((uploads.max(1) * per_upload + 1).max(DEFAULT_BUFFERS));
     }
 
@@ -117,6 +129,11 @@ impl StoreBackend {
         let answer = super::probe::store_checks_puts(&*self.store, slot, &staging_key(prefix, PROBE_NAME), url).await;
         *known = (answer, Some(std::time::Instant::now()));
         answer.unwrap_or(false)
+    }
+
+    /// Sends segments up to `max` bytes in one PUT (0: none); see [`SINGLE_PUT_MAX`].
+    pub fn set_single_put_max(&mut self, max: u64) {
+        self.single_put_max = max.min(SINGLE_PUT_LIMIT);
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -188,7 +205,7 @@ impl StoreBackend {
         let display = |k: &str| format!("{url}/{}", k.strip_prefix(&format!("{prefix}/")).unwrap_or(k));
         let src = file.file.try_clone().map_err(|cause| StorageError::Io { verb: "read", path: file.path.clone(), cause })?;
         let source = Source::new(Arc::new(src), level).map_err(|cause| StorageError::Io { verb: "compress", path: file.path.clone(), cause })?;
-        if source.bound(size) <= SINGLE_PUT_MAX && self.verified_puts(prefix, url).await {
+        if source.bound(size) <= self.single_put_max && self.verified_puts(prefix, url).await {
             return self.put_whole(file, source, key, size, &display(key)).await;
         }
         let dest = location(key)?;

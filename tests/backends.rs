@@ -523,6 +523,38 @@ fn sends_each_segment_to_s3_in_one_put_and_reads_none_back() {
     eprintln!("{} requests, {body} body bytes for 16 segments of 1 MiB:\n{}", seen.len(), listing.join("\n"));
 }
 
+/// `--single-put-max` bounds what goes in one PUT: 0 stages every segment
+/// (a multipart upload to the staging area, a read-back, a copy), a
+/// threshold below a segment's size stages that one; above 5 GiB (S3's own
+/// limit for one PUT) it is refused, from the command line and the config.
+#[test]
+fn stages_segments_above_the_single_put_threshold() {
+    let s3 = crate::util::s3::checking();
+    let dir = Dir::new();
+    let paths = dir.chain(3, 300_000);
+    for (max, url, one_puts) in [("0", s3.url("spm-zero"), 0), ("200KiB", s3.url("spm-200k"), 0), ("1MiB", s3.url("spm-1m"), 3)] {
+        let recorder = Recorder::start(&s3.endpoint, false);
+        let out = archive_through(&dir, s3, &recorder.endpoint, &url, &["--single-put-max", max]);
+        assert_exit(&out, 0);
+        assert_in(s3, &url, &paths);
+        let seen = recorder.seen();
+        // A PUT that carries a whole segment to its key (a staged one is
+        // published with copies, which carry no body).
+        let puts = seen.iter().filter(|r| r.method == "PUT" && r.target.contains(".seg") && !r.target.contains("/_") && r.body >= 300_000).count();
+        let staged = seen.iter().any(|r| r.target.contains("_staging") && r.target.contains(".seg"));
+        assert_eq!((puts, staged), (one_puts, one_puts == 0), "--single-put-max {max}");
+        std::fs::remove_file(dir.wal().join(".wal-archiver-state.json")).unwrap();
+    }
+    let out = archive_through(&dir, s3, &s3.endpoint, &s3.url("spm-big"), &["--single-put-max", "6GiB"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("S3 takes at most 5GiB in one PUT"), "{}", stderr(&out));
+    let config = dir.path().join("big.toml");
+    std::fs::write(&config, "single-put-max = \"8GiB\"\n").unwrap();
+    let out = archive_through(&dir, s3, &s3.endpoint, &s3.url("spm-big"), &["--config", config.to_str().unwrap()]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("single-put-max = 8589934592 from the config file"), "{}", stderr(&out));
+}
+
 /// A byte flipped in a segment's body on its way to S3: the store checks
 /// the CRC64NVME sent with the PUT and refuses the body, so the segment is
 /// not counted archived and the run fails naming it. Whatever the store

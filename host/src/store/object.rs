@@ -126,7 +126,7 @@ impl StoreBackend {
         if known.1.is_some_and(|t| t.elapsed() < PROBE_AGAIN_AFTER) {
             return false;
         }
-        let answer = super::probe::store_checks_puts(&*self.store, slot, &staging_key(prefix, PROBE_NAME), url).await;
+        let answer = super::probe::store_checks_puts(&*self.store, slot, &staging_key(prefix, PROBE_NAME), url, self.single_put_max).await;
         *known = (answer, Some(std::time::Instant::now()));
         answer.unwrap_or(false)
     }

@@ -78,7 +78,7 @@ impl HttpService for Probing {
 /// `Some(true)` when the store refused the corrupted body for its
 /// checksum, `Some(false)` when it stored it, `None` when the answer said
 /// neither (a network error, another refusal): ask again later.
-pub(super) async fn store_checks_puts(store: &dyn ObjectStore, slot: &ProbeSlot, key: &str, url: &str) -> Option<bool> {
+pub(super) async fn store_checks_puts(store: &dyn ObjectStore, slot: &ProbeSlot, key: &str, url: &str, single_put_max: u64) -> Option<bool> {
     let location = ObjectPath::from(key);
     *slot.status.lock().expect("probe slot lock") = None;
     *slot.key.lock().expect("probe slot lock") = Some(key.to_owned());
@@ -96,7 +96,10 @@ pub(super) async fn store_checks_puts(store: &dyn ObjectStore, slot: &ProbeSlot,
     };
     match (status, &result) {
         (Some(400), Err(e)) if refused_for_checksum(e) => {
-            tracing::info!("{url} checks the checksum of each PUT: segments up to 64 MiB go in one PUT");
+            tracing::info!(
+                "{url} checks the checksum of each PUT: segments up to {} go in one PUT",
+                crate::size::format_size(single_put_max)
+            );
             Some(true)
         }
         (Some(200..=299), _) => {

@@ -46,7 +46,10 @@ link_off() {
 }
 cleanup() {
   link_off
-  [ -n "$s3_pid" ] && kill "$s3_pid" 2>/dev/null || true
+  if [ -n "$s3_pid" ]; then
+    kill "$s3_pid" 2>/dev/null || true
+    wait "$s3_pid" 2>/dev/null || true
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -32,7 +32,10 @@ BIN="$target_dir/release/wal-archiver"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/wal-archiver-threshold.XXXXXX")
 s3_pid=
 cleanup() {
-  [ -n "$s3_pid" ] && kill "$s3_pid" 2>/dev/null || true
+  if [ -n "$s3_pid" ]; then
+    kill "$s3_pid" 2>/dev/null || true
+    wait "$s3_pid" 2>/dev/null || true
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -70,6 +73,12 @@ one() {
     exit 1
   }
   t1=$(date +%s%N)
+  # One PUT only where the store was found to check it: else both modes stage.
+  if [ "$mode" = one-put ] && ! grep -q "checks the checksum of each PUT" "$WORK/out.txt"; then
+    echo "bench/threshold.sh: the store was not found to check a PUT's checksum; nothing went in one PUT:" >&2
+    cat "$WORK/out.txt" >&2
+    exit 1
+  fi
   grep -q "archived $((TOTAL_MIB / mib)) segments" "$WORK/out.txt" || {
     echo "bench/threshold.sh: $mib MiB $mode did not archive every segment:" >&2
     cat "$WORK/out.txt" >&2

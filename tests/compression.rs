@@ -472,4 +472,25 @@ fn holds_a_segment_whose_other_copy_cannot_be_compared() {
     assert!(wal.join(&second).exists(), "the local segment was deleted while a copy of it could not be compared");
     assert!(stdout(&out).contains("last archived LSN: 0x0000000000004e20 (20000)"), "{}", stdout(&out));
     assert!(stdout(&out).contains("failed: 1"), "{}", stdout(&out));
+
+    // The same while watching, where the archive is listed now and then and
+    // passes come every interval while a retry waits: the segment is never
+    // uploaded past the pair, and its local file stays.
+    let child = f
+        .cmd(&[
+            "archive", "--delete-after-archive", "--interval", "0.1", "--retry-base-delay", "1", "--retry-max-delay", "1", "--wal-dir",
+            wal.to_str().unwrap(), "--to", &f.url,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = crate::util::wait_within(child, std::time::Duration::from_secs(30));
+    let text = stderr(&out);
+    assert!(text.matches("cannot decode").count() >= 2, "compared again after its backoff:\n{text}");
+    assert!(!text.contains("existed=true") || !text.contains(&format!("segment={second}")), "{text}");
+    assert!(wal.join(&second).exists(), "the watcher deleted the local segment while a copy of it could not be compared:\n{text}");
 }

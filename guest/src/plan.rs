@@ -597,7 +597,11 @@ pub fn record_uploads(config: &Config, state: &State, outcomes: &[UploadOutcome]
                     bad = Some(ev.name);
                 }
                 Event::Failed => {
-                    attempts = attempts.saturating_add(1);
+                    // Two objects of one segment failing in one call are one
+                    // attempt of it; the same object twice is two.
+                    if bad.is_none_or(|b| b == ev.name) {
+                        attempts = attempts.saturating_add(1);
+                    }
                     reason.clone_from(why);
                     failed.push(SegmentFailure { name: ev.name.to_owned(), attempts, last_reason: why.clone() });
                     last = Some((Event::Failed, *ev));
@@ -1060,6 +1064,9 @@ mod tests {
             assert_eq!(r.state.failing.len(), 1);
             assert!(deletable(&config, &r.state, &listing(&entries)).is_empty());
         }
+        // Both copies failing in one call are one attempt of the segment.
+        let r = record_uploads(&config, &report.state, &[outcome(&zst, 100, down()), outcome(&a, 100, down())]);
+        assert_eq!(r.state.failing.iter().map(|f| f.attempts).collect::<Vec<_>>(), [1]);
         let first = record_uploads(&config, &report.state, &[outcome(&zst, 100, Err(StorageError::Conflict(c.clone())))]);
         let r = record_uploads(&config, &first.state, &[outcome(&a, 100, Ok(UploadReceipt { existed: true, ..receipt(100, 1) }))]);
         assert!(r.archived.is_empty() && r.state.last_archived_lsn.is_none(), "{r:?}");

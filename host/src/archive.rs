@@ -376,6 +376,10 @@ impl Archiver {
         // Segments the archive holds whose local bytes were never compared with it.
         let mut outcomes: Vec<wit::UploadOutcome> = Vec::new();
         let confirms: Vec<(&str, u64)> = scan.to_confirm.iter().filter(|(n, _)| is_due(n)).collect();
+        // A comparison waiting out its backoff leaves the archive's listing
+        // due: a pass without one would see no pair of copies to hold, and
+        // could upload what the comparison is about.
+        let waiting = confirms.len() < scan.to_confirm.len();
         let compared: Vec<wit::UploadOutcome> = rt.block_on(
             futures::stream::iter(confirms)
                 .map(|(object, size)| async move {
@@ -453,7 +457,7 @@ impl Archiver {
         // A clean cycle keeps the listing good for a while; any failure asks for a new one.
         {
             let mut reconciled = self.reconciled.lock().expect("reconcile lock");
-            if !(summary.failed.is_empty() && summary.not_deleted.is_empty() && summary.conflicts.is_empty()) {
+            if waiting || !(summary.failed.is_empty() && summary.not_deleted.is_empty() && summary.conflicts.is_empty()) {
                 *reconciled = None;
             } else if !fresh {
                 *reconciled = Some(Instant::now());
@@ -551,11 +555,15 @@ impl Archiver {
             }
             summary.archived.push(a);
         }
+        // One attempt per segment per record, however many of its objects failed.
+        let mut counted = HashSet::new();
         for f in report.failed {
             let delay = Duration::from_millis(planner.retry_delay(&self.config, f.attempts, self.random())?);
             let mut retries = self.retries();
             let entry = retries.entry(segment_name(&f.name).to_owned()).or_insert(Retry { due: Instant::now(), attempts: 0 });
-            entry.attempts += 1;
+            if counted.insert(segment_name(&f.name).to_owned()) {
+                entry.attempts += 1;
+            }
             entry.due = Instant::now() + delay;
             let (first_lsn, last_lsn) = object_lsns(&f.name).unwrap_or_default();
             warn!(segment = %segment_name(&f.name), first_lsn, last_lsn, attempts = f.attempts, retry_in = ?delay, error = %f.last_reason, "cannot archive segment");

@@ -50,9 +50,9 @@ target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import js
 BIN="$target_dir/release/wal-archiver"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/wal-archiver-bench.XXXXXX")
-s3_pid=
+. bench/s3s-fs.sh
 cleanup() {
-  [ -n "$s3_pid" ] && kill "$s3_pid" 2>/dev/null || true
+  stop_s3s_fs
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -62,19 +62,11 @@ trap cleanup EXIT
 total_bytes=$((COUNT * SIZE))
 
 # s3s-fs keeps each bucket as a directory under its root.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-mkdir -p "$WORK/s3/bench"
-s3s-fs --host 127.0.0.1 --port "$port" --access-key bench --secret-key benchsecret "$WORK/s3" >"$WORK/s3s-fs.log" 2>&1 &
-s3_pid=$!
-for _ in $(seq 1 100); do
-  curl -s -o /dev/null "http://127.0.0.1:$port/" && break
-  sleep 0.1
-done
+start_s3s_fs "$WORK/s3"
+port=$s3_port
 
 # The archiver reads the standard AWS variables; rclone its own. rclone
 # refuses a plain-HTTP endpoint when AWS_CA_BUNDLE is set, so it runs without.
-s3_env=(AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=benchsecret AWS_REGION=us-east-1
-  AWS_ENDPOINT="http://127.0.0.1:$port" AWS_ALLOW_HTTP=true)
 rclone_env=(RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other
   RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=bench RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=benchsecret
   RCLONE_CONFIG_BENCH_ENDPOINT="http://127.0.0.1:$port" RCLONE_CONFIG_BENCH_REGION=us-east-1

@@ -34,7 +34,7 @@ target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import js
 BIN="$target_dir/release/wal-archiver"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/wal-archiver-zstd-bench.XXXXXX")
-s3_pid=
+. bench/s3s-fs.sh
 link_set=
 link_on() {
   tc qdisc add dev lo root tbf rate "$LINK_RATE" burst 1mb latency 100ms
@@ -46,10 +46,7 @@ link_off() {
 }
 cleanup() {
   link_off
-  if [ -n "$s3_pid" ]; then
-    kill "$s3_pid" 2>/dev/null || true
-    wait "$s3_pid" 2>/dev/null || true
-  fi
+  stop_s3s_fs
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -57,16 +54,7 @@ trap cleanup EXIT
 "$BIN" generate --dir "$WORK/wal" --count "$COUNT" --size "$SIZE" --content wal >/dev/null
 total_bytes=$((COUNT * SIZE))
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-mkdir -p "$WORK/s3/bench"
-s3s-fs --host 127.0.0.1 --port "$port" --access-key bench --secret-key benchsecret "$WORK/s3" >"$WORK/s3s-fs.log" 2>&1 &
-s3_pid=$!
-for _ in $(seq 1 100); do
-  curl -s -o /dev/null "http://127.0.0.1:$port/" && break
-  sleep 0.1
-done
-s3_env=(AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=benchsecret AWS_REGION=us-east-1
-  AWS_ENDPOINT="http://127.0.0.1:$port" AWS_ALLOW_HTTP=true)
+start_s3s_fs "$WORK/s3"
 
 results="$WORK/results"
 : >"$results"

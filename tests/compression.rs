@@ -162,6 +162,15 @@ fn round_trip(backend: Backend) {
         assert!(zstd::decode_all(&stored[..]).unwrap() == *original, "{} does not decode to the segment", o.name);
     }
 
+    // status sees the same archive: every segment archived, nothing unverified.
+    let wal = f.dir.wal();
+    let out = f.run(&["status", "--json", "--wal-dir", wal.to_str().unwrap(), "--to", &f.url]);
+    assert_exit(&out, 0);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!((status["last_archived_lsn"].as_u64(), status["segments_archived"].as_u64()), (Some(1_200_000), Some(6)), "{status}");
+    assert_eq!(status["bytes_archived"].as_u64(), Some(1_200_000), "decoded bytes: {status}");
+    assert!(status["unverified"].as_array().unwrap().is_empty() && status["breaks"].as_array().unwrap().is_empty(), "{status}");
+
     let out = f.verify(&["--deep"]);
     assert_exit(&out, 0);
     assert!(stdout(&out).contains("6 segments") && stdout(&out).contains("stored"), "{}", stdout(&out));
@@ -231,6 +240,12 @@ fn mixed(backend: Backend) {
     assert!(stdout(&out).contains("archived 0 segments"), "{}", stdout(&out));
     // A lost state: each object is compared with its local file, none sent.
     std::fs::remove_file(f.dir.wal().join(".wal-archiver-state.json")).unwrap();
+    let wal = f.dir.wal();
+    let out = f.run(&["status", "--json", "--wal-dir", wal.to_str().unwrap(), "--to", &f.url]);
+    assert_exit(&out, 0);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let confirm: Vec<&str> = status["to_confirm"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+    assert_eq!(confirm, want, "status names the objects to compare: {status}");
     let out = f.archive(&["--compression", "zstd"]);
     assert_exit(&out, 0);
     assert!(stdout(&out).contains("already in the archive, compared with the local files: 6"), "{}", stdout(&out));

@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
 
-use wal_archiver::store::{Archive, Listing, DEFAULT_REQUEST_RETRIES};
+use wal_archiver::store::Listing;
 
 use crate::util::s3::S3;
-use crate::util::{assert_exit, content, segment_name, stderr, stdout, tokio_rt, Dir};
+use crate::util::{assert_exit, content, segment_name, stderr, stdout, tokio_rt, Dir, Remote};
 
 #[derive(Clone, Copy, Debug)]
 enum Backend {
@@ -24,27 +24,20 @@ enum Backend {
 struct Fixture {
     dir: Dir,
     url: String,
-    backend: Backend,
+    remote: Remote,
     originals: BTreeMap<String, Vec<u8>>,
 }
 
 impl Fixture {
     fn new(backend: Backend, test: &str) -> Fixture {
         let dir = Dir::new();
-        let url = match backend {
-            Backend::File => dir.archive_url(),
-            Backend::S3Staged => S3::get().url(test),
-            Backend::S3OnePut => crate::util::s3::checking().url(test),
-        };
-        Fixture { dir, url, backend, originals: BTreeMap::new() }
-    }
-
-    fn s3(&self) -> Option<&'static S3> {
-        match self.backend {
+        let s3 = match backend {
             Backend::File => None,
             Backend::S3Staged => Some(S3::get()),
             Backend::S3OnePut => Some(crate::util::s3::checking()),
-        }
+        };
+        let url = s3.map_or_else(|| dir.archive_url(), |s3| s3.url(test));
+        Fixture { dir, url: url.clone(), remote: Remote { url, s3 }, originals: BTreeMap::new() }
     }
 
     /// Writes `count` WAL-like segments of `size` bytes from LSN `first`
@@ -59,13 +52,7 @@ impl Fixture {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = self.dir.cmd(args);
-        if let Some(s3) = self.s3() {
-            for (k, v) in s3.env_via(&s3.endpoint) {
-                cmd.env(k, v);
-            }
-        }
-        cmd
+        self.remote.cmd(&self.dir, args)
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -104,28 +91,12 @@ impl Fixture {
         (out, files)
     }
 
-    fn open(&self) -> Archive {
-        match self.s3() {
-            None => Archive::open(&self.url).unwrap(),
-            Some(s3) => Archive::open_with(&self.url, &s3.options(), DEFAULT_REQUEST_RETRIES).unwrap(),
-        }
-    }
-
     fn listing(&self) -> Listing {
-        tokio_rt().block_on(self.open().list()).unwrap()
-    }
-
-    /// Replaces an archived object with `bytes`, as bit rot or an operator would.
-    fn replace(&self, object: &str, bytes: Vec<u8>) {
-        let archive = self.open();
-        let key = archive.key_of(object);
-        let rt = tokio_rt();
-        rt.block_on(archive.delete(&key)).unwrap();
-        rt.block_on(archive.put_create(&key, bytes.into())).unwrap();
+        tokio_rt().block_on(self.remote.open().list()).unwrap()
     }
 
     fn get(&self, object: &str) -> Vec<u8> {
-        let archive = self.open();
+        let archive = self.remote.open();
         tokio_rt().block_on(archive.get(&archive.key_of(object))).unwrap().unwrap_or_else(|| panic!("{object} is not in the archive"))
     }
 }
@@ -187,7 +158,7 @@ fn round_trip(backend: Backend) {
     let mut bytes = f.get(&victim);
     let at = bytes.len() / 2;
     bytes[at] ^= 0x20;
-    f.replace(&victim, bytes);
+    f.remote.replace(&victim, bytes);
     let out = f.verify(&["--deep"]);
     assert_exit(&out, 1);
     assert!(stdout(&out).contains(&format!("checksum mismatch: {victim}")), "{}", stdout(&out));

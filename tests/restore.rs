@@ -7,10 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use wal_archiver::store::{Archive, DEFAULT_REQUEST_RETRIES};
-
 use crate::util::s3::S3;
-use crate::util::{assert_exit, content, kill_after, next_random, segment_name, stderr, stdout, tokio_rt, Dir};
+use crate::util::{assert_exit, content, kill_after, next_random, segment_name, stderr, stdout, tokio_rt, Dir, Remote};
 
 #[derive(Clone, Copy)]
 enum Backend {
@@ -22,7 +20,7 @@ enum Backend {
 struct Fixture {
     dir: Dir,
     url: String,
-    backend: Backend,
+    remote: Remote,
     originals: BTreeMap<String, Vec<u8>>,
 }
 
@@ -30,11 +28,11 @@ impl Fixture {
     /// `count` segments of 100 LSNs each (1..=100, 101..=200, ...), archived.
     fn new(backend: Backend, count: u64, len: usize) -> Fixture {
         let dir = Dir::new();
-        let url = match backend {
-            Backend::File => dir.archive_url(),
-            Backend::S3 => S3::get().url("restore"),
+        let remote = match backend {
+            Backend::File => Remote { url: dir.archive_url(), s3: None },
+            Backend::S3 => Remote { url: S3::get().url("restore"), s3: Some(S3::get()) },
         };
-        let mut f = Fixture { dir, url, backend, originals: BTreeMap::new() };
+        let mut f = Fixture { dir, url: remote.url.clone(), remote, originals: BTreeMap::new() };
         for p in f.dir.chain(count, len) {
             f.originals.insert(p.file_name().unwrap().to_str().unwrap().to_owned(), std::fs::read(&p).unwrap());
         }
@@ -45,14 +43,7 @@ impl Fixture {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = self.dir.cmd(args);
-        if let Backend::S3 = self.backend {
-            let s3 = S3::get();
-            for (k, v) in s3.env_via(&s3.endpoint) {
-                cmd.env(k, v);
-            }
-        }
-        cmd
+        self.remote.cmd(&self.dir, args)
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -74,25 +65,13 @@ impl Fixture {
         self.run(&args)
     }
 
-    fn archive(&self) -> Archive {
-        match self.backend {
-            Backend::File => Archive::open(&self.url).unwrap(),
-            Backend::S3 => Archive::open_with(&self.url, &S3::get().options(), DEFAULT_REQUEST_RETRIES).unwrap(),
-        }
-    }
-
     /// Replaces an archived object's bytes (same size), as bit rot would.
     fn corrupt(&self, name: &str) {
-        let archive = self.archive();
-        let key = archive.key_of(name);
-        let len = self.originals[name].len();
-        let rt = tokio_rt();
-        rt.block_on(archive.delete(&key)).unwrap();
-        rt.block_on(archive.put_create(&key, content(999, len).into())).unwrap();
+        self.remote.replace(name, content(999, self.originals[name].len()));
     }
 
     fn delete(&self, name: &str) {
-        let archive = self.archive();
+        let archive = self.remote.open();
         tokio_rt().block_on(archive.delete(&archive.key_of(name))).unwrap();
     }
 

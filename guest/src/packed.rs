@@ -433,9 +433,9 @@ pub(crate) fn one_copy_each<'a>(sorted: &mut Vec<Seg<'a>>, disagree: &mut Vec<Se
         } else {
             // Plain copies first, then compressed ones.
             for pass in [false, true] {
-                for k in i..j {
-                    if sorted[k].compressed() == pass {
-                        disagree.push(sorted[k]);
+                for c in &sorted[i..j] {
+                    if c.compressed() == pass {
+                        disagree.push(*c);
                     }
                 }
             }

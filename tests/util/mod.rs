@@ -116,6 +116,42 @@ impl Dir {
     }
 }
 
+/// An archive the CLI and the tests reach alike: a `file://` archive, or
+/// one on an S3 server the tests share.
+pub struct Remote {
+    pub url: String,
+    pub s3: Option<&'static s3::S3>,
+}
+
+impl Remote {
+    /// A command running the real binary in `dir`, with the S3 server's
+    /// settings in its environment when the archive is there.
+    pub fn cmd(&self, dir: &Dir, args: &[&str]) -> Command {
+        let mut cmd = dir.cmd(args);
+        if let Some(s3) = self.s3 {
+            cmd.envs(s3.env_via(&s3.endpoint));
+        }
+        cmd
+    }
+
+    /// The archive, opened as the binary opens it.
+    pub fn open(&self) -> Archive {
+        match self.s3 {
+            None => Archive::open(&self.url).unwrap(),
+            Some(s3) => Archive::open_with(&self.url, &s3.options(), wal_archiver::store::DEFAULT_REQUEST_RETRIES).unwrap(),
+        }
+    }
+
+    /// Replaces the object `name` with `bytes`, as bit rot or an operator would.
+    pub fn replace(&self, name: &str, bytes: Vec<u8>) {
+        let archive = self.open();
+        let key = archive.key_of(name);
+        let rt = tokio_rt();
+        rt.block_on(archive.delete(&key)).unwrap();
+        rt.block_on(archive.put_create(&key, bytes.into())).unwrap();
+    }
+}
+
 fn list_names(dir: &Path) -> Vec<String> {
     match std::fs::read_dir(dir) {
         Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),

@@ -87,6 +87,11 @@ impl Tmp {
     }
 }
 
+/// A copy made in a staging file: the file, the object's size and CRC32C as
+/// read back, the file's bytes it holds when compressed, and whether
+/// `_staging/` was made for it.
+type StagedCopy = (Tmp, u64, u32, Option<Sum>, bool);
+
 /// What staging a segment gave.
 #[derive(Debug)]
 pub(super) enum Staged {
@@ -192,7 +197,7 @@ impl LocalDir {
         let (src_path, name, root) = (file.path.clone(), file.name.clone(), self.root.clone());
         let (unnamed, staging_made) = (self.unnamed.load(Ordering::Relaxed), self.staging_made.load(Ordering::Relaxed));
         let dest2 = dest.clone();
-        let staged = blocking(move || -> Result<Option<(Tmp, u64, u32, Option<Sum>, bool)>, StorageError> {
+        let staged = blocking(move || -> Result<Option<StagedCopy>, StorageError> {
             if std::fs::symlink_metadata(&dest2).is_ok() {
                 return Ok(None);
             }

@@ -184,15 +184,22 @@ pub struct RecordReport {
     pub record_chain_start: Option<Lsn>,
 }
 
-/// Classifies one entry: a segment's name, or the reason it is not one.
-pub fn classify(entry: &Entry<'_>) -> Result<SegmentName, SkipReason> {
+/// The name of an entry that is a regular file with a UTF-8 name, or why
+/// it is not one.
+#[inline(always)]
+fn file_name<'a>(entry: &Entry<'a>) -> Result<&'a str, SkipReason> {
     if entry.kind != EntryKind::File {
         return Err(SkipReason::NotAFile(entry.kind));
     }
     if !entry.utf8 {
         return Err(SkipReason::NotUtf8);
     }
-    SegmentName::parse(entry.name).map_err(SkipReason::BadName)
+    Ok(entry.name)
+}
+
+/// Classifies one entry: a segment's name, or the reason it is not one.
+pub fn classify(entry: &Entry<'_>) -> Result<SegmentName, SkipReason> {
+    SegmentName::parse(file_name(entry)?).map_err(SkipReason::BadName)
 }
 
 /// True when a conflict holds the segment named `name` (by any object of it).
@@ -204,13 +211,7 @@ fn held(conflicts: &[Conflict], name: &str) -> bool {
 /// Classifies one archive entry: the object name of a segment (plain or
 /// compressed), or the reason it is not one.
 pub fn classify_object(entry: &Entry<'_>) -> Result<ObjectName, SkipReason> {
-    if entry.kind != EntryKind::File {
-        return Err(SkipReason::NotAFile(entry.kind));
-    }
-    if !entry.utf8 {
-        return Err(SkipReason::NotUtf8);
-    }
-    ObjectName::parse(entry.name).map_err(SkipReason::BadName)
+    ObjectName::parse(file_name(entry)?).map_err(SkipReason::BadName)
 }
 
 /// The segment objects of an archive listing with a recorded checksum,

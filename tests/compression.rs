@@ -18,6 +18,8 @@ enum Backend {
     S3Staged,
     /// s3s-fs: each segment goes in one PUT that the store checks.
     S3OnePut,
+    /// Azurite: staged, read back, copied.
+    Azure,
 }
 
 /// A WAL directory of WAL-like segments and an archive on one backend.
@@ -31,13 +33,13 @@ struct Fixture {
 impl Fixture {
     fn new(backend: Backend, test: &str) -> Fixture {
         let dir = Dir::new();
-        let s3 = match backend {
-            Backend::File => None,
-            Backend::S3Staged => Some(S3::get()),
-            Backend::S3OnePut => Some(crate::util::s3::checking()),
+        let remote = match backend {
+            Backend::File => Remote::file(&dir),
+            Backend::S3Staged => Remote::s3(S3::get(), test),
+            Backend::S3OnePut => Remote::s3(crate::util::s3::checking(), test),
+            Backend::Azure => Remote::azure(crate::util::azure::Azure::get(), test),
         };
-        let url = s3.map_or_else(|| dir.archive_url(), |s3| s3.url(test));
-        Fixture { dir, url: url.clone(), remote: Remote { url, s3 }, originals: BTreeMap::new() }
+        Fixture { dir, url: remote.url.clone(), remote, originals: BTreeMap::new() }
     }
 
     /// Writes `count` WAL-like segments of `size` bytes from LSN `first`
@@ -186,6 +188,11 @@ fn round_trip_s3_staged() {
 #[test]
 fn round_trip_s3_in_one_put() {
     round_trip(Backend::S3OnePut);
+}
+
+#[test]
+fn round_trip_azure() {
+    round_trip(Backend::Azure);
 }
 
 /// Three segments archived plain, three more with zstd, into one archive:

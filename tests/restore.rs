@@ -29,8 +29,8 @@ impl Fixture {
     fn new(backend: Backend, count: u64, len: usize) -> Fixture {
         let dir = Dir::new();
         let remote = match backend {
-            Backend::File => Remote { url: dir.archive_url(), s3: None },
-            Backend::S3 => Remote { url: S3::get().url("restore"), s3: Some(S3::get()) },
+            Backend::File => Remote::file(&dir),
+            Backend::S3 => Remote::s3(S3::get(), "restore"),
         };
         let mut f = Fixture { dir, url: remote.url.clone(), remote, originals: BTreeMap::new() };
         for p in f.dir.chain(count, len) {

@@ -117,29 +117,41 @@ impl Dir {
 }
 
 /// An archive the CLI and the tests reach alike: a `file://` archive, or
-/// one on an S3 server the tests share.
+/// one on a server the tests share (S3, Azurite), with the settings the
+/// binary takes from its environment and the tests pass as options.
 pub struct Remote {
     pub url: String,
-    pub s3: Option<&'static s3::S3>,
+    pub env: Vec<(&'static str, String)>,
+    pub options: Vec<(String, String)>,
 }
 
 impl Remote {
-    /// A command running the real binary in `dir`, with the S3 server's
-    /// settings in its environment when the archive is there.
+    /// The local archive beside `dir`'s WAL directory.
+    pub fn file(dir: &Dir) -> Self {
+        Self { url: dir.archive_url(), env: Vec::new(), options: Vec::new() }
+    }
+
+    /// A prefix of its own for `test` on an S3 server.
+    pub fn s3(s3: &s3::S3, test: &str) -> Self {
+        Self { url: s3.url(test), env: s3.env_via(&s3.endpoint), options: s3.options() }
+    }
+
+    /// A prefix of its own for `test` in Azurite.
+    pub fn azure(az: &azure::Azure, test: &str) -> Self {
+        Self { url: az.url(test), env: az.env(), options: az.options() }
+    }
+
+    /// A command running the real binary in `dir`, with the server's
+    /// settings in its environment.
     pub fn cmd(&self, dir: &Dir, args: &[&str]) -> Command {
         let mut cmd = dir.cmd(args);
-        if let Some(s3) = self.s3 {
-            cmd.envs(s3.env_via(&s3.endpoint));
-        }
+        cmd.envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));
         cmd
     }
 
     /// The archive, opened as the binary opens it.
     pub fn open(&self) -> Archive {
-        match self.s3 {
-            None => Archive::open(&self.url).unwrap(),
-            Some(s3) => Archive::open_with(&self.url, &s3.options(), wal_archiver::store::DEFAULT_REQUEST_RETRIES).unwrap(),
-        }
+        Archive::open_with(&self.url, &self.options, wal_archiver::store::DEFAULT_REQUEST_RETRIES).unwrap()
     }
 
     /// Replaces the object `name` with `bytes`, as bit rot or an operator would.

@@ -260,6 +260,17 @@ fn two_archivers_on_one_prefix_do_not_corrupt_it() {
 /// after every kill nothing is torn and nothing is lost.
 #[test]
 fn survives_sigkill_at_random_points() {
+    sigkill_at_random_points(false);
+}
+
+/// The same with `--compression zstd`: after every kill, an object there
+/// decodes to its segment exactly, and nothing is deleted without one.
+#[test]
+fn survives_sigkill_at_random_points_compressing() {
+    sigkill_at_random_points(true);
+}
+
+fn sigkill_at_random_points(zstd: bool) {
     let dir = Dir::new();
     let mut originals: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut next = 0u64;
@@ -270,6 +281,16 @@ fn survives_sigkill_at_random_points() {
             next += 1;
         }
     };
+    // The segment's bytes as the archive holds them, if it holds an object for it.
+    let archived = |name: &str| -> Option<Vec<u8>> {
+        if zstd {
+            let frame = std::fs::read(dir.archive_dir().join(format!("{name}.zst"))).ok()?;
+            Some(zstd::decode_all(&frame[..]).unwrap_or_else(|e| panic!("{name}.zst does not decode: {e}")))
+        } else {
+            std::fs::read(dir.archive_dir().join(name)).ok()
+        }
+    };
+    let compression = if zstd { "zstd" } else { "none" };
     add(&dir, 200, &mut originals);
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut kills = 0;
@@ -279,7 +300,7 @@ fn survives_sigkill_at_random_points() {
         assert!(runs < 1_000, "only {kills} kills in {runs} runs");
         let child = dir
             .cmd(&[
-                "archive", "--once", "--delete-after-archive", "--batch-size", "8",
+                "archive", "--once", "--delete-after-archive", "--batch-size", "8", "--compression", compression,
                 "--wal-dir", dir.wal().to_str().unwrap(), "--to", &dir.archive_url(),
             ])
             .env("RUST_LOG", "warn")
@@ -293,7 +314,7 @@ fn survives_sigkill_at_random_points() {
 
         let local = dir.local_segments();
         for (name, bytes) in &originals {
-            let remote = std::fs::read(dir.archive_dir().join(name)).ok();
+            let remote = archived(name);
             if let Some(remote) = &remote {
                 assert!(remote == bytes, "after kill {kills}: the object for {name} is torn or differs");
             }
@@ -304,13 +325,13 @@ fn survives_sigkill_at_random_points() {
         // The database keeps writing while the archiver is killed and restarted.
         add(&dir, 3, &mut originals);
     }
-    let out = dir.archive_once(&["--delete-after-archive"]);
+    let out = dir.archive_once(&["--delete-after-archive", "--compression", compression]);
     assert_exit(&out, 0);
     let last = next * 100;
     assert!(stdout(&out).contains(&format!("last archived LSN: 0x{last:016x} ({last})")), "{}", stdout(&out));
     assert!(dir.local_segments().is_empty());
     for (name, bytes) in &originals {
-        assert_eq!(&std::fs::read(dir.archive_dir().join(name)).unwrap(), bytes, "{name}");
+        assert_eq!(archived(name).as_ref(), Some(bytes), "{name}");
     }
     eprintln!("{kills} kills in {runs} runs over {} segments", originals.len());
 }

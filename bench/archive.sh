@@ -43,14 +43,10 @@ apt_install() {
 command -v rclone >/dev/null || apt_install rclone
 [ -x /usr/bin/time ] || apt_install time
 command -v s3s-fs >/dev/null || cargo install s3s-fs --version 0.14.1 --features binary
-rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
-
-cargo build --release --quiet -p wal-archiver
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-BIN="$target_dir/release/wal-archiver"
+. bench/common.sh
+build_archiver
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/wal-archiver-bench.XXXXXX")
-. bench/s3s-fs.sh
 cleanup() {
   stop_s3s_fs
   rm -rf "$WORK"

@@ -28,13 +28,10 @@ LINK_RATE="${LINK_RATE:-1gbit}"
 SETTINGS=(none zstd:1 zstd:3)
 
 command -v s3s-fs >/dev/null || cargo install s3s-fs --version 0.14.1 --features binary --locked
-rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
-cargo build --release --quiet -p wal-archiver
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-BIN="$target_dir/release/wal-archiver"
+. bench/common.sh
+build_archiver
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/wal-archiver-zstd-bench.XXXXXX")
-. bench/s3s-fs.sh
 link_set=
 link_on() {
   tc qdisc add dev lo root tbf rate "$LINK_RATE" burst 1mb latency 100ms

@@ -24,13 +24,10 @@ command -v s3s-fs >/dev/null || cargo install s3s-fs --version 0.14.1 --features
 if [ ! -x /usr/bin/time ]; then
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq time; else echo "bench/threshold.sh: needs GNU time (apt-get install time)" >&2; exit 2; fi
 fi
-rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
-cargo build --release --quiet -p wal-archiver
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-BIN="$target_dir/release/wal-archiver"
+. bench/common.sh
+build_archiver
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/wal-archiver-threshold.XXXXXX")
-. bench/s3s-fs.sh
 cleanup() {
   stop_s3s_fs
   rm -rf "$WORK"

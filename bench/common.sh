@@ -1,12 +1,22 @@
-# Sourced by the benchmarks: an s3s-fs server on 127.0.0.1 for one run.
+# Sourced by the benchmarks (from the repository's top).
 #
-#   start_s3s_fs ROOT   starts it over ROOT (a bucket is a directory under
+#   build_archiver      builds the release binary (and the wasm target it
+#                       needs) and sets `BIN` to it
+#   start_s3s_fs ROOT   starts an s3s-fs server on 127.0.0.1 over ROOT (a bucket is a directory under
 #                       it; `bench` is made), sets `s3_port`, `s3_pid` and
 #                       `s3_env` (the AWS variables the archiver reads), and
 #                       waits until it answers
 #   stop_s3s_fs         stops it and waits for it, so that its root can go
 
 s3_pid=
+
+build_archiver() {
+  rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+  cargo build --release --quiet -p wal-archiver
+  local target_dir
+  target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  BIN="$target_dir/release/wal-archiver"
+}
 
 start_s3s_fs() {
   local root=$1

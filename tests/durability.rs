@@ -440,6 +440,52 @@ fn loses_nothing_when_the_archive_disk_is_full() {
     assert!(std::fs::read(archive.join(more.file_name().unwrap())).unwrap() == std::fs::read(&more).unwrap());
 }
 
+/// The same full disk with `--compression zstd`: a compressed copy that
+/// does not fit fails naming the cause and leaves nothing behind; what
+/// carries a `.zst` name decodes to its whole segment; the watermark covers
+/// only what fits; with room again, the rest goes.
+#[test]
+fn loses_nothing_when_the_archive_disk_is_full_compressing() {
+    let dir = Dir::new();
+    // Random bytes: the compressed copies are as large as the segments.
+    let paths: Vec<_> = (0..6u64).map(|i| dir.segment(i * 100 + 1, i * 100 + 100, 700 * 1024)).collect();
+    let disk = SmallDisk::mount(dir.path().join("small-zstd"), "2m");
+    let archive = disk.path.join("archive");
+    let url = format!("file://{}", archive.display());
+    let run = || {
+        let wal = dir.wal();
+        let args = ["archive", "--once", "--max-attempts", "1", "--concurrency", "1", "--compression", "zstd", "--wal-dir", wal.to_str().unwrap(), "--to", &url];
+        dir.cmd(&args).output().unwrap()
+    };
+    let out = run();
+    assert_exit(&out, 1);
+    assert!(stdout(&out).contains("No space left on device"), "{}\n{}", stdout(&out), stderr(&out));
+    let objects = || -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(&archive).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.contains(".seg")).collect();
+        v.sort();
+        v
+    };
+    let fit = objects();
+    assert_eq!(fit, [format!("{}.zst", segment_name(1, 100)), format!("{}.zst", segment_name(101, 200))], "what fit on the disk");
+    let staged: Vec<_> = std::fs::read_dir(archive.join(wal_archiver::store::STAGING_DIR)).map(|d| d.map(|e| e.unwrap().file_name()).collect()).unwrap_or_default();
+    assert!(staged.is_empty(), "staging leftovers: {staged:?}");
+    for name in &fit {
+        let frame = std::fs::read(archive.join(name)).unwrap();
+        let segment = name.trim_end_matches(".zst");
+        assert!(zstd::decode_all(&frame[..]).unwrap() == std::fs::read(dir.wal().join(segment)).unwrap(), "{name} does not decode to its segment");
+    }
+    assert!(stdout(&out).contains("last archived LSN: 0x00000000000000c8 (200)"), "{}", stdout(&out));
+    assert_exit(&dir.cmd(&["verify", "--deep", "--to", &url]).output().unwrap(), 0);
+
+    disk.grow("16m");
+    let out = run();
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("last archived LSN: 0x0000000000000258 (600)"), "{}", stdout(&out));
+    assert_eq!(objects().len(), paths.len());
+    assert_exit(&dir.cmd(&["verify", "--deep", "--to", &url]).output().unwrap(), 0);
+}
+
 /// Builds `tests/testdata/fail_sync.c` into a preloadable library, once.
 fn fail_sync_shim() -> &'static std::path::Path {
     static SHIM: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();

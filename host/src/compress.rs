@@ -125,21 +125,6 @@ impl Read for FileReader {
     }
 }
 
-/// A writer that only sums what it is given.
-#[derive(Default)]
-struct SumWriter(Sum);
-
-impl Write for SumWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.add(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// What compressing one segment gave: the file's bytes read, and the
 /// object's bytes made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +137,7 @@ pub struct Sums {
 /// pieces of the caller's size, each checked by decoding as it is made.
 pub struct Packer {
     encoder: zstd::stream::read::Encoder<'static, BufReader<FileReader>>,
-    check: zstd::stream::write::Decoder<'static, SumWriter>,
+    check: zstd::stream::write::Decoder<'static, Tee<io::Sink>>,
     object: Sum,
 }
 
@@ -162,7 +147,8 @@ impl Packer {
         // The frame carries a checksum of its content (XXH64), which every
         // decoder checks: a damaged object cannot decode to wrong bytes.
         encoder.include_checksum(true)?;
-        Ok(Self { encoder, check: zstd::stream::write::Decoder::new(SumWriter::default())?, object: Sum::default() })
+        let check = zstd::stream::write::Decoder::new(Tee { out: io::sink(), sum: Sum::default() })?;
+        Ok(Self { encoder, check, object: Sum::default() })
     }
 
     /// Fills `buf` with the object's next bytes; fewer than asked only at
@@ -192,7 +178,7 @@ impl Packer {
     pub fn finish(mut self) -> Result<Sums, String> {
         self.check.do_finish().map_err(|e| format!("the compressed bytes do not decode: {e}"))?;
         let read = self.encoder.get_ref().get_ref().sum;
-        let decoded = self.check.get_ref().0;
+        let decoded = self.check.get_ref().sum;
         if decoded != read {
             return Err(format!(
                 "the compressed bytes decode to {} bytes with CRC32C {:08x}, but {} bytes with CRC32C {:08x} were read",

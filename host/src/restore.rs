@@ -376,25 +376,6 @@ impl Drop for TempFile {
     }
 }
 
-/// A file being written that sums what it is given: the decoded bytes of
-/// a compressed object on their way to disk.
-struct SumFile<'a> {
-    file: &'a mut File,
-    sum: Sum,
-}
-
-impl Write for SumFile<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.sum.add(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
-}
-
 /// Downloads one object through a hidden temporary file named after its
 /// segment, decoding a compressed one on the way, and checks both what was
 /// stored (`stored`: the object's recorded size and CRC32C) and what was
@@ -418,7 +399,8 @@ async fn download(archive: &Archive, into: &Path, object: &str, stored: Sum, seg
     let (got, written) = if is_compressed(object) {
         // A write error is the temporary file's; any other is a frame that does not decode.
         let undecodable = |e: io::Error| RestoreError::Corrupt { url: url.clone(), why: format!("it does not decode: {e}") };
-        let mut unpacker = Unpacker::new(SumFile { file: &mut file, sum: Sum::default() }).map_err(undecodable)?;
+        // The unpacker sums the decoded bytes as it writes them.
+        let mut unpacker = Unpacker::new(&mut file).map_err(undecodable)?;
         let mut write_failed = None;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;

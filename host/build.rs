@@ -1,4 +1,4 @@
-//! Builds the planner component (`guest/`) for `wasm32-wasip2` so that a plain
+//! Builds the planner component (`guest/component/`, wrapping `guest/`) for `wasm32-wasip2` so that a plain
 //! `cargo build` of the host embeds it, with no manual wasm step.
 
 use std::env;
@@ -14,14 +14,14 @@ fn main() {
 
     // Relative to host/: a target directory shared by two checkouts must
     // still watch the files of the one being built.
-    for path in ["../guest/src", "../guest/Cargo.toml", "../wit", "../Cargo.toml", "../Cargo.lock"] {
+    for path in ["../guest/src", "../guest/Cargo.toml", "../guest/component/src", "../guest/component/Cargo.toml", "../wit", "../Cargo.toml", "../Cargo.lock"] {
         println!("cargo:rerun-if-changed={path}");
     }
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args(["build", "--package", "wal-archiver-guest", "--target", "wasm32-wasip2", "--profile", "guest"])
+        .args(["build", "--package", "wal-archiver-component", "--target", "wasm32-wasip2", "--profile", "guest"])
         .arg("--target-dir")
         .arg(&target_dir);
     // The outer build's settings are for the host, not for the component.
@@ -42,7 +42,7 @@ fn main() {
              Is the target installed? Run `rustup target add wasm32-wasip2`."
         );
     }
-    let wasm = target_dir.join("wasm32-wasip2/guest/wal_archiver_guest.wasm");
+    let wasm = target_dir.join("wasm32-wasip2/guest/wal_archiver_component.wasm");
     let dest = out_dir.join("wal_archiver_planner.wasm");
     std::fs::copy(&wasm, &dest)
         .unwrap_or_else(|e| panic!("cannot copy {} to {}: {e}", wasm.display(), dest.display()));

@@ -17,7 +17,7 @@
 //! Every function here takes segments sorted by LSN ([`crate::packed::sort_segs`])
 //! and runs in one pass with a heap: O(n log n), whatever the overlaps.
 
-use alloc::collections::BinaryHeap;
+use alloc::collections::{BinaryHeap, VecDeque};
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -26,21 +26,65 @@ use core::cmp::Reverse;
 use crate::packed::Seg;
 use crate::Lsn;
 
-/// Open positions of chains, lowest first: (position, chain length, last
-/// segment). One heap type for every walk here: each type of heap costs the
-/// component its own copy of the heap's code.
-type Open = BinaryHeap<Reverse<(u128, u32, usize)>>;
+/// An open position of a chain: (position, chain length, last segment).
+type Entry = (u128, u32, usize);
 
-/// Drops the positions below `first`: no segment still to come starts there.
-fn drop_below(open: &mut Open, first: u128) {
-    while open.peek().is_some_and(|Reverse((p, _, _))| *p < first) {
-        open.pop();
-    }
+/// Open positions of chains, lowest first. One type for every walk here:
+/// each type of heap costs the component its own copy of the heap's code.
+///
+/// Segments come sorted by LSN, so the positions pushed mostly come in
+/// ascending order (a chain going up): those wait in `run`, a queue in
+/// order, at O(1) each; only a position below the last one queued (an
+/// overlap) goes to the heap. Without overlaps the heap is never touched.
+#[derive(Default)]
+struct Open {
+    run: VecDeque<Entry>,
+    heap: BinaryHeap<Reverse<Entry>>,
 }
 
-/// True when a chain can go on with a segment starting at `first`.
-fn continues_at(open: &Open, first: u128) -> bool {
-    open.peek().is_some_and(|Reverse((p, _, _))| *p == first)
+impl Open {
+    fn push(&mut self, e: Entry) {
+        if self.run.back().is_none_or(|last| *last <= e) {
+            self.run.push_back(e);
+        } else {
+            self.heap.push(Reverse(e));
+        }
+    }
+
+    /// The lowest entry, and whether it is the run's.
+    fn peek(&self) -> Option<(&Entry, bool)> {
+        match (self.run.front(), self.heap.peek()) {
+            (Some(r), Some(Reverse(h))) if h < r => Some((h, false)),
+            (Some(r), _) => Some((r, true)),
+            (None, Some(Reverse(h))) => Some((h, false)),
+            (None, None) => None,
+        }
+    }
+
+    /// Drops the positions below `first`: no segment still to come starts there.
+    fn drop_below(&mut self, first: u128) {
+        while let Some((e, in_run)) = self.peek() {
+            if e.0 >= first {
+                break;
+            }
+            if in_run {
+                self.run.pop_front();
+            } else {
+                self.heap.pop();
+            }
+        }
+    }
+
+    /// The lowest entry when it is at `first`: a chain can go on with a
+    /// segment starting there.
+    fn at(&self, first: u128) -> Option<&Entry> {
+        self.peek().map(|(e, _)| e).filter(|e| e.0 == first)
+    }
+
+    fn clear(&mut self) {
+        self.run.clear();
+        self.heap.clear();
+    }
 }
 
 /// Where a chain begins.
@@ -84,16 +128,16 @@ pub enum Break {
 pub(crate) fn reach(sorted: &[Seg<'_>], start: Start) -> u128 {
     // Positions a chain can continue from, lowest first. A segment is on a
     // chain when it starts at one of them (or enters at the start).
-    let mut open = Open::new();
+    let mut open = Open::default();
     let mut reach = start.lsn();
     for seg in sorted {
         let first = u128::from(seg.first);
         if first > reach {
             break;
         }
-        drop_below(&mut open, first);
-        if start.enters(seg) || continues_at(&open, first) {
-            open.push(Reverse((seg.end(), 0, 0)));
+        open.drop_below(first);
+        if start.enters(seg) || open.at(first).is_some() {
+            open.push((seg.end(), 0, 0));
             reach = reach.max(seg.end());
         }
     }
@@ -116,7 +160,7 @@ pub(crate) fn walk(sorted: &[Seg<'_>], start: Start, hi: Lsn) -> Walk {
     let mut used = vec![false; sorted.len()];
     let mut breaks = Vec::new();
     let mut base = start;
-    let mut open = Open::new();
+    let mut open = Open::default();
     let mut reach = start.lsn();
     // The chain's segment that reaches `reach`, and of every segment seen,
     // the one reaching furthest (it holds a break's first LSN if any does).
@@ -143,10 +187,10 @@ pub(crate) fn walk(sorted: &[Seg<'_>], start: Start, hi: Lsn) -> Walk {
                 base = Start::Holding(reach as Lsn);
             }
         }
-        drop_below(&mut open, first);
-        if base.enters(seg) || continues_at(&open, first) {
+        open.drop_below(first);
+        if base.enters(seg) || open.at(first).is_some() {
             used[i] = true;
-            open.push(Reverse((seg.end(), 0, 0)));
+            open.push((seg.end(), 0, 0));
             if seg.end() > reach {
                 reach = seg.end();
                 after = seg.name;
@@ -192,9 +236,9 @@ pub(crate) fn shortest(sorted: &[Seg<'_>], start: Start, until: Lsn) -> Option<V
     const NONE: usize = usize::MAX;
     // (position, chain length so far, last segment): the lowest position
     // first, and at one position the shortest chain first.
-    let mut open = Open::new();
+    let mut open = Open::default();
     if let Start::At(l) = start {
-        open.push(Reverse((u128::from(l), 0, NONE)));
+        open.push((u128::from(l), 0, NONE));
     }
     let mut pred = vec![NONE; sorted.len()];
     let mut best: Option<(u32, usize)> = None;
@@ -204,15 +248,12 @@ pub(crate) fn shortest(sorted: &[Seg<'_>], start: Start, until: Lsn) -> Option<V
         if first > reach {
             break;
         }
-        drop_below(&mut open, first);
-        let via = match open.peek() {
-            Some(Reverse((p, len, prev))) if *p == first => Some((*len + 1, *prev)),
-            _ => None,
-        };
+        open.drop_below(first);
+        let via = open.at(first).map(|(_, len, prev)| (*len + 1, *prev));
         let entered = matches!(start, Start::Holding(_)) && start.enters(seg);
         let Some((len, prev)) = (if entered { Some((1, NONE)) } else { via }) else { continue };
         pred[i] = prev;
-        open.push(Reverse((seg.end(), len, i)));
+        open.push((seg.end(), len, i));
         reach = reach.max(seg.end());
         if seg.last >= until && best.is_none_or(|(b, _)| len < b) {
             best = Some((len, i));

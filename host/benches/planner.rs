@@ -350,6 +350,14 @@ fn main() {
     let runtime = PlannerRuntime::load(&bytes, "(bench)", Limits::default(), Some(&cache)).unwrap();
     let mut planner = runtime.session(None).unwrap();
 
+    // `WAL_ARCHIVER_BENCH_PROFILE=CASE[/native]` (steady, backlog, hole,
+    // reconcile, record-batch) calls one case at 100k for ten seconds and
+    // nothing else, for `perf record` (with WAL_ARCHIVER_PROFILER=perfmap).
+    if let Some(case) = std::env::var_os("WAL_ARCHIVER_BENCH_PROFILE") {
+        profile(&mut planner, &case.to_string_lossy());
+        return;
+    }
+
     // P3: the cases of a running archiver, native beside the component.
     let mut rows: Vec<(String, usize)> = Vec::new();
     let mut crossings = Vec::new();
@@ -561,4 +569,31 @@ fn main() {
             if session <= P4_GOAL_INSTANTIATE.as_secs_f64() { "met" } else { "NOT met" },
         );
     }
+}
+
+/// Calls one P3 case at 100k, natively or as the component, for ten seconds.
+fn profile(planner: &mut Planner, what: &str) {
+    let n = 100_000;
+    let (case, native) = what.split_once('/').map_or((what, false), |(c, side)| (c, side == "native"));
+    let input = match case {
+        "steady" | "record-batch" => Case::steady(n),
+        "backlog" => Case::backlog(n),
+        "hole" => Case::hole(n),
+        "reconcile" => Case::reconcile(n),
+        other => panic!("no case {other}: steady, backlog, hole, reconcile or record-batch"),
+    };
+    let (native_out, wit_out) = outcomes(n);
+    let (cfg, wcfg) = (native_config(), config());
+    let start = Instant::now();
+    let mut calls = 0u32;
+    while start.elapsed() < Duration::from_secs(10) {
+        match (case, native) {
+            ("record-batch", true) => drop(black_box(plan::record_uploads(&cfg, &input.state, &native_out[n - NEW..]))),
+            ("record-batch", false) => drop(black_box(planner.record_uploads(&wcfg, &input.wit_state, &wit_out[n - NEW..]).unwrap())),
+            (_, true) => drop(black_box(plan::scan(input.state.clone(), &input.listing, input.archive.as_ref()))),
+            (_, false) => drop(black_box(planner.scan(&input.wit_state, &input.wit_listing, input.wit_archive.as_ref()).unwrap())),
+        }
+        calls += 1;
+    }
+    println!("{what}: {calls} calls, {:.3} ms per call", start.elapsed().as_secs_f64() * 1e3 / f64::from(calls));
 }

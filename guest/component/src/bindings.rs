@@ -4,17 +4,17 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
-wit_bindgen::generate!({ path: "../wit", world: "archiver" });
+wit_bindgen::generate!({ path: "../../wit", world: "archiver" });
 
 use exports::nodedb::wal_archiver::planner as wit_planner;
 use nodedb::wal_archiver::{storage as wit_storage, types as wit};
 
-use crate::chain::Break;
-use crate::cycle::{self, Storage};
-use crate::name::{self, NameError, SegmentName};
-use crate::packed::{ArchiveListing, ArchivedList, EntryKind, FailureList, Listing, SegmentList};
-use crate::plan::{self, Conflict, SkipReason, StorageError};
-use crate::restore::{self, PruneError, RangeError, RestoreError};
+use wal_archiver_guest::chain::Break;
+use wal_archiver_guest::cycle::{self, Storage};
+use wal_archiver_guest::name::{self, NameError, SegmentName};
+use wal_archiver_guest::packed::{ArchiveListing, ArchivedList, EntryKind, FailureList, Listing, SegmentList};
+use wal_archiver_guest::plan::{self, Conflict, SkipReason, StorageError};
+use wal_archiver_guest::restore::{self, PruneError, RangeError, RestoreError};
 
 struct Component;
 

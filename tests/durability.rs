@@ -542,6 +542,18 @@ fn counts_nothing_archived_when_a_sync_fails() {
     assert!(stdout(&out).contains("last archived LSN: none yet"), "{}", stdout(&out));
     assert_eq!(segments_in_archive(), 3);
 
+    // The copies are there now, but their own bytes cannot be synced: a
+    // copy found in the archive counts only once it is durable, so nothing
+    // counts and each is named.
+    let under_root = format!("{archive_canon}/wal-");
+    let out = run(&[("FAIL_SYNC_UNDER", under_root.as_str())]);
+    assert_exit(&out, 1);
+    for p in &paths {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert!(stdout(&out).contains(&format!("cannot sync {archive_path}/{name}: Input/output error")), "{}", stdout(&out));
+    }
+    assert!(stdout(&out).contains("last archived LSN: none yet"), "{}", stdout(&out));
+
     // The state file cannot be synced: the run stops, naming it.
     let out = run(&[("FAIL_SYNC_UNDER", state.to_str().unwrap())]);
     assert_exit(&out, 2);
@@ -557,6 +569,71 @@ fn counts_nothing_archived_when_a_sync_fails() {
         dir.assert_archived(p);
     }
     assert_exit(&dir.cmd(&["verify", "--deep", "--to", &dir.archive_url()]).output().unwrap(), 0);
+}
+
+/// The folder made for the first checksum records is a new name in the
+/// archive's directory: until that directory is synced again, a power cut
+/// can take the folder and every record in it, so no segment counts. The
+/// archive's directory is synced once at the start and once after the
+/// links; the third sync, after the folder was made, fails here.
+#[test]
+fn counts_no_record_until_its_new_folder_is_synced() {
+    let dir = Dir::new();
+    let paths = dir.chain(3, 100_000);
+    let archive = dir.archive_dir();
+    std::fs::create_dir_all(&archive).unwrap();
+    let archive_path = archive.to_str().unwrap().to_owned();
+    let archive_canon = archive.canonicalize().unwrap().to_str().unwrap().to_owned();
+    let state = dir.path().join("state.json");
+    let run = |faults: &[(&str, &str)]| {
+        let wal = dir.wal();
+        let url = dir.archive_url();
+        let mut cmd = dir.cmd(&["archive", "--once", "--max-attempts", "1", "--wal-dir", wal.to_str().unwrap(), "--to", &url, "--state", state.to_str().unwrap()]);
+        cmd.env("LD_PRELOAD", fail_sync_shim()).envs(faults.iter().copied());
+        cmd.output().unwrap()
+    };
+    let out = run(&[("FAIL_SYNC_EXACT", archive_canon.as_str()), ("FAIL_SYNC_SKIP", "2")]);
+    assert_exit(&out, 1);
+    assert!(archive.join("_checksums").is_dir(), "the records' folder was not made");
+    assert!(stdout(&out).contains(&format!("cannot sync {archive_path}: Input/output error")), "{}", stdout(&out));
+    assert!(stdout(&out).contains("failed: 3"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("last archived LSN: none yet"), "{}", stdout(&out));
+
+    // A sound disk: the next run syncs the archive's directory as it opens
+    // it, compares the copies with their records, and counts them.
+    let out = run(&[]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("last archived LSN: 0x000000000000012c (300)"), "{}", stdout(&out));
+    for p in &paths {
+        dir.assert_archived(p);
+    }
+}
+
+/// A restore into a folder it makes syncs the folder above each one it
+/// made: else a power cut after "restored" could take the whole folder.
+/// The sync of the one above failing is an error that names it.
+#[test]
+fn a_restore_makes_the_folders_it_creates_durable() {
+    let dir = Dir::new();
+    dir.chain(2, 10_000);
+    assert_exit(&dir.cmd(&["archive", "--once", "--wal-dir", dir.wal().to_str().unwrap(), "--to", &dir.archive_url()]).output().unwrap(), 0);
+    let made = dir.path().join("made");
+    let into = made.join("deeper");
+    let made_canon = dir.path().canonicalize().unwrap().join("made");
+    let restore = |faults: &[(&str, &str)]| {
+        let mut cmd = dir.cmd(&["restore", "--from", &dir.archive_url(), "--into", into.to_str().unwrap()]);
+        cmd.env("LD_PRELOAD", fail_sync_shim()).envs(faults.iter().copied());
+        cmd.output().unwrap()
+    };
+    let out = restore(&[("FAIL_SYNC_EXACT", made_canon.to_str().unwrap())]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains(&format!("cannot sync {}: Input/output error", made.display())), "{}", stderr(&out));
+    assert!(std::fs::read_dir(&into).unwrap().next().is_none(), "a segment was restored into a folder that is not durable");
+
+    std::fs::remove_dir_all(&made).unwrap();
+    let out = restore(&[]);
+    assert_exit(&out, 0);
+    assert_eq!(std::fs::read_dir(&into).unwrap().count(), 2);
 }
 
 /// Runs a command, panicking with its output when it fails.

@@ -3,6 +3,7 @@
 //! from a listing of the archive; this module reads, writes and deletes.
 
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -290,7 +291,7 @@ pub async fn restore(
         }
         PlanError::Broken(b) => RestoreError::NoChain { until, why: describe_break(&b) },
     })?;
-    std::fs::create_dir_all(into).map_err(|cause| RestoreError::Io { verb: "create", path: into.to_owned(), cause })?;
+    create_dir_durably(into)?;
 
     // Everything is checked before the first byte is downloaded.
     let mut todo = Vec::new();
@@ -363,6 +364,29 @@ pub async fn restore(
 
 /// A temporary file that is removed when dropped, unless it was renamed
 /// into place: no error path leaves one behind.
+/// Makes `into` and any missing folder above it, and syncs the folder that
+/// holds each new one: a restore that said it was done must still be there
+/// after a power cut.
+fn create_dir_durably(into: &Path) -> Result<(), RestoreError> {
+    let io_err = |verb, path: &Path| {
+        let path = path.to_owned();
+        move |cause| RestoreError::Io { verb, path, cause }
+    };
+    let missing: Vec<&Path> = into.ancestors().take_while(|d| !d.as_os_str().is_empty() && std::fs::symlink_metadata(d).is_err()).collect();
+    std::fs::create_dir_all(into).map_err(io_err("create", into))?;
+    for made in missing.iter().rev() {
+        let above = match made.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        crate::wal::sync_dir(above).map_err(io_err("sync", above))?;
+    }
+    Ok(())
+}
+
+/// Restores in flight in this process: each has a temporary name of its own.
+static RESTORING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 struct TempFile {
     path: PathBuf,
     kept: bool,
@@ -385,12 +409,20 @@ async fn download(archive: &Archive, into: &Path, object: &str, stored: Sum, seg
     let url = archive.display_key(&key);
     let name = segment_name(object);
     let dest = into.join(name);
-    let mut tmp = TempFile { path: into.join(format!(".{name}.restoring")), kept: false };
+    // A name of this process and download only, opened create-only without
+    // following a link: two restores into one folder never share a file.
+    let n = RESTORING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut tmp = TempFile { path: into.join(format!(".{name}.{}-{n}.restoring", std::process::id())), kept: false };
     let io_err = |verb, path: &Path| {
         let path = path.to_owned();
         move |cause| RestoreError::Io { verb, path, cause }
     };
-    let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp.path).map_err(io_err("create", &tmp.path))?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp.path)
+        .map_err(io_err("create", &tmp.path))?;
     let mut stream = archive.read(&key).await.map_err(|e| match e {
         // Gone since the listing (a prune, say): the archive cannot give it.
         StorageError::Missing { .. } => RestoreError::Corrupt { url: url.clone(), why: "it is no longer in the archive".into() },

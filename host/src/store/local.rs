@@ -115,6 +115,11 @@ pub struct LocalDir {
     unnamed: AtomicBool,
     /// True once `_staging/` is known to exist: made once, not per segment.
     staging_made: AtomicBool,
+    /// True while a folder made for records (`_checksums/`, `_chain/`,
+    /// `_conflicts/`) may not have its name synced in the archive's
+    /// directory yet: the next sync of records syncs that directory too,
+    /// else a power cut could take the folder with every record in it.
+    new_folder: AtomicBool,
 }
 
 fn io_at<'a>(verb: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StorageError + 'a {
@@ -142,6 +147,7 @@ impl LocalDir {
                 // An unnamed file is linked through /proc: without it, names.
                 unnamed: AtomicBool::new(Path::new("/proc/self/fd").is_dir()),
                 staging_made: AtomicBool::new(false),
+                new_folder: AtomicBool::new(false),
             }),
             Ok(_) => Err(StorageError::Io {
                 verb: "use archive",
@@ -299,6 +305,21 @@ impl LocalDir {
         .await
     }
 
+    /// Makes an object that is already there durable before it counts: its
+    /// bytes, and its name in its directory. It may be one whose publishing
+    /// was cut short (its directory's sync failed, or the archiver was
+    /// killed before it), or another archiver's, not synced yet.
+    pub(super) async fn sync_object(&self, key: &str) -> Result<(), StorageError> {
+        let path = self.path(key)?;
+        blocking(move || {
+            let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path).map_err(io_at("open", &path))?;
+            file.sync_all().map_err(io_at("sync", &path))?;
+            let dir = path.parent().unwrap_or(&path);
+            sync_dir(dir).map_err(io_at("sync", dir))
+        })
+        .await
+    }
+
     /// Removes the files under `_staging/` of this archiver's naming that
     /// `stale` says are old enough (by their modification time). Symlinks
     /// and other entries are left alone.
@@ -337,28 +358,32 @@ impl LocalDir {
     pub(super) async fn put_create(&self, key: &str, body: &[u8]) -> Result<(), PutError> {
         let path = self.path(key).map_err(PutError::Failed)?;
         let body = body.to_vec();
-        blocking(move || {
+        let (made_folder, put) = blocking(move || {
             let create = || OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).open(&path);
             // The folder is made when the first record finds it missing, not
             // tried again for every record.
-            let created = match (create(), path.parent()) {
-                (Err(e), Some(parent)) if e.kind() == io::ErrorKind::NotFound => {
-                    std::fs::create_dir_all(parent).map_err(|e| PutError::Failed(io_at("create", parent)(e)))?;
-                    create()
+            let (created, made_folder) = match (create(), path.parent()) {
+                (Err(e), Some(parent)) if e.kind() == io::ErrorKind::NotFound => match std::fs::create_dir_all(parent) {
+                    Ok(()) => (create(), true),
+                    Err(e) => return (false, Err(PutError::Failed(io_at("create", parent)(e)))),
+                },
+                (created, _) => (created, false),
+            };
+            let put = match created {
+                Ok(mut f) if !body.is_empty() => {
+                    f.write_all(&body).and_then(|()| f.sync_data()).map_err(|e| PutError::Failed(io_at("write", &path)(e)))
                 }
-                (created, _) => created,
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(PutError::Exists),
+                Err(e) => Err(PutError::Failed(io_at("create", &path)(e))),
             };
-            let mut f = match created {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(PutError::Exists),
-                Err(e) => return Err(PutError::Failed(io_at("create", &path)(e))),
-            };
-            if !body.is_empty() {
-                f.write_all(&body).and_then(|()| f.sync_data()).map_err(|e| PutError::Failed(io_at("write", &path)(e)))?;
-            }
-            Ok(())
+            (made_folder, put)
         })
-        .await
+        .await;
+        if made_folder {
+            self.new_folder.store(true, Ordering::SeqCst);
+        }
+        put
     }
 
     /// Syncs the directory `sub` (the archive itself for ""), so that the
@@ -370,7 +395,17 @@ impl LocalDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound && dir.file_name().is_some() => Ok(()),
             Err(e) => Err((dir, e)),
         })
-        .await
+        .await?;
+        // A folder made for records since: its name, in the archive's
+        // directory, before the records in it count.
+        if !sub.is_empty() && self.new_folder.swap(false, Ordering::SeqCst) {
+            let root = self.root.clone();
+            if let Err(e) = blocking(move || sync_dir(&root).map_err(|e| (root, e))).await {
+                self.new_folder.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Size of the regular file at `key`, or None if there is none (a

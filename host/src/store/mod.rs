@@ -546,6 +546,7 @@ impl Archive {
                 self.record_conflict(&e).await;
                 return Err(e);
             }
+            self.durable(key).await?;
             tracing::info!(to = %self.display_key(key), "already archived with identical content");
             let receipt =
                 wit::UploadReceipt { read_size: read.size, read_crc32c: read.crc, stored_size: found.size, stored_crc32c: Some(found.crc), existed: true };
@@ -650,17 +651,20 @@ impl Archive {
                     Ok(true) => published[i].take_ok(),
                     // Another archiver published it first: the same bytes, or a conflict.
                     Ok(false) => match self.contents(&key).await {
-                        Ok((object, found)) if found == read => {
-                            tracing::info!(to = %self.display_key(&key), "already archived with identical content");
-                            // The record is of the object there, which another
-                            // archiver may have compressed otherwise.
-                            let segment = is_compressed(&key).then_some(found);
-                            published[i].take_ok().map(|mut p| {
-                                p.receipt.existed = true;
-                                p.marker = Some((key.clone(), Mark { crc: object.crc, size: object.size, segment }));
-                                p
-                            })
-                        }
+                        Ok((object, found)) if found == read => match self.durable(&key).await {
+                            Err(e) => Err(e),
+                            Ok(()) => {
+                                tracing::info!(to = %self.display_key(&key), "already archived with identical content");
+                                // The record is of the object there, which another
+                                // archiver may have compressed otherwise.
+                                let segment = is_compressed(&key).then_some(found);
+                                published[i].take_ok().map(|mut p| {
+                                    p.receipt.existed = true;
+                                    p.marker = Some((key.clone(), Mark { crc: object.crc, size: object.size, segment }));
+                                    p
+                                })
+                            }
+                        },
                         Ok((_, found)) => {
                             let e = self.conflict("archive", &key, read.pair(), found.pair());
                             self.record_conflict(&e).await;
@@ -734,6 +738,16 @@ impl Archive {
         Ok(())
     }
 
+    /// On a local archive, syncs an object that was found there (its bytes
+    /// and its name) before it counts; a store's objects are durable once
+    /// listed.
+    async fn durable(&self, key: &str) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Local(dir) => dir.sync_object(key).await,
+            Backend::Store(_) => Ok(()),
+        }
+    }
+
     /// Compares the segment open in `file` with the object under `key`,
     /// without sending it: `check-archived`. Also says whether the object
     /// was read back (a proof of now), or taken on its checksum record
@@ -755,6 +769,7 @@ impl Archive {
             self.record_conflict(&e).await;
             return Err(e);
         }
+        self.durable(key).await?;
         // The same bytes without a record (a crash before it was written):
         // write it now. With a record, nothing is written: on an object
         // store a comparison after a lost state is all reads.

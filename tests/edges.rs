@@ -227,6 +227,54 @@ fn reports_a_conflict_everywhere_and_holds_the_watermark_at_it() {
     assert_exit(&dir.cmd(&["verify", "--to", &dir.archive_url(), "--deep"]).output().unwrap(), 0);
 }
 
+/// An archived object cut short after its record was written: its size has
+/// no record, so the listing cannot count it, and the archive run finds the
+/// conflict by comparing. Status says so too and exits 1, the conflict
+/// stands while the object keeps the size found, and putting the right
+/// bytes back ends it.
+#[test]
+fn reports_a_conflict_on_an_object_cut_short_after_its_record() {
+    let dir = Dir::new();
+    let paths = dir.chain(3, 2000);
+    assert_exit(&dir.archive_once(&[]), 0);
+    let name = segment_name(101, 200);
+    let object = dir.archive_dir().join(&name);
+    let whole = std::fs::read(&object).unwrap();
+    std::fs::write(&object, &whole[..700]).unwrap();
+
+    let out = dir.archive_once(&["--delete-after-archive"]);
+    assert_exit(&out, 1);
+    assert!(stdout(&out).contains("in conflict: 1"), "{}", stdout(&out));
+    assert!(paths[1].exists(), "a segment in conflict was deleted");
+    let status = |json: bool| {
+        let (wal, url) = (dir.wal(), dir.archive_url());
+        let mut args = vec!["status", "--wal-dir", wal.to_str().unwrap(), "--to", &url];
+        if json {
+            args.push("--json");
+        }
+        dir.cmd(&args).output().unwrap()
+    };
+    let out = status(false);
+    assert_exit(&out, 1);
+    assert!(stdout(&out).contains(&format!("conflict: the archive holds 700 bytes with CRC32C {:08x} under {name}'s key", crc32c::crc32c(&whole[..700]))), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("pending:            1"), "a segment in conflict is pending: {}", stdout(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&status(true).stdout).unwrap();
+    assert_eq!(doc["conflicts"].as_array().unwrap().len(), 1, "{doc}");
+    assert_eq!(doc["last_archived_lsn"], 100);
+
+    // Not compared again: the next run says the same without trying.
+    let out = dir.archive_once(&["--delete-after-archive"]);
+    assert_exit(&out, 1);
+    assert_eq!(stderr(&out).matches("cannot archive segment").count(), 0, "{}", stderr(&out));
+
+    // The right bytes back under the key: the record fits them again.
+    std::fs::write(&object, &whole).unwrap();
+    let out = dir.archive_once(&[]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("last archived LSN: 0x000000000000012c (300)"), "{}", stdout(&out));
+    assert_exit(&status(false), 0);
+}
+
 /// Part 2: the last check before a delete reads the object back. A byte
 /// flipped in an archived object (same size, the record intact) since the
 /// run that archived it stops the delete of that segment.

@@ -313,10 +313,18 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
                 unverified.push(s.name.to_owned());
             }
             // A conflict stands while the archive still holds the object it
-            // was about (one of a pair that disagree, too).
+            // was about (one of a pair that disagree, too). A plain object
+            // without a record shows only its size: when that is the size
+            // the conflict found, and not the local file's (which the right
+            // object would have), it is still the object found.
             let holds = |c: &Conflict| {
                 let about = |o: &Seg<'_>| (o.size, o.crc) == (c.archived_size, c.archived_crc32c);
-                find(&objects, &c.name).is_some_and(|i| about(&objects[i])) || disagree.iter().any(|d| d.name == c.name && about(d))
+                let unrecorded_same = |o: &Seg<'_>| {
+                    o.name == c.name && o.size == c.archived_size && c.archived_size != c.local_size && !o.name.ends_with(Compression::Zstd.suffix())
+                };
+                find(&objects, &c.name).is_some_and(|i| about(&objects[i]))
+                    || disagree.iter().any(|d| d.name == c.name && about(d))
+                    || not_counted.iter().any(unrecorded_same)
             };
             conflicts = Vec::new();
             for c in &state.conflicts {
@@ -1159,6 +1167,34 @@ mod tests {
         // An operator removed it: the segment is pending again.
         let removed = archive_listing(&[objects[0], objects[2]]);
         let report = scan(r.state, &listing(&entries), Some(&removed));
+        assert!(report.conflicts.is_empty());
+        assert_eq!(report.pending.names(), [n]);
+    }
+
+    #[test]
+    fn holds_a_conflict_on_an_unrecorded_object_while_it_keeps_the_size_found() {
+        let entries = [seg(1, 10), seg(11, 20)];
+        let n = name(11, 20);
+        let objects = [(1, 10, Some(crc_of(&name(1, 10)))), (11, 20, None)];
+        let mut truncated = archive_listing(&objects);
+        truncated.sizes[1] = 90;
+        let (state, _) = archive_pending(State::default(), &entries[..1], &[]);
+        let conflict = Conflict { name: n.clone(), local_size: 100, local_crc32c: 1, archived_size: 90, archived_crc32c: 2 };
+        let state = State { conflicts: vec![conflict.clone()], ..state };
+        // The object found is still there, without a record, at the size found.
+        let report = scan(state.clone(), &listing(&entries), Some(&truncated));
+        assert_eq!(report.conflicts, [conflict.clone()]);
+        assert!(report.pending.is_empty(), "a conflict is not retried");
+        assert_eq!(report.state.last_archived_lsn, Some(10));
+        // Replaced by an object of the local file's size: compared again.
+        let replaced = archive_listing(&objects);
+        let report = scan(state.clone(), &listing(&entries), Some(&replaced));
+        assert!(report.conflicts.is_empty());
+        assert_eq!(report.pending.names(), [n.clone()]);
+        // A conflict of equal sizes cannot be told from the right object by
+        // its size: compared again.
+        let same_size = Conflict { archived_size: 100, ..conflict };
+        let report = scan(State { conflicts: vec![same_size], ..state }, &listing(&entries), Some(&replaced));
         assert!(report.conflicts.is_empty());
         assert_eq!(report.pending.names(), [n]);
     }

@@ -275,6 +275,37 @@ fn reports_a_conflict_on_an_object_cut_short_after_its_record() {
     assert_exit(&status(false), 0);
 }
 
+/// A reader that stops reading (`| head`) ends the report, not the
+/// command: no panic, and the exit code is the command's own (0 for a sound
+/// archive, 1 for a finding). A report that cannot be written (a full disk
+/// under a redirection) is exit 2 naming standard output.
+#[test]
+fn keeps_its_exit_code_when_the_reader_leaves_and_fails_when_the_report_cannot_be_written() {
+    let dir = Dir::new();
+    dir.chain(3, 2000);
+    assert_exit(&dir.archive_once(&[]), 0);
+    let url = dir.archive_url();
+    let closed = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Stdio::from(writer)
+    };
+    let wal = dir.wal();
+    for args in [vec!["status", "--wal-dir", wal.to_str().unwrap(), "--to", &url], vec!["verify", "--json", "--to", &url], vec!["verify", "--to", &url]] {
+        let out = dir.cmd(&args).stdout(closed()).output().unwrap();
+        assert_exit(&out, 0);
+        assert!(!stderr(&out).contains("panicked"), "{args:?}: {}", stderr(&out));
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let out = dir.cmd(&args).stdout(Stdio::from(full)).output().unwrap();
+        assert_exit(&out, 2);
+        assert!(stderr(&out).contains("cannot write the report to standard output: No space left on device"), "{args:?}: {}", stderr(&out));
+    }
+    // A finding keeps its 1 with the reader gone.
+    std::fs::remove_file(dir.archive_dir().join(segment_name(101, 200))).unwrap();
+    let out = dir.cmd(&["verify", "--json", "--to", &url]).stdout(closed()).output().unwrap();
+    assert_exit(&out, 1);
+}
+
 /// Part 2: the last check before a delete reads the object back. A byte
 /// flipped in an archived object (same size, the record intact) since the
 /// run that archived it stops the delete of that segment.

@@ -29,6 +29,52 @@ use wal_archiver::storage::Storage;
 use wal_archiver::store::{Archive, DEFAULT_REQUEST_RETRIES};
 use wal_archiver::wal::WalDir;
 
+/// The command's report on standard output. A reader that stops reading
+/// (`| head`) ends the report there but not the command, whose exit code
+/// stays its own; any other failure to write (a full disk under a
+/// redirection) ends the report too, and the command exits 2 naming it.
+mod output {
+    use std::io::{self, Write};
+    use std::sync::Mutex;
+
+    /// None while writing goes on; then how it ended.
+    static ENDED: Mutex<Option<io::Error>> = Mutex::new(None);
+
+    pub fn write(args: std::fmt::Arguments<'_>) {
+        let mut ended = ENDED.lock().unwrap_or_else(|e| e.into_inner());
+        if ended.is_some() {
+            return;
+        }
+        if let Err(e) = io::stdout().lock().write_fmt(args) {
+            *ended = Some(e);
+        }
+    }
+
+    /// Flushes the report; the failure to write it, unless the reader left.
+    pub fn finish() -> io::Result<()> {
+        let mut ended = ENDED.lock().unwrap_or_else(|e| e.into_inner());
+        if ended.is_none()
+            && let Err(e) = io::stdout().lock().flush()
+        {
+            *ended = Some(e);
+        }
+        match ended.take() {
+            Some(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `println!` for the report: through [`output`].
+macro_rules! outln {
+    () => {
+        output::write(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        output::write(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 /// The state file's name when it lives in the WAL directory (the default).
 const DEFAULT_STATE_NAME: &str = ".wal-archiver-state.json";
 
@@ -534,10 +580,17 @@ fn main() -> ExitCode {
             logs.json().flatten_event(true).with_current_span(false).with_span_list(false).init()
         }
     }
-    match run(cli) {
+    let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
             say(tracing::Level::ERROR, &format!("{e:#}"));
+            ExitCode::from(2)
+        }
+    };
+    match output::finish() {
+        Ok(()) => code,
+        Err(e) => {
+            say(tracing::Level::ERROR, &format!("cannot write the report to standard output: {e}"));
             ExitCode::from(2)
         }
     }
@@ -553,13 +606,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ContentArg::Wal => wal_archiver::generate::Content::Wal,
             };
             let paths = wal_archiver::generate::generate_content(&dir, count, size, start_lsn, content)?;
-            println!("wrote {} segments of {} bytes to {}", paths.len(), size, dir.display());
+            outln!("wrote {} segments of {} bytes to {}", paths.len(), size, dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Component { out } => {
             let bytes = wal_archiver::component::EMBEDDED_COMPONENT;
             std::fs::write(&out, bytes).with_context(|| format!("cannot write {}", out.display()))?;
-            println!("wrote the planner component ({} bytes) to {}", bytes.len(), out.display());
+            outln!("wrote the planner component ({} bytes) to {}", bytes.len(), out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { target, json, current_lsn } => status(&Settings::new(target, None)?, json, current_lsn),
@@ -612,9 +665,9 @@ fn verify(url: &str, from: Option<u64>, until: Option<u64>, deep: bool, as_json:
         Ok(o) => o,
         Err(code) => {
             if as_json {
-                println!("{}", serde_json::to_string_pretty(&json!({"archive": archive.url(), "sound": false}))?);
+                outln!("{}", serde_json::to_string_pretty(&json!({"archive": archive.url(), "sound": false}))?);
             } else {
-                println!("NOT sound");
+                outln!("NOT sound");
             }
             return Ok(code);
         }
@@ -622,10 +675,10 @@ fn verify(url: &str, from: Option<u64>, until: Option<u64>, deep: bool, as_json:
     if as_json {
         let mut doc = serde_json::to_value(&outcome)?;
         doc["sound"] = json!(outcome.is_sound());
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         let stored = if outcome.stored_bytes == outcome.bytes { String::new() } else { format!(", {} stored", human_bytes(outcome.stored_bytes)) };
-        println!(
+        outln!(
             "{} segments ({}{stored}) in {} from LSN {} to {}{}",
             outcome.segments,
             human_bytes(outcome.bytes),
@@ -635,9 +688,9 @@ fn verify(url: &str, from: Option<u64>, until: Option<u64>, deep: bool, as_json:
             if deep { ", every one read back" } else { "" }
         );
         for f in &outcome.findings {
-            println!("{f}");
+            outln!("{f}");
         }
-        println!("{}", if outcome.is_sound() { "sound" } else { "NOT sound" });
+        outln!("{}", if outcome.is_sound() { "sound" } else { "NOT sound" });
     }
     Ok(if outcome.is_sound() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -660,7 +713,7 @@ fn restore(url: &str, into: &Path, from: Option<u64>, until: Option<u64>, concur
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    println!(
+    outln!(
         "restored {} segments ({}) into {} up to LSN {}; {} already there",
         s.restored.len(),
         human_bytes(s.bytes),
@@ -677,9 +730,9 @@ fn prune(url: &str, before: u64, dry_run: bool, arg: &ArchiveArg) -> Result<Exit
     let mut planner = runtime.session(None)?;
     let summary = rt.block_on(wal_archiver::restore::prune(&archive, &mut planner, before, dry_run))?;
     for name in &summary.segments {
-        println!("{} {name}", if dry_run { "would delete" } else { "deleted" });
+        outln!("{} {name}", if dry_run { "would delete" } else { "deleted" });
     }
-    println!(
+    outln!(
         "{} {} segments below LSN {}; the chain {} from LSN {}",
         if dry_run { "would prune" } else { "pruned" },
         summary.segments.len(),
@@ -1010,25 +1063,25 @@ fn watermark_text(state: &wit::ArchiverState) -> String {
 fn print_summary(archiver: &Archiver, s: &Summary) {
     let sent = s.archived.iter().filter(|a| !a.existed).count();
     let compared = s.archived.len() - sent;
-    println!("archived {sent} segments ({}) to {}", human_bytes(s.bytes_archived()), archiver.storage().archive.url());
+    outln!("archived {sent} segments ({}) to {}", human_bytes(s.bytes_archived()), archiver.storage().archive.url());
     if compared > 0 {
-        println!("already in the archive, compared with the local files: {compared}");
+        outln!("already in the archive, compared with the local files: {compared}");
     }
-    println!("last archived LSN: {}", watermark_text(&s.state));
-    println!("failed: {}", s.failed.len());
+    outln!("last archived LSN: {}", watermark_text(&s.state));
+    outln!("failed: {}", s.failed.len());
     for f in &s.failed {
-        println!("  {} (attempt {}): {}", f.name, f.attempts, f.last_reason);
+        outln!("  {} (attempt {}): {}", f.name, f.attempts, f.last_reason);
     }
     if !s.conflicts.is_empty() {
-        println!("in conflict: {}", s.conflicts.len());
+        outln!("in conflict: {}", s.conflicts.len());
         for c in &s.conflicts {
-            println!("  {}", describe_conflict(c));
+            outln!("  {}", describe_conflict(c));
         }
     }
     if archiver.config().delete_after_archive {
-        println!("deleted locally: {}", s.deleted.len());
+        outln!("deleted locally: {}", s.deleted.len());
         for f in &s.not_deleted {
-            println!("  not deleted {}: {}", f.name, f.last_reason);
+            outln!("  not deleted {}: {}", f.name, f.last_reason);
         }
     }
     print_findings("skipped: ", &s.skipped, &s.breaks, &s.off_chain, &s.pruned);
@@ -1037,18 +1090,18 @@ fn print_summary(archiver: &Archiver, s: &Summary) {
 /// Skipped entries, breaks, segments off the chain and pruned ones, as
 /// `archive` and `status` print them.
 fn print_findings(skipped_label: &str, skipped: &[wit::SkippedEntry], breaks: &[wit::ChainBreak], off_chain: &[String], pruned: &[String]) {
-    println!("{skipped_label}{}", skipped.len());
+    outln!("{skipped_label}{}", skipped.len());
     for k in skipped {
-        println!("  {}: {}", k.name, describe_skip(&k.reason));
+        outln!("  {}: {}", k.name, describe_skip(&k.reason));
     }
     for b in breaks {
-        println!("{}", describe_break(b));
+        outln!("{}", describe_break(b));
     }
     for name in off_chain {
-        println!("not on the chain (its LSNs are held by others): {name}");
+        outln!("not on the chain (its LSNs are held by others): {name}");
     }
     for name in pruned {
-        println!("pruned from the archive, kept locally, never uploaded again: {name}");
+        outln!("pruned from the archive, kept locally, never uploaded again: {name}");
     }
 }
 
@@ -1089,39 +1142,39 @@ fn status(settings: &Settings, as_json: bool, current_lsn: Option<u64>) -> Resul
             "strays": scan.strays.iter().map(|k| json!({"name": k.name, "reason": describe_skip(&k.reason)})).collect::<Vec<_>>(),
             "unverified": scan.unverified,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(code);
     }
-    println!("archive:            {}", archiver.storage().archive.url());
-    println!("last archived LSN:  {}", watermark_text(st));
+    outln!("archive:            {}", archiver.storage().archive.url());
+    outln!("last archived LSN:  {}", watermark_text(st));
     if let Some(start) = st.chain_start {
-        println!("chain start:        {}", format_lsn(start));
+        outln!("chain start:        {}", format_lsn(start));
     }
-    println!("segments archived:  {} ({})", st.segments_archived, human_bytes(st.bytes_archived));
-    println!("failures:           {}", st.failures);
-    println!("RPO gap:            {rpo_gap} LSNs at current LSN {}", format_lsn(current));
-    println!("pending:            {}", scan.pending.len());
+    outln!("segments archived:  {} ({})", st.segments_archived, human_bytes(st.bytes_archived));
+    outln!("failures:           {}", st.failures);
+    outln!("RPO gap:            {rpo_gap} LSNs at current LSN {}", format_lsn(current));
+    outln!("pending:            {}", scan.pending.len());
     for (name, _) in scan.pending.iter() {
-        println!("  {name}");
+        outln!("  {name}");
     }
     if !scan.to_confirm.is_empty() {
-        println!("to compare with the archive: {}", scan.to_confirm.len());
+        outln!("to compare with the archive: {}", scan.to_confirm.len());
         for (name, _) in scan.to_confirm.iter() {
-            println!("  {name}");
+            outln!("  {name}");
         }
     }
     for f in st.failing.iter() {
-        println!("failing: {} ({} attempts): {}", f.name, f.attempts, f.last_reason);
+        outln!("failing: {} ({} attempts): {}", f.name, f.attempts, f.last_reason);
     }
     for c in &scan.conflicts {
-        println!("{}", describe_conflict(c));
+        outln!("{}", describe_conflict(c));
     }
     print_findings("skipped:            ", &scan.skipped, &scan.breaks, &scan.off_chain, &scan.pruned);
     for k in &scan.strays {
-        println!("not a segment, in the archive ({}): {:?}", describe_skip(&k.reason), k.name);
+        outln!("not a segment, in the archive ({}): {:?}", describe_skip(&k.reason), k.name);
     }
     for name in &scan.unverified {
-        println!("no recorded checksum, in the archive: {name}");
+        outln!("no recorded checksum, in the archive: {name}");
     }
     Ok(code)
 }

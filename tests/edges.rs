@@ -306,6 +306,31 @@ fn keeps_its_exit_code_when_the_reader_leaves_and_fails_when_the_report_cannot_b
     assert_exit(&out, 1);
 }
 
+/// Reading commands never create an archive: status, verify, restore and
+/// prune of a local archive that is not there say so, name it, exit 2 and
+/// leave nothing behind.
+#[test]
+fn reading_commands_say_a_missing_local_archive_does_not_exist_and_create_nothing() {
+    let dir = Dir::new();
+    dir.chain(2, 1000);
+    let missing = dir.path().join("no-archive");
+    let m = missing.to_str().unwrap();
+    let (wal, into) = (dir.wal(), dir.path().join("into"));
+    let state = dir.path().join("state.json");
+    for args in [
+        vec!["status", "--wal-dir", wal.to_str().unwrap(), "--to", m, "--state", state.to_str().unwrap()],
+        vec!["verify", "--to", m],
+        vec!["restore", "--from", m, "--into", into.to_str().unwrap()],
+        vec!["prune", "--to", m, "--before-lsn", "100"],
+    ] {
+        let out = dir.cmd(&args).output().unwrap();
+        assert_exit(&out, 2);
+        assert!(stderr(&out).contains(&format!("{m} does not exist")), "{args:?}: {}", stderr(&out));
+        assert!(!missing.exists(), "{args:?} created the archive");
+    }
+    assert!(!into.exists(), "restore created its target for a missing archive");
+}
+
 /// Part 2: the last check before a delete reads the object back. A byte
 /// flipped in an archived object (same size, the record intact) since the
 /// run that archived it stops the delete of that segment.

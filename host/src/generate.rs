@@ -15,8 +15,10 @@ use std::path::{Path, PathBuf};
 pub enum GenerateError {
     #[error("cannot write segment {}: {cause}", path.display())]
     Io { path: PathBuf, cause: io::Error },
+    #[error("cannot {verb} directory {}: {cause}", path.display())]
+    Dir { verb: &'static str, path: PathBuf, cause: io::Error },
     #[error("cannot generate segments: {0}")]
-    Range(&'static str),
+    Range(String),
 }
 
 /// What sample segments hold.
@@ -42,19 +44,28 @@ pub fn generate(dir: &Path, count: u64, size: u64, start_lsn: u64) -> Result<Vec
 /// [`generate`], with the given kind of content.
 pub fn generate_content(dir: &Path, count: u64, size: u64, start_lsn: u64, content: Content) -> Result<Vec<PathBuf>, GenerateError> {
     if size == 0 {
-        return Err(GenerateError::Range("the segment size must be at least 1 byte"));
+        return Err(GenerateError::Range("the segment size must be at least 1 byte".into()));
+    }
+    // All of them or none: the last LSN asked for must exist.
+    let end = u128::from(start_lsn) + u128::from(count) * u128::from(size);
+    if end > u128::from(u64::MAX) + 1 {
+        let fit = (u128::from(u64::MAX) + 1 - u128::from(start_lsn)) / u128::from(size);
+        return Err(GenerateError::Range(format!(
+            "{count} segments of {size} bytes from LSN {start_lsn:#x} would pass the last LSN, {:#x}; at most {fit} fit",
+            u64::MAX
+        )));
     }
     let io_err = |path: &Path| {
         let path = path.to_owned();
         move |cause| GenerateError::Io { path, cause }
     };
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    std::fs::create_dir_all(dir).map_err(|cause| GenerateError::Dir { verb: "create", path: dir.to_owned(), cause })?;
     let mut out = Vec::new();
     let mut first = start_lsn;
     for _ in 0..count {
         let last = first
             .checked_add(size - 1)
-            .ok_or(GenerateError::Range("the LSNs would pass u64::MAX"))?;
+            .ok_or_else(|| GenerateError::Range("the LSNs would pass u64::MAX".into()))?;
         let name = format!("wal-{first:016x}-{last:016x}.seg");
         let path = dir.join(&name);
         if path.symlink_metadata().is_ok() {
@@ -79,7 +90,7 @@ pub fn generate_content(dir: &Path, count: u64, size: u64, start_lsn: u64, conte
             None => break,
         };
     }
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|cause| GenerateError::Dir { verb: "sync", path: dir.to_owned(), cause })?;
     Ok(out)
 }
 
@@ -207,6 +218,23 @@ mod tests {
         generate(dir.path(), 1, 10, 1).unwrap();
         let err = generate(dir.path(), 1, 10, 1).unwrap_err();
         assert!(err.to_string().contains("already exists"), "{err}");
+    }
+
+    #[test]
+    fn writes_none_when_not_all_asked_for_fit_below_the_last_lsn() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = generate(dir.path(), 2, 4096, 0xffff_ffff_ffff_f000).unwrap_err();
+        assert!(err.to_string().contains("2 segments of 4096 bytes from LSN 0xfffffffffffff000 would pass the last LSN"), "{err}");
+        assert!(err.to_string().contains("at most 1 fit"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "a segment was written");
+        // Exactly up to the last LSN: all of them.
+        assert_eq!(generate(dir.path(), 1, 4096, 0xffff_ffff_ffff_f000).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn names_the_directory_it_cannot_create() {
+        let err = generate(Path::new("/proc/no-such/wal"), 1, 10, 1).unwrap_err();
+        assert!(err.to_string().starts_with("cannot create directory /proc/no-such/wal: "), "{err}");
     }
 
     #[test]

@@ -743,13 +743,15 @@ fn prune(url: &str, before: u64, dry_run: bool, arg: &ArchiveArg) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-/// Builds the archiver: the WAL directory (locked when `lock`), the state
-/// file (checked before anything is created), then the archive.
-fn open(settings: &Settings, rt: &tokio::runtime::Runtime, lock: bool) -> Result<(Archiver, Option<DirLock>)> {
+/// Builds the archiver: the WAL directory, the state file (checked before
+/// anything is created), then the archive. `archiving` locks the WAL
+/// directory and makes a local archive that is not there yet; without it
+/// (status) nothing is created.
+fn open(settings: &Settings, rt: &tokio::runtime::Runtime, archiving: bool) -> Result<(Archiver, Option<DirLock>)> {
     // The archiver's own files: the lock, and the default state file even
     // when --state has moved the state elsewhere (it may be left from before).
     let mut wal = WalDir::open(&settings.wal_dir)?.hide(LOCK_NAME).hide(DEFAULT_STATE_NAME).hide(format!("{DEFAULT_STATE_NAME}.tmp"));
-    let held = if lock { Some(DirLock::acquire(wal.root())?) } else { None };
+    let held = if archiving { Some(DirLock::acquire(wal.root())?) } else { None };
     let state_path = settings.state_file();
     if let Some(path) = &state_path
         && let Some(name) = path.file_name()
@@ -766,7 +768,13 @@ fn open(settings: &Settings, rt: &tokio::runtime::Runtime, lock: bool) -> Result
     {
         return Err(e.into());
     }
-    let archive = Archive::open_with(&settings.url, &settings.storage_options, settings.request_retries as usize)?
+    let retries = settings.request_retries as usize;
+    let archive = if archiving {
+        Archive::open_with(&settings.url, &settings.storage_options, retries)?
+    } else {
+        Archive::open_existing(&settings.url, &settings.storage_options, retries)?
+    };
+    let archive = archive
         .with_compression(settings.compression)
         .with_single_put_max(settings.single_put_max);
     let config = wit::ArchiverConfig {

@@ -78,8 +78,15 @@ pub fn open(url: &str, options: &[(String, String)], request_retries: usize, cre
         ObjectStoreScheme::Local => {
             no_options("local")?;
             let dir = parsed.to_file_path().map_err(|()| bad(url, "not an absolute local path"))?;
-            if !create && !dir.is_dir() {
-                return Err(bad(url, format!("{} is not a directory", dir.display())));
+            if !create {
+                match std::fs::symlink_metadata(&dir) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => return Err(bad(url, format!("{} is not a directory (a symlink is not followed)", dir.display()))),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(bad(url, format!("{} does not exist (nothing was archived there yet?)", dir.display())));
+                    }
+                    Err(e) => return Err(bad(url, format!("cannot use {}: {e}", dir.display()))),
+                }
             }
             return Ok(Archive::local(LocalDir::open(&dir, create)?, url));
         }

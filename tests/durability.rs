@@ -486,16 +486,55 @@ fn loses_nothing_when_the_archive_disk_is_full_compressing() {
     assert_exit(&dir.cmd(&["verify", "--deep", "--to", &url]).output().unwrap(), 0);
 }
 
-/// Builds `tests/testdata/fail_sync.c` into a preloadable library, once.
+/// Builds `tests/testdata/{name}.c` into a preloadable library.
+fn build_shim(name: &str) -> std::path::PathBuf {
+    let src = format!("{}/../tests/testdata/{name}.c", env!("CARGO_MANIFEST_DIR"));
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}.so", std::process::id()));
+    let cc = std::process::Command::new("cc").args(["-shared", "-fPIC", "-O2", "-o"]).arg(&out).arg(&src).arg("-ldl").output().expect("cannot run cc");
+    assert!(cc.status.success(), "cannot build {src}: {}", String::from_utf8_lossy(&cc.stderr));
+    out
+}
+
+/// `tests/testdata/fail_sync.c`, built once.
 fn fail_sync_shim() -> &'static std::path::Path {
     static SHIM: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    SHIM.get_or_init(|| {
-        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/testdata/fail_sync.c");
-        let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fail_sync-{}.so", std::process::id()));
-        let cc = std::process::Command::new("cc").args(["-shared", "-fPIC", "-O2", "-o"]).arg(&out).arg(src).arg("-ldl").output().expect("cannot run cc");
-        assert!(cc.status.success(), "cannot build {src}: {}", String::from_utf8_lossy(&cc.stderr));
-        out
-    })
+    SHIM.get_or_init(|| build_shim("fail_sync"))
+}
+
+/// A kernel copy that comes out wrong (`tests/testdata/bad_copy.c` flips a
+/// byte of what `copy_file_range` wrote, and reports success): the copy
+/// does not read back as the segment summed from its own descriptor, so
+/// nothing is published, nothing is recorded, and the error names the copy
+/// and both checksums. With a sound copy, the same run archives everything.
+#[test]
+fn publishes_nothing_that_the_kernel_copied_wrongly() {
+    let dir = Dir::new();
+    let paths = dir.chain(3, 100_000);
+    let shim = build_shim("bad_copy");
+    let run = |bad: bool| {
+        let mut cmd = dir.cmd(&["archive", "--once", "--max-attempts", "1", "--wal-dir", dir.wal().to_str().unwrap(), "--to", &dir.archive_url()]);
+        cmd.env("LD_PRELOAD", &shim);
+        if bad {
+            cmd.env("BAD_COPY", "1");
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(true);
+    assert_exit(&out, 1);
+    assert!(stdout(&out).contains("failed: 3"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("were written but 100000 with CRC32C"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("last archived LSN: none yet"), "{}", stdout(&out));
+    let names = dir.archived_names();
+    assert!(!names.iter().any(|n| n.ends_with(".seg")), "a bad copy was published: {names:?}");
+    assert!(!names.iter().any(|n| n.contains(".crc32c-")), "a bad copy was recorded: {names:?}");
+    for p in &paths {
+        assert!(p.exists());
+    }
+    let out = run(false);
+    assert_exit(&out, 0);
+    for p in &paths {
+        dir.assert_archived(p);
+    }
 }
 
 /// fsync and fdatasync failing with EIO (syscall fault injection through

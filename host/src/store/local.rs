@@ -20,8 +20,10 @@
 //!
 //! What "verified" means here: the object under the key was copied from the
 //! segment's open descriptor while it did not change, holds as many bytes,
-//! and its CRC32C, read back from the copy itself, is the one recorded;
-//! its data was synced before it got its key. The read-back comes from the
+//! and its CRC32C, read back from the copy itself, equals the segment's own,
+//! summed from the same descriptor (the kernel copies unseen: a copy it or
+//! the filesystem got wrong is found before it is published); that CRC32C
+//! is the one recorded, and its data was synced before it got its key. The read-back comes from the
 //! page cache: a disk that later returns other bytes is found by
 //! `verify --deep`, which reads every object back.
 //! Nothing here follows a symlink: listings report symlinks as strays, and
@@ -88,9 +90,9 @@ impl Tmp {
 }
 
 /// A copy made in a staging file: the file, the object's size and CRC32C as
-/// read back, the file's bytes it holds when compressed, and whether
+/// read back, the file's bytes it holds (summed from the file), and whether
 /// `_staging/` was made for it.
-type StagedCopy = (Tmp, u64, u32, Option<Sum>, bool);
+type StagedCopy = (Tmp, u64, u32, Sum, bool);
 
 /// What staging a segment gave.
 #[derive(Debug)]
@@ -211,16 +213,30 @@ impl LocalDir {
             let copied = (|| {
                 let tmp_path = tmp.shown(&dest2);
                 let (n, read) = match level {
-                    None => (copy(&src, &src_path, &mut tmp.file, &tmp_path)?, None),
+                    None => {
+                        let n = copy(&src, &src_path, &mut tmp.file, &tmp_path)?;
+                        // The file's own bytes, summed from its descriptor:
+                        // the kernel copied them unseen, and a copy it or the
+                        // filesystem got wrong (zeros where data was) must
+                        // not be published with a record of its own.
+                        let (size, crc) = crate::wal::checksum_reader(&src, &src_path)?;
+                        if size != n {
+                            return Err(StorageError::Changed {
+                                path: src_path.clone(),
+                                why: format!("{n} bytes were copied but it has {size}"),
+                            });
+                        }
+                        (n, Sums { read: Sum { size, crc }, object: Sum { size, crc } })
+                    }
                     Some(level) => {
                         let sums = pack(src, &src_path, level, &mut tmp.file, &tmp_path)?;
-                        (sums.object.size, Some(sums))
+                        (sums.object.size, sums)
                     }
                 };
                 let (read_back, crc) = crate::wal::checksum_reader(&tmp.file, &tmp_path)?;
-                // The copy holds what was made: for a compressed one, bytes
-                // that were checked to decode to the file's.
-                let made_crc = read.map_or(crc, |s| s.object.crc);
+                // The copy holds what was made: the file's bytes, or for a
+                // compressed one, bytes that were checked to decode to them.
+                let made_crc = read.object.crc;
                 if read_back != n || crc != made_crc {
                     return Err(StorageError::Io {
                         verb: "read back",
@@ -230,7 +246,7 @@ impl LocalDir {
                         )),
                     });
                 }
-                Ok((n, crc, read.map(|s| s.read)))
+                Ok((n, crc, read.read))
             })();
             match copied {
                 Ok((n, crc, read)) => Ok(Some((tmp, n, crc, read, made))),
@@ -244,7 +260,6 @@ impl LocalDir {
         let Some((tmp, copied, crc, read, made)) = staged else {
             return Ok(Staged::Existing);
         };
-        let read = read.unwrap_or(Sum { size: copied, crc });
         if tmp.named.is_some() {
             self.unnamed.store(false, Ordering::Relaxed);
         }

@@ -593,10 +593,15 @@ fn counts_nothing_archived_when_a_sync_fails() {
     }
     assert!(stdout(&out).contains("last archived LSN: none yet"), "{}", stdout(&out));
 
-    // The state file cannot be synced: the run stops, naming it.
+    // The state file cannot be synced: the run goes on (the state is a
+    // cache, and a full WAL disk must not stop the deletes that free it),
+    // names the file and the cause, and exits 1.
     let out = run(&[("FAIL_SYNC_UNDER", state.to_str().unwrap())]);
-    assert_exit(&out, 2);
-    assert!(stderr(&out).contains(&format!("cannot sync state file {}: Input/output error", state.display())), "{}", stderr(&out));
+    assert_exit(&out, 1);
+    let why = format!("cannot sync state file {}: Input/output error", state.display());
+    assert!(stdout(&out).contains(&format!("state file not saved: {why}")), "{}", stdout(&out));
+    assert!(stderr(&out).contains(&why), "{}", stderr(&out));
+    assert!(stdout(&out).contains("last archived LSN: 0x000000000000012c (300)"), "{}", stdout(&out));
     assert!(!dir.path().join("state.json.tmp").exists(), "a temporary state file was left behind");
 
     // A sound disk: the copies are compared, made durable, and counted.
@@ -608,6 +613,36 @@ fn counts_nothing_archived_when_a_sync_fails() {
         dir.assert_archived(p);
     }
     assert_exit(&dir.cmd(&["verify", "--deep", "--to", &dir.archive_url()]).output().unwrap(), 0);
+}
+
+/// A state file that cannot be saved (its disk full or failing) does not
+/// stop the run: the segments are archived and, being proven archived,
+/// deleted, which is what frees a full WAL disk. The run says the state was
+/// not saved, names the file and the cause, and exits 1.
+#[test]
+fn archives_and_deletes_when_the_state_file_cannot_be_saved() {
+    let dir = Dir::new();
+    let paths = dir.chain(3, 100_000);
+    let state = dir.path().join("state.json");
+    let wal = dir.wal();
+    let url = dir.archive_url();
+    let out = dir
+        .cmd(&["archive", "--once", "--delete-after-archive", "--wal-dir", wal.to_str().unwrap(), "--to", &url, "--state", state.to_str().unwrap()])
+        .env("LD_PRELOAD", fail_sync_shim())
+        .env("FAIL_SYNC_UNDER", state.to_str().unwrap())
+        .output()
+        .unwrap();
+    assert_exit(&out, 1);
+    assert!(stdout(&out).contains(&format!("state file not saved: cannot sync state file {}: Input/output error", state.display())), "{}", stdout(&out));
+    assert!(stdout(&out).contains("deleted locally: 3"), "{}", stdout(&out));
+    for p in &paths {
+        assert!(!p.exists(), "{} was not deleted", p.display());
+    }
+    assert_exit(&dir.cmd(&["verify", "--deep", "--to", &url]).output().unwrap(), 0);
+    // The next run, on a sound disk, saves it and finds nothing left to do.
+    let out = dir.cmd(&["archive", "--once", "--wal-dir", wal.to_str().unwrap(), "--to", &url, "--state", state.to_str().unwrap()]).output().unwrap();
+    assert_exit(&out, 0);
+    assert!(state.exists());
 }
 
 /// The folder made for the first checksum records is a new name in the

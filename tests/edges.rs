@@ -306,9 +306,10 @@ fn keeps_its_exit_code_when_the_reader_leaves_and_fails_when_the_report_cannot_b
     assert_exit(&out, 1);
 }
 
-/// Reading commands never create an archive: status, verify, restore and
-/// prune of a local archive that is not there say so, name it, exit 2 and
-/// leave nothing behind.
+/// Reading commands never create an archive. Verify, restore and prune of
+/// a local archive that is not there say so, name it, exit 2 and leave
+/// nothing behind; status (before the first run, say) shows it as not
+/// there yet, with everything pending, and does not make it either.
 #[test]
 fn reading_commands_say_a_missing_local_archive_does_not_exist_and_create_nothing() {
     let dir = Dir::new();
@@ -317,8 +318,13 @@ fn reading_commands_say_a_missing_local_archive_does_not_exist_and_create_nothin
     let m = missing.to_str().unwrap();
     let (wal, into) = (dir.wal(), dir.path().join("into"));
     let state = dir.path().join("state.json");
+    let out = dir.cmd(&["status", "--wal-dir", wal.to_str().unwrap(), "--to", m, "--state", state.to_str().unwrap()]).output().unwrap();
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("(not there yet: the first archive run makes it)"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("pending:            2"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("chain start:        not set yet"), "{}", stdout(&out));
+    assert!(!missing.exists(), "status created the archive");
     for args in [
-        vec!["status", "--wal-dir", wal.to_str().unwrap(), "--to", m, "--state", state.to_str().unwrap()],
         vec!["verify", "--to", m],
         vec!["restore", "--from", m, "--into", into.to_str().unwrap()],
         vec!["prune", "--to", m, "--before-lsn", "100"],

@@ -64,6 +64,11 @@ pub struct Summary {
     pub pending: usize,
     /// The last LSN of the newest segment in the WAL directory's listing.
     pub newest_lsn: Option<u64>,
+    /// Why the state file could not be saved, when its last save in this
+    /// run failed. The run went on (the state is a cache of what the archive
+    /// holds, and every delete has its own proof): a full WAL disk must not
+    /// stop the deletes that free it.
+    pub state_not_saved: Option<String>,
 }
 
 impl Summary {
@@ -73,6 +78,7 @@ impl Summary {
         self.failed.is_empty()
             && self.not_deleted.is_empty()
             && self.conflicts.is_empty()
+            && self.state_not_saved.is_none()
             && !self.breaks.iter().any(|b| matches!(b, wit::ChainBreak::Overlap(_)))
     }
 
@@ -87,6 +93,7 @@ impl Summary {
             .into_iter()
             .filter(|(n, _)| *n > 0)
             .map(|(n, what)| format!("{n} segment{} {what}", if n == 1 { "" } else { "s" }))
+            .chain(self.state_not_saved.as_ref().map(|_| "the state file not saved".to_owned()))
             .collect()
     }
 
@@ -110,6 +117,7 @@ impl Summary {
             strays: scan.strays.clone(),
             pending: scan.pending.len() + scan.to_confirm.len(),
             newest_lsn: None,
+            state_not_saved: None,
         }
     }
 }
@@ -130,6 +138,7 @@ impl From<CycleReport> for Summary {
             strays: Vec::new(),
             pending: 0,
             newest_lsn: None,
+            state_not_saved: None,
         }
     }
 }
@@ -266,6 +275,18 @@ impl Archiver {
         Ok(())
     }
 
+    /// Saves the state, noting a failure in `summary` instead of stopping
+    /// the run; a later save that succeeds clears the note.
+    fn save_noting(&self, state: &wit::ArchiverState, force: bool, summary: &mut Summary) {
+        match self.save(state, force) {
+            Ok(()) => summary.state_not_saved = None,
+            Err(e) => {
+                warn!("{e}; the run goes on, and the next save tries again");
+                summary.state_not_saved = Some(e.to_string());
+            }
+        }
+    }
+
     fn bad_plan(&self, why: String) -> ArchiveError {
         ArchiveError::BadPlan { plugin: self.runtime.plugin().to_owned(), why }
     }
@@ -299,6 +320,7 @@ impl Archiver {
             total.strays = pass.strays;
             total.pending = pass.pending;
             total.newest_lsn = total.newest_lsn.max(pass.newest_lsn);
+            total.state_not_saved = pass.state_not_saved;
         }
         // What failed in this run and is failing still, with its last reason.
         total.failed = state.failing.iter().filter(|f| tried.contains(segment_name(&f.name))).collect();
@@ -359,8 +381,8 @@ impl Archiver {
             )));
         }
         *state = scan.state.clone();
-        self.save(state, false)?;
         let mut summary = Summary::from_scan(state.clone(), &scan);
+        self.save_noting(state, false, &mut summary);
         let mut chain_recorded = self.record_chain_start(scan.record_chain_start);
 
         // Retries are kept for segments still to upload or to compare (a
@@ -447,7 +469,7 @@ impl Archiver {
         if !outcomes.is_empty() {
             self.record(&mut planner, state, std::mem::take(&mut outcomes), archive_listing, &mut summary, &mut chain_recorded)?;
         }
-        self.save(state, true)?;
+        self.save_noting(state, true, &mut summary);
 
         if chain_recorded {
             let (deleted, not_deleted) = self.delete_archived(&mut planner, state, &listing, &files)?;
@@ -582,7 +604,8 @@ impl Archiver {
         if report.record_chain_start.is_some() {
             *chain_recorded &= self.record_chain_start(report.record_chain_start);
         }
-        self.save(state, false)
+        self.save_noting(state, false, summary);
+        Ok(())
     }
 
     fn delete_archived(

@@ -772,7 +772,7 @@ fn open(settings: &Settings, rt: &tokio::runtime::Runtime, archiving: bool) -> R
     let archive = if archiving {
         Archive::open_with(&settings.url, &settings.storage_options, retries)?
     } else {
-        Archive::open_existing(&settings.url, &settings.storage_options, retries)?
+        Archive::open_to_look(&settings.url, &settings.storage_options, retries)?
     };
     let archive = archive
         .with_compression(settings.compression)
@@ -1092,6 +1092,9 @@ fn print_summary(archiver: &Archiver, s: &Summary) {
             outln!("  not deleted {}: {}", f.name, f.last_reason);
         }
     }
+    if let Some(why) = &s.state_not_saved {
+        outln!("state file not saved: {why}");
+    }
     print_findings("skipped: ", &s.skipped, &s.breaks, &s.off_chain, &s.pruned);
 }
 
@@ -1126,6 +1129,7 @@ fn status(settings: &Settings, as_json: bool, current_lsn: Option<u64>) -> Resul
         let list = |l: &wit::SegmentList| l.iter().map(|(n, s)| json!({"name": n, "size": s})).collect::<Vec<_>>();
         let doc = json!({
             "archive": archiver.storage().archive.url(),
+            "archive_exists": !archiver.storage().archive.is_absent(),
             "last_archived_lsn": st.last_archived_lsn,
             "chain_start": st.chain_start,
             "pruned_below": st.pruned_below,
@@ -1153,10 +1157,17 @@ fn status(settings: &Settings, as_json: bool, current_lsn: Option<u64>) -> Resul
         outln!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(code);
     }
-    outln!("archive:            {}", archiver.storage().archive.url());
+    let archive = &archiver.storage().archive;
+    if archive.is_absent() {
+        outln!("archive:            {} (not there yet: the first archive run makes it)", archive.url());
+    } else {
+        outln!("archive:            {}", archive.url());
+    }
     outln!("last archived LSN:  {}", watermark_text(st));
-    if let Some(start) = st.chain_start {
-        outln!("chain start:        {}", format_lsn(start));
+    match (st.chain_start, st.last_archived_lsn) {
+        (Some(start), Some(_)) => outln!("chain start:        {}", format_lsn(start)),
+        (Some(start), None) => outln!("chain start:        not set yet (the first segment archived sets it: {})", format_lsn(start)),
+        (None, _) => {}
     }
     outln!("segments archived:  {} ({})", st.segments_archived, human_bytes(st.bytes_archived));
     outln!("failures:           {}", st.failures);

@@ -292,6 +292,7 @@ pub async fn restore(
         PlanError::Broken(b) => RestoreError::NoChain { until, why: describe_break(&b) },
     })?;
     create_dir_durably(into)?;
+    remove_leftovers(into)?;
 
     // Everything is checked before the first byte is downloaded.
     let mut todo = Vec::new();
@@ -382,6 +383,49 @@ fn create_dir_durably(into: &Path) -> Result<(), RestoreError> {
         crate::wal::sync_dir(above).map_err(io_err("sync", above))?;
     }
     Ok(())
+}
+
+/// Removes what restores that were killed left in `into`: their temporary
+/// files, `.{segment}.{pid}-{n}.restoring`, whose process is gone (a restore
+/// still running keeps its own), and `.{segment}.restoring` of older builds.
+fn remove_leftovers(into: &Path) -> Result<(), RestoreError> {
+    let entries = std::fs::read_dir(into).map_err(|cause| RestoreError::Io { verb: "list", path: into.to_owned(), cause })?;
+    for entry in entries {
+        let entry = entry.map_err(|cause| RestoreError::Io { verb: "list", path: into.to_owned(), cause })?;
+        let Ok(name) = entry.file_name().into_string() else { continue };
+        let Some(middle) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".restoring")) else { continue };
+        // `{segment}` (older builds), or `{segment}.{pid}-{n}` of a process now gone.
+        let segment = if middle.ends_with(".seg") {
+            middle
+        } else {
+            let Some((segment, owner)) = middle.rsplit_once('.') else { continue };
+            let Some(pid) = owner.split_once('-').and_then(|(pid, n)| n.parse::<u64>().ok().and(pid.parse::<i32>().ok())) else { continue };
+            if process_is_alive(pid) {
+                continue;
+            }
+            segment
+        };
+        if !(segment.starts_with("wal-") && segment.ends_with(".seg")) {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_file() => {}
+            _ => continue,
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!(file = %path.display(), "removed what a killed restore left"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(cause) => return Err(RestoreError::Io { verb: "remove", path, cause }),
+        }
+    }
+    Ok(())
+}
+
+/// True while a process with this id exists (ours included).
+fn process_is_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
 /// Restores in flight in this process: each has a temporary name of its own.
@@ -529,4 +573,29 @@ pub async fn prune(archive: &Archive, planner: &mut Planner, before: u64, dry_ru
         }
     }
     Ok(PruneSummary { segments, pruned_below: order.pruned_below, chain_start: order.chain_start })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_what_killed_restores_left_and_keeps_a_running_ones_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = "wal-0000000000000001-0000000000000064.seg";
+        // A pid above the kernel's limit (pid_max is at most 2^22): no process has it.
+        let gone = format!(".{seg}.{}-0.restoring", 1 << 23);
+        let running = format!(".{seg}.{}-3.restoring", std::process::id());
+        let older = format!(".{seg}.restoring");
+        let others = [".notes.restoring", ".wal-x.seg.1-2.restoring.bak", "wal-0000000000000001-0000000000000064.seg", ".hidden"];
+        for name in [&gone, &running, &older].into_iter().chain(others.iter().map(|s| s.to_string()).collect::<Vec<_>>().iter()) {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        remove_leftovers(dir.path()).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        let mut want: Vec<String> = others.iter().map(|s| s.to_string()).chain([running]).collect();
+        want.sort();
+        assert_eq!(left, want);
+    }
 }

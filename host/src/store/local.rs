@@ -122,6 +122,8 @@ pub struct LocalDir {
     /// directory yet: the next sync of records syncs that directory too,
     /// else a power cut could take the folder with every record in it.
     new_folder: AtomicBool,
+    /// Opened to look at, and not there: lists as empty.
+    absent: bool,
 }
 
 fn io_at<'a>(verb: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StorageError + 'a {
@@ -150,6 +152,7 @@ impl LocalDir {
                 unnamed: AtomicBool::new(Path::new("/proc/self/fd").is_dir()),
                 staging_made: AtomicBool::new(false),
                 new_folder: AtomicBool::new(false),
+                absent: false,
             }),
             Ok(_) => Err(StorageError::Io {
                 verb: "use archive",
@@ -158,6 +161,23 @@ impl LocalDir {
             }),
             Err(cause) => Err(StorageError::Io { verb: "use archive", path: root.to_owned(), cause }),
         }
+    }
+
+    /// A directory that is not there, to look at (status before the first
+    /// run): it lists as empty while it is missing, and nothing makes it.
+    pub fn absent(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+            unnamed: AtomicBool::new(false),
+            staging_made: AtomicBool::new(false),
+            new_folder: AtomicBool::new(false),
+            absent: true,
+        }
+    }
+
+    /// True when opened as [`LocalDir::absent`].
+    pub fn is_absent(&self) -> bool {
+        self.absent
     }
 
     pub fn root(&self) -> &Path {
@@ -180,9 +200,12 @@ impl LocalDir {
     /// sub-folders, by its parts: never stopping at a name, never following
     /// a link.
     pub async fn list(&self) -> Result<Vec<(Vec<String>, bool, wit::EntryKind, u64)>, (PathBuf, io::Error)> {
-        let root = self.root.clone();
+        let (root, absent) = (self.root.clone(), self.absent);
         blocking(move || {
             let mut out = Vec::new();
+            if absent && std::fs::symlink_metadata(&root).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
+                return Ok(out);
+            }
             list_dir(&root, None, &mut out)?;
             for dir in OWN_DIRS {
                 let path = root.join(dir);

@@ -347,14 +347,26 @@ impl Archive {
     /// storage options, each checked; `request_retries` bounds
     /// object_store's own retries of one request.
     pub fn open_with(url: &str, options: &[(String, String)], request_retries: usize) -> Result<Self, StorageError> {
-        settings::open(url, options, request_retries, true)
+        settings::open(url, options, request_retries, settings::Presence::Create)
     }
 
     /// Opens an archive that must already exist: a local directory is not
     /// created (for verify, restore and prune, a typo must not look like an
     /// empty archive).
     pub fn open_existing(url: &str, options: &[(String, String)], request_retries: usize) -> Result<Self, StorageError> {
-        settings::open(url, options, request_retries, false)
+        settings::open(url, options, request_retries, settings::Presence::Existing)
+    }
+
+    /// Opens an archive to look at it (status): a local directory that is
+    /// not there reads as an empty archive and is not created
+    /// ([`Archive::is_absent`] says so).
+    pub fn open_to_look(url: &str, options: &[(String, String)], request_retries: usize) -> Result<Self, StorageError> {
+        settings::open(url, options, request_retries, settings::Presence::MayBeAbsent)
+    }
+
+    /// True for a local archive whose directory is not there (yet).
+    pub fn is_absent(&self) -> bool {
+        matches!(&self.backend, Backend::Local(dir) if dir.is_absent())
     }
 
     /// Whether `key` is an option of the backend that `url` names.

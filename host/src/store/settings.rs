@@ -60,9 +60,21 @@ pub fn install_tls_provider() {
     });
 }
 
-/// Opens an archive at `url`; see [`Archive::open_with`]. With `create`
-/// false, a local directory must exist already.
-pub fn open(url: &str, options: &[(String, String)], request_retries: usize, create: bool) -> Result<Archive, StorageError> {
+/// What opening a local archive does about its directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// Makes it if missing (archive).
+    Create,
+    /// It must be there (verify, restore, prune: a typo must not look like
+    /// an empty archive).
+    Existing,
+    /// Missing, it reads as empty and is not made (status before the first
+    /// run).
+    MayBeAbsent,
+}
+
+/// Opens an archive at `url`; see [`Archive::open_with`].
+pub fn open(url: &str, options: &[(String, String)], request_retries: usize, presence: Presence) -> Result<Archive, StorageError> {
     install_tls_provider();
     let parsed = Url::parse(url).map_err(|e| bad(url, e.to_string()))?;
     let url = parsed.as_str();
@@ -78,17 +90,20 @@ pub fn open(url: &str, options: &[(String, String)], request_retries: usize, cre
         ObjectStoreScheme::Local => {
             no_options("local")?;
             let dir = parsed.to_file_path().map_err(|()| bad(url, "not an absolute local path"))?;
-            if !create {
+            if presence != Presence::Create {
                 match std::fs::symlink_metadata(&dir) {
                     Ok(m) if m.is_dir() => {}
                     Ok(_) => return Err(bad(url, format!("{} is not a directory (a symlink is not followed)", dir.display()))),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && presence == Presence::MayBeAbsent => {
+                        return Ok(Archive::local(LocalDir::absent(&dir), url));
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         return Err(bad(url, format!("{} does not exist (nothing was archived there yet?)", dir.display())));
                     }
                     Err(e) => return Err(bad(url, format!("cannot use {}: {e}", dir.display()))),
                 }
             }
-            return Ok(Archive::local(LocalDir::open(&dir, create)?, url));
+            return Ok(Archive::local(LocalDir::open(&dir, presence == Presence::Create)?, url));
         }
         ObjectStoreScheme::Memory => {
             no_options("memory")?;

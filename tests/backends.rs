@@ -552,7 +552,7 @@ fn stages_segments_above_the_single_put_threshold() {
     std::fs::write(&config, "single-put-max = \"8GiB\"\n").unwrap();
     let out = archive_through(&dir, s3, &s3.endpoint, &s3.url("spm-big"), &["--config", config.to_str().unwrap()]);
     assert_exit(&out, 2);
-    assert!(stderr(&out).contains("single-put-max = 8589934592 from the config file"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("single-put-max = 8589934592 from config file {}, line 1", config.display())), "{}", stderr(&out));
 }
 
 /// A byte flipped in a segment's body on its way to S3: the store checks

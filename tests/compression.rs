@@ -342,7 +342,7 @@ fn refuses_an_unknown_compression_and_takes_one_from_the_config_file() {
     std::fs::write(&config, "compression = \"brotli\"\n").unwrap();
     let out = f.archive(&["--config", config.to_str().unwrap()]);
     assert_exit(&out, 2);
-    assert!(stderr(&out).contains("compression = \"brotli\" from the config file"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("compression = \"brotli\" from config file {}, line 1", config.display())), "{}", stderr(&out));
     assert!(!f.dir.archive_dir().exists(), "an archive was made before the settings were checked");
     std::fs::write(&config, "compression = \"zstd:1\"\n").unwrap();
     assert_exit(&f.archive(&["--config", config.to_str().unwrap()]), 0);

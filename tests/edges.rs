@@ -793,8 +793,9 @@ fn refuses_contradictory_retry_delays_and_config_values_out_of_range() {
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("at least one byte"), "{}", stderr(&out));
     let conf = dir.path().join("c.toml");
+    let place = format!("from config file {}, line 2", conf.display());
     for (text, want) in [
-        ("concurrency = 1000\n", "concurrency = 1000 from the config file: it must be between 1 and 256"),
+        ("wal-dir = \"w\"\nconcurrency = 1000\n", format!("concurrency = 1000 {place}: it must be between 1 and 256").as_str()),
         ("batch-size = 0\n", "batch-size = 0"),
         ("batch-bytes = 0\n", "batch-bytes = 0"),
         ("batch-bytes = \"12XB\"\n", "unknown unit \"XB\""),

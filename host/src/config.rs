@@ -83,19 +83,65 @@ pub struct ConfigFile {
 }
 
 impl ConfigFile {
-    /// Reads and parses a file. Unknown keys and wrong types are errors with their line.
+    /// Reads and parses a file. Unknown keys and wrong types are errors with
+    /// their line. Relative paths in it (`wal-dir`, `state`, and `to` when it
+    /// is a path) are taken from the file's own directory, wherever the
+    /// command runs from.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let source = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read { path: path.to_owned(), cause })?;
-        Self::parse(&source, path)
+        let mut file = Self::parse(&source, path)?;
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let from_base = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        file.wal_dir.as_mut().map(from_base);
+        file.state.as_mut().map(from_base);
+        if let Some(to) = &mut file.to
+            && !to.contains("://")
+            && Path::new(to.as_str()).is_relative()
+            && let Some(joined) = base.join(to.as_str()).to_str()
+        {
+            *to = joined.to_owned();
+        }
+        Ok(file)
     }
 
-    /// Parses the text of a file; `path` names it in errors.
+    /// Parses the text of a file; `path` names it in errors, with the line
+    /// and column, on one line.
     pub fn parse(source: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut file: ConfigFile = toml::from_str(source)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string().trim_end().replace('\n', "\n  ") })?;
+        let mut file: ConfigFile = toml::from_str(source).map_err(|e| {
+            let at = e.span().map(|span| {
+                let before = &source[..span.start.min(source.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                let text = source.lines().nth(line - 1).unwrap_or("").trim();
+                format!("line {line}, column {column} (`{text}`): ")
+            });
+            let message = e.message().trim_end().replace('\n', " ");
+            ConfigError::Parse { path: path.to_owned(), message: format!("{}{message}", at.unwrap_or_default()) }
+        })?;
         file.source = source.to_owned();
         file.path = path.to_owned();
         Ok(file)
+    }
+
+    /// Where `key` is set, for an error about its value: the file and the
+    /// line of its first `key =` (with `-` or `_`).
+    pub fn place_of(&self, key: &str) -> String {
+        let alt = key.replace('-', "_");
+        let line = self.source.lines().position(|l| {
+            let l = l.trim_start();
+            [key, alt.as_str()].iter().any(|k| l.strip_prefix(k).is_some_and(|rest| rest.trim_start().starts_with('=')))
+        });
+        match line {
+            Some(i) => format!("config file {}, line {}", self.path.display(), i + 1),
+            None => format!("config file {}", self.path.display()),
+        }
     }
 
     fn line_of(&self, offset: usize) -> usize {
@@ -161,6 +207,35 @@ mod tests {
     fn refuses_an_unknown_key_naming_it_and_its_line() {
         let err = parse("to = \"file:///a\"\n\nbatch_sise = 3\n").unwrap_err().to_string();
         assert!(err.contains("archiver.toml") && err.contains("line 3") && err.contains("batch_sise"), "{err}");
+    }
+
+    #[test]
+    fn says_a_parse_error_on_one_line_with_its_line_and_column() {
+        let err = parse("wal-dir = \"w\"\nto = 5\n").unwrap_err().to_string();
+        assert!(!err.contains('\n'), "{err}");
+        assert!(err.contains("archiver.toml: line 2, column 6 (`to = 5`): invalid type: integer `5`, expected a string"), "{err}");
+    }
+
+    #[test]
+    fn places_a_key_at_its_line() {
+        let f = parse("wal-dir = \"w\"\n\n  concurrency = 0\n").unwrap();
+        assert!(f.place_of("concurrency").ends_with("archiver.toml, line 3"), "{}", f.place_of("concurrency"));
+        let f = parse("metrics_addr = \"x\"\n").unwrap();
+        assert!(f.place_of("metrics-addr").ends_with("line 1"), "{}", f.place_of("metrics-addr"));
+    }
+
+    #[test]
+    fn takes_relative_paths_from_the_files_own_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("archiver.toml");
+        std::fs::write(&path, "wal-dir = \"wal\"\nto = \"archive\"\nstate = \"s.json\"\n").unwrap();
+        let f = ConfigFile::load(&path).unwrap();
+        assert_eq!(f.wal_dir, Some(dir.path().join("wal")));
+        assert_eq!(f.state, Some(dir.path().join("s.json")));
+        assert_eq!(f.to.as_deref(), dir.path().join("archive").to_str());
+        std::fs::write(&path, "wal-dir = \"/w\"\nto = \"s3://b/p\"\n").unwrap();
+        let f = ConfigFile::load(&path).unwrap();
+        assert_eq!((f.wal_dir, f.to.as_deref()), (Some(PathBuf::from("/w")), Some("s3://b/p")));
     }
 
     #[test]

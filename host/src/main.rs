@@ -412,13 +412,14 @@ fn parse_batch_bytes(text: &str) -> Result<u64, String> {
 }
 
 /// A value from the config file, checked against the range its flag takes.
-fn in_range(name: &str, v: Option<u32>, lo: u32, hi: u32) -> Result<Option<u32>> {
+fn in_range(file: &ConfigFile, name: &str, v: Option<u32>, lo: u32, hi: u32) -> Result<Option<u32>> {
     match v {
         Some(v) if v < lo || v > hi => {
+            let at = file.place_of(name);
             if hi == u32::MAX {
-                anyhow::bail!("cannot use {name} = {v} from the config file: it must be at least {lo}")
+                anyhow::bail!("cannot use {name} = {v} from {at}: it must be at least {lo}")
             }
-            anyhow::bail!("cannot use {name} = {v} from the config file: it must be between {lo} and {hi}")
+            anyhow::bail!("cannot use {name} = {v} from {at}: it must be between {lo} and {hi}")
         }
         v => Ok(v),
     }
@@ -467,35 +468,35 @@ impl Settings {
             check_state_path(path)?;
         }
         Ok(Self {
-            batch_size: args.batch_size.or(in_range("batch-size", file.batch_size, 1, u32::MAX)?).unwrap_or(DEFAULT_BATCH_SIZE),
+            batch_size: args.batch_size.or(in_range(&file, "batch-size", file.batch_size, 1, u32::MAX)?).unwrap_or(DEFAULT_BATCH_SIZE),
             batch_bytes: match (args.batch_bytes, file.batch_bytes) {
                 (Some(n), _) => n,
-                (None, Some(Size(0))) => anyhow::bail!("cannot use batch-bytes = 0 from the config file: it must be at least 1"),
+                (None, Some(Size(0))) => anyhow::bail!("cannot use batch-bytes = 0 from {}: it must be at least 1", file.place_of("batch-bytes")),
                 (None, Some(Size(n))) => n,
                 (None, None) => DEFAULT_BATCH_BYTES,
             },
-            concurrency: args.concurrency.or(in_range("concurrency", file.concurrency, 1, 256)?).unwrap_or(4),
+            concurrency: args.concurrency.or(in_range(&file, "concurrency", file.concurrency, 1, 256)?).unwrap_or(4),
             delete_after_archive: args.delete_after_archive || file.delete_after_archive.unwrap_or(false),
             verify_checksums: !args.no_verify_checksums && file.verify_checksums.unwrap_or(true),
             interval: seconds("--interval", args.interval.or(file.interval).unwrap_or(1.0))?,
             staging_max_age: seconds("--staging-max-age", args.staging_max_age.or(file.staging_max_age).unwrap_or(86_400.0))?,
-            max_attempts: args.max_attempts.or(in_range("max-attempts", file.max_attempts, 1, u32::MAX)?).unwrap_or(5),
+            max_attempts: args.max_attempts.or(in_range(&file, "max-attempts", file.max_attempts, 1, u32::MAX)?).unwrap_or(5),
             retry_base,
             retry_max,
             request_retries: args
                 .request_retries
-                .or(in_range("request-retries", file.request_retries, 0, 100)?)
+                .or(in_range(&file, "request-retries", file.request_retries, 0, 100)?)
                 .unwrap_or(DEFAULT_REQUEST_RETRIES as u32),
             metrics_addr: args.metrics_addr.or(file.metrics_addr.clone()),
             compression: match (args.compression, &file.compression) {
                 (Some(c), _) => c,
-                (None, Some(text)) => text.parse().with_context(|| format!("cannot use compression = {text:?} from the config file"))?,
+                (None, Some(text)) => text.parse().with_context(|| format!("cannot use compression = {text:?} from {}", file.place_of("compression")))?,
                 (None, None) => Default::default(),
             },
             single_put_max: match (args.single_put_max, &file.single_put_max) {
                 (Some(n), _) => n,
                 (None, Some(Size(n))) if *n > wal_archiver::store::object::SINGLE_PUT_LIMIT => {
-                    anyhow::bail!("cannot use single-put-max = {n} from the config file: S3 takes at most 5GiB in one PUT")
+                    anyhow::bail!("cannot use single-put-max = {n} from {}: S3 takes at most 5GiB in one PUT", file.place_of("single-put-max"))
                 }
                 (None, Some(Size(n))) => *n,
                 (None, None) => wal_archiver::store::object::SINGLE_PUT_MAX,

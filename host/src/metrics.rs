@@ -31,8 +31,8 @@ const MAX_CONNECTIONS: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
-    #[error("cannot serve metrics on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    #[error("cannot serve metrics on {addr}: {cause}")]
+    Bind { addr: String, cause: std::io::Error },
     #[error("cannot serve metrics on {addr}: it names no address")]
     NoAddress { addr: String },
 }
@@ -222,7 +222,7 @@ impl Metrics {
     /// address bound.
     pub fn serve(self: &Arc<Self>, addr: &str, rt: &tokio::runtime::Runtime) -> Result<SocketAddr, MetricsError> {
         use std::net::ToSocketAddrs;
-        let bind_err = |source| MetricsError::Bind { addr: addr.to_owned(), source };
+        let bind_err = |cause| MetricsError::Bind { addr: addr.to_owned(), cause };
         let candidates: Vec<SocketAddr> = addr.to_socket_addrs().map_err(bind_err)?.collect();
         let mut last = None;
         let mut bound = None;

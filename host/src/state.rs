@@ -26,7 +26,8 @@ pub enum StateError {
     Version { path: PathBuf, found: u32 },
     #[error(
         "cannot use state file {} for {wanted}: it belongs to the archive {found}; to archive this WAL directory to \
-         a second archive as well, give that run a state file of its own with --state",
+         a second archive as well, give that run a state file of its own with --state; if {found} was a mistake, \
+         remove the state file (it is only a cache of the archive)",
         path.display()
     )]
     OtherArchive { path: PathBuf, wanted: String, found: String },

@@ -262,6 +262,20 @@ fn reports_a_conflict_on_an_object_cut_short_after_its_record() {
     assert_eq!(doc["conflicts"].as_array().unwrap().len(), 1, "{doc}");
     assert_eq!(doc["last_archived_lsn"], 100);
 
+    // verify says what the record shows: the object is not the size it had.
+    let out = dir.cmd(&["verify", "--to", &dir.archive_url()]).output().unwrap();
+    assert_exit(&out, 1);
+    assert!(
+        stdout(&out).contains(&format!("size mismatch: {name} has 700 bytes, but its checksum record is of 2000 bytes")),
+        "{}",
+        stdout(&out)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&dir.cmd(&["verify", "--json", "--to", &dir.archive_url()]).output().unwrap().stdout).unwrap();
+    assert!(
+        doc["findings"].as_array().unwrap().iter().any(|f| f["kind"] == "record-size-mismatch" && f["size"] == 700 && f["recorded_sizes"][0] == 2000),
+        "{doc}"
+    );
+
     // Not compared again: the next run says the same without trying.
     let out = dir.archive_once(&["--delete-after-archive"]);
     assert_exit(&out, 1);
@@ -335,6 +349,23 @@ fn reading_commands_say_a_missing_local_archive_does_not_exist_and_create_nothin
         assert!(!missing.exists(), "{args:?} created the archive");
     }
     assert!(!into.exists(), "restore created its target for a missing archive");
+}
+
+/// A restore past the last archived LSN says where the archive ends, not
+/// that a hole is in it.
+#[test]
+fn a_restore_past_the_end_says_where_the_archive_ends() {
+    let dir = Dir::new();
+    dir.chain(2, 1000);
+    assert_exit(&dir.archive_once(&[]), 0);
+    let into = dir.path().join("into");
+    let out = dir.cmd(&["restore", "--from", &dir.archive_url(), "--into", into.to_str().unwrap(), "--until-lsn", "500"]).output().unwrap();
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("the archive ends at LSN 0x00000000000000c8 (200): LSNs 0x00000000000000c9 (201) to 0x00000000000001f4 (500) are not in it (yet)"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Part 2: the last check before a delete reads the object back. A byte

@@ -68,6 +68,9 @@ pub enum Finding {
     Gap { from: u64, to: u64 },
     Overlap { from: u64, to: u64, held_by: String, after: String },
     Unverified { name: String },
+    /// An object whose size no record has, while a record of another size
+    /// says what it held: cut short or replaced since it was archived.
+    RecordSizeMismatch { name: String, size: u64, recorded_sizes: Vec<u64> },
     Conflict { name: String, local_size: u64, local_crc32c: String, archived_size: u64, archived_crc32c: String },
     ChecksumMismatch { name: String, recorded: String, found: String },
     /// A compressed object that decodes to other bytes than its record says.
@@ -109,6 +112,11 @@ impl std::fmt::Display for Finding {
                 after: after.clone(),
             }))),
             Finding::Unverified { name } => write!(f, "no recorded checksum: {name}"),
+            Finding::RecordSizeMismatch { name, size, recorded_sizes } => write!(
+                f,
+                "size mismatch: {name} has {size} bytes, but its checksum record is of {} bytes (cut short or replaced since it was archived)",
+                recorded_sizes.iter().map(u64::to_string).collect::<Vec<_>>().join(" and ")
+            ),
             Finding::Conflict { name, local_size, local_crc32c, archived_size, archived_crc32c } => write!(
                 f,
                 "conflict: {name} is archived with {archived_size} bytes, CRC32C {archived_crc32c}, but the local segment \
@@ -171,7 +179,18 @@ pub async fn verify(
         RestoreError::Range { verb: "verify", url: archive.url().to_owned(), why, usage }
     })?;
     let mut findings: Vec<Finding> = report.breaks.iter().map(Finding::from_break).collect();
-    findings.extend(report.unverified.iter().map(|n| Finding::Unverified { name: n.clone() }));
+    for name in &report.unverified {
+        // Records of other sizes than the object's say more than "unrecorded".
+        let mut recorded_sizes: Vec<u64> = listing.markers.get(name).map_or_else(Vec::new, |marks| marks.iter().map(|m| m.size).collect());
+        recorded_sizes.sort_unstable();
+        recorded_sizes.dedup();
+        match listing.find(name) {
+            Some(object) if !recorded_sizes.is_empty() && !recorded_sizes.contains(&object.size) => {
+                findings.push(Finding::RecordSizeMismatch { name: name.clone(), size: object.size, recorded_sizes });
+            }
+            _ => findings.push(Finding::Unverified { name: name.clone() }),
+        }
+    }
     // A conflict stands until an archive run finds the segment archived
     // with the local bytes (and removes the record), or an operator does.
     for c in &listing.conflicts {
@@ -289,7 +308,7 @@ pub async fn restore(
             let (why, usage) = describe_range(&r);
             RestoreError::Range { verb: "restore from", url: archive.url().to_owned(), why, usage }
         }
-        PlanError::Broken(b) => RestoreError::NoChain { until, why: describe_break(&b) },
+        PlanError::Broken(b) => RestoreError::NoChain { until, why: describe_break_in(&b, &listing) },
     })?;
     create_dir_durably(into)?;
     remove_leftovers(into)?;
@@ -365,6 +384,21 @@ pub async fn restore(
 
 /// A temporary file that is removed when dropped, unless it was renamed
 /// into place: no error path leaves one behind.
+/// A break as restore reports it: a gap past every recorded segment is where
+/// the archive ends, not a hole in it.
+fn describe_break_in(b: &wit::ChainBreak, listing: &Listing) -> String {
+    let end = listing.objects.iter().filter(|o| o.crc32c.is_some()).filter_map(|o| crate::lsn::object_lsns(&o.name)).map(|(_, last)| last).max();
+    match (b, end) {
+        (wit::ChainBreak::Gap(g), Some(end)) if g.from_lsn > end => format!(
+            "the archive ends at LSN {}: LSNs {} to {} are not in it (yet)",
+            format_lsn(end),
+            format_lsn(g.from_lsn),
+            format_lsn(g.to_lsn)
+        ),
+        _ => describe_break(b),
+    }
+}
+
 /// Makes `into` and any missing folder above it, and syncs the folder that
 /// holds each new one: a restore that said it was done must still be there
 /// after a power cut.

@@ -278,18 +278,38 @@ impl Listing {
                 [(crc, seg)] => (Some(*crc), Some(seg.unwrap_or(Sum { size: o.size, crc: *crc }))),
                 [] => {
                     let shown = display(&o.name);
-                    tracing::warn!("{shown} has {} bytes, but no checksum record of that size", o.size);
+                    let mut others: Vec<u64> = marks.iter().map(|m| m.size).collect();
+                    others.sort_unstable();
+                    others.dedup();
+                    warn_once(&o.name, o.size, || match others.as_slice() {
+                        [] => format!("{shown} has {} bytes, but no checksum record of that size", o.size),
+                        sizes => format!(
+                            "{shown} has {} bytes, but its checksum record is of {} bytes: cut short or replaced since it was archived",
+                            o.size,
+                            sizes.iter().map(u64::to_string).collect::<Vec<_>>().join(" and ")
+                        ),
+                    });
                     (None, None)
                 }
                 _ => {
                     let shown = display(&o.name);
-                    tracing::warn!("{shown} has checksum records that disagree");
+                    warn_once(&o.name, o.size, || format!("{shown} has checksum records that disagree"));
                     (None, None)
                 }
             };
         }
         out.conflicts.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+}
+
+/// Logs a warning about an object once per process and size: a watcher
+/// lists the archive again and again, and the operator needs it once.
+fn warn_once(name: &str, size: u64, text: impl FnOnce() -> String) {
+    static SEEN: std::sync::Mutex<Option<std::collections::HashSet<(String, u64)>>> = std::sync::Mutex::new(None);
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if seen.get_or_insert_with(Default::default).insert((name.to_owned(), size)) {
+        tracing::warn!("{}", text());
     }
 }
 

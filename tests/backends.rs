@@ -781,6 +781,9 @@ fn logs_a_failed_upload_as_json_with_its_error_and_attempt() {
     assert_eq!((failure["first_lsn"].as_u64(), failure["last_lsn"].as_u64(), failure["attempts"].as_u64()), (Some(1), Some(100), Some(1)), "{failure}");
     assert!(failure["error"].as_str().is_some_and(|e| e.contains("BadDigest")), "{failure}");
     assert_eq!(failure["level"], "WARN");
+    // Its only attempt in this run: no retry is announced.
+    assert_eq!(failure["last_attempt"], true, "{failure}");
+    assert!(failure.get("retry_in").is_none(), "{failure}");
 }
 
 /// An S3 endpoint over TLS answering every request with an empty listing;

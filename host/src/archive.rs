@@ -169,6 +169,9 @@ pub struct Archiver {
     reconciled: Mutex<Option<Instant>>,
     /// What was saved last, and when.
     last_saved: Mutex<(Option<wit::ArchiverState>, Option<Instant>)>,
+    /// Attempts a segment gets in this run (`--once`); 0: no limit (a
+    /// watcher). A failure that used the last one is not said to be retried.
+    attempt_limit: std::sync::atomic::AtomicU32,
 }
 
 impl Archiver {
@@ -188,6 +191,7 @@ impl Archiver {
             reconcile_every: Duration::ZERO,
             reconciled: Mutex::new(None),
             last_saved: Mutex::new((None, None)),
+            attempt_limit: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -295,6 +299,7 @@ impl Archiver {
     /// `max_attempts` times in this process, or `stop` is set; between passes
     /// it waits for the planner's backoff. This is `archive --once`.
     pub fn run_until_done(&self, state: &mut wit::ArchiverState, stop: &AtomicBool, max_attempts: u32) -> Result<Summary, ArchiveError> {
+        self.attempt_limit.store(max_attempts, Ordering::SeqCst);
         let mut total = self.pass_with_retries(state, stop, max_attempts)?;
         // By segment: a failure is named by the object it was tried as.
         let mut tried: HashSet<String> = total.failed.iter().map(|f| segment_name(&f.name).to_owned()).collect();
@@ -587,8 +592,15 @@ impl Archiver {
                 entry.attempts += 1;
             }
             entry.due = Instant::now() + delay;
+            let limit = self.attempt_limit.load(Ordering::SeqCst);
+            let last_try = limit > 0 && entry.attempts >= limit;
+            drop(retries);
             let (first_lsn, last_lsn) = object_lsns(&f.name).unwrap_or_default();
-            warn!(segment = %segment_name(&f.name), first_lsn, last_lsn, attempts = f.attempts, retry_in = ?delay, error = %f.last_reason, "cannot archive segment");
+            if last_try {
+                warn!(segment = %segment_name(&f.name), first_lsn, last_lsn, attempts = f.attempts, last_attempt = true, error = %f.last_reason, "cannot archive segment");
+            } else {
+                warn!(segment = %segment_name(&f.name), first_lsn, last_lsn, attempts = f.attempts, retry_in = ?delay, error = %f.last_reason, "cannot archive segment");
+            }
             summary.failed.push(f);
         }
         for c in report.conflicts {

@@ -760,6 +760,17 @@ fn logs_one_json_object_per_line_with_the_segments_fields() {
         .collect();
     let error = lines.iter().find(|l| l["level"] == "ERROR").unwrap_or_else(|| panic!("{lines:?}"));
     assert!(error["message"].as_str().is_some_and(|m| m.contains("no-such-wal")), "{error}");
+
+    // So is a flag refused before anything runs.
+    let out = dir.cmd(&["--log-format", "json", "archive", "--once", "--compression", "brotli", "--wal-dir", "w", "--to", "a"]).output().unwrap();
+    assert_exit(&out, 2);
+    let lines: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON object ({e}): {l}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["level"], "ERROR");
+    assert!(lines[0]["message"].as_str().is_some_and(|m| m.contains("cannot use compression \"brotli\"")), "{}", lines[0]);
 }
 
 /// A failed upload in the JSON log: the error and the attempt as fields.

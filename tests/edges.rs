@@ -504,6 +504,13 @@ fn refuses_to_call_an_empty_archive_or_an_empty_range_sound() {
     assert_exit(&out, 1);
     assert!(stderr(&out).contains("holds no verified segment"), "{}", stderr(&out));
     assert!(!stdout(&out).contains("\nsound"), "{}", stdout(&out));
+    // In JSON, the keys of every report, and the reason as a finding.
+    let out = verify(&["--json"]);
+    assert_exit(&out, 1);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((doc["sound"].as_bool(), doc["segments"].as_u64(), doc["stored_bytes"].as_u64()), (Some(false), Some(0), Some(0)), "{doc}");
+    assert_eq!(doc["findings"][0]["kind"], "nothing-to-verify", "{doc}");
+    assert!(doc["findings"][0]["why"].as_str().unwrap().contains("holds no verified segment"), "{doc}");
     dir.chain(2, 100);
     assert_exit(&dir.archive_once(&[]), 0);
     let out = verify(&["--from-lsn", "201"]);
@@ -565,6 +572,23 @@ fn creates_no_archive_before_the_arguments_the_state_and_the_plugin_are_checked(
     assert!(stderr(&out).contains("cannot use state file /no/such/dir/state.json: its directory /no/such/dir"), "{}", stderr(&out));
     let out = dir.archive_once(&[]);
     assert!(stderr(&out).contains("give that run a state file of its own with --state"), "{}", stderr(&out));
+
+    // A state file on a read-only file system (a tmpfs mounted read-only,
+    // so this needs root): refused before the archive is made.
+    let ro = dir.path().join("ro");
+    std::fs::create_dir_all(&ro).unwrap();
+    let mounted = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "ro,size=64k", "tmpfs"]).arg(&ro).status().unwrap();
+    assert!(mounted.success(), "cannot mount a read-only tmpfs (this test needs root)");
+    let state = ro.join("state.json");
+    let out = dir.archive_once(&["--state", state.to_str().unwrap()]);
+    let _ = std::process::Command::new("umount").arg(&ro).status();
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains(&format!("cannot use state file {}: its directory {} is not writable (Read-only file system", state.display(), ro.display())),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.archive_dir().exists(), "the archive was made before the state file was checked");
 }
 
 /// Part 5: one archiver per WAL directory; `status` and `verify` need no lock.

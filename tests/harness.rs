@@ -340,6 +340,18 @@ fn generates_segments_the_archiver_accepts() {
     assert!(stdout(&out).contains("archived 3 segments"), "{}", stdout(&out));
     assert!(stdout(&out).contains("last archived LSN: 0x0000000000003fff (16383)"), "{}", stdout(&out));
     assert_eq!(dir.archived_names()[0], segment_name(0x1000, 0x1fff));
+
+    // Sizes take units as --batch-bytes does; more than the LSNs left is
+    // refused before anything is written, exit 2.
+    let more = dir.path().join("more");
+    let out = dir.cmd(&["generate", "--dir", more.to_str().unwrap(), "--count", "2", "--size", "4KiB", "--start-lsn", "0x4000"]).output().unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(std::fs::metadata(more.join(segment_name(0x4000, 0x4fff))).unwrap().len(), 4096);
+    let end = dir.path().join("end");
+    let out = dir.cmd(&["generate", "--dir", end.to_str().unwrap(), "--count", "2", "--size", "4096", "--start-lsn", "0xfffffffffffff000"]).output().unwrap();
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("at most 1 fit"), "{}", stderr(&out));
+    assert!(std::fs::read_dir(&end).map_or(true, |mut d| d.next().is_none()), "a segment was written");
 }
 
 #[test]

@@ -111,6 +111,13 @@ static JSON_LOGS: AtomicBool = AtomicBool::new(false);
 /// A line for the operator on stderr: plain text (whatever `RUST_LOG`
 /// says), or a log event when the logs are JSON, so that a log pipeline
 /// reads every line.
+/// True when the arguments ask for JSON logs, for errors found before they
+/// are parsed.
+fn json_logs_asked() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--log-format=json") || args.windows(2).any(|w| w[0] == "--log-format" && w[1] == "json")
+}
+
 fn say(level: tracing::Level, text: &str) {
     if !JSON_LOGS.load(Ordering::Relaxed) {
         eprintln!("wal-archiver: {text}");
@@ -353,8 +360,8 @@ enum Command {
         /// How many segments.
         #[arg(long)]
         count: u64,
-        /// Bytes per segment.
-        #[arg(long, value_name = "BYTES")]
+        /// Bytes per segment: a number, or with a unit (`16MiB`).
+        #[arg(long, value_name = "SIZE", value_parser = parse_segment_size)]
         size: u64,
         /// The first LSN, decimal or 0x hex.
         #[arg(long, default_value = "1", value_parser = parse_lsn, value_name = "LSN")]
@@ -404,6 +411,13 @@ fn parse_single_put_max(text: &str) -> Result<u64, String> {
     Ok(n)
 }
 
+fn parse_segment_size(text: &str) -> Result<u64, String> {
+    match wal_archiver::size::parse_size(text)? {
+        0 => Err("a segment holds at least one byte".to_owned()),
+        n => Ok(n),
+    }
+}
+
 fn parse_batch_bytes(text: &str) -> Result<u64, String> {
     match wal_archiver::size::parse_size(text)? {
         0 => Err("a batch holds at least one byte".to_owned()),
@@ -429,6 +443,7 @@ impl Settings {
     /// Checks every argument, then compiles the planner; nothing is opened
     /// or created yet.
     fn new(target: Target, args: Option<ArchiveArgs>) -> Result<Self> {
+        let archiving = args.is_some();
         let file = match &target.config {
             Some(path) => ConfigFile::load(path)?,
             None => ConfigFile::default(),
@@ -465,7 +480,7 @@ impl Settings {
         }
         let state = target.state.or(file.state.clone());
         if let Some(path) = &state {
-            check_state_path(path)?;
+            check_state_path(path, archiving)?;
         }
         Ok(Self {
             batch_size: args.batch_size.or(in_range(&file, "batch-size", file.batch_size, 1, u32::MAX)?).unwrap_or(DEFAULT_BATCH_SIZE),
@@ -522,16 +537,28 @@ impl Settings {
 }
 
 /// A state file's directory must exist: the state is written beside it.
-fn check_state_path(path: &Path) -> Result<()> {
+/// The state file's directory must be there and, for a run that saves the
+/// state (`writing`), writable: checked before the archive is made.
+fn check_state_path(path: &Path, writing: bool) -> Result<()> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     match std::fs::metadata(parent) {
-        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.is_dir() => {}
         Ok(_) => anyhow::bail!("cannot use state file {}: {} is not a directory", path.display(), parent.display()),
         Err(e) => anyhow::bail!("cannot use state file {}: its directory {} cannot be used ({e})", path.display(), parent.display()),
     }
+    if writing {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(parent.as_os_str().as_bytes()).context("a path with a NUL byte")?;
+        // SAFETY: a NUL-terminated path; access only reads it.
+        if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+            let e = std::io::Error::last_os_error();
+            anyhow::bail!("cannot use state file {}: its directory {} is not writable ({e})", path.display(), parent.display());
+        }
+    }
+    Ok(())
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration> {
@@ -571,7 +598,19 @@ fn main() -> ExitCode {
     if std::env::var_os("WAL_ARCHIVER_TEST_PANIC").is_some() {
         std::thread::spawn(|| panic!("WAL_ARCHIVER_TEST_PANIC is set"));
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A usage error under --log-format json is one JSON object too, as
+        // every other line on stderr; help and --version print as they are.
+        Err(e) if e.use_stderr() && json_logs_asked() => {
+            let text = e.to_string();
+            let message = text.lines().next().unwrap_or("").trim_start_matches("error: ").to_owned();
+            let line = json!({"level": "ERROR", "message": message, "usage": text.trim_end()});
+            eprintln!("{line}");
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cli.log_format {
@@ -662,16 +701,25 @@ fn verify(url: &str, from: Option<u64>, until: Option<u64>, deep: bool, as_json:
     let bar = progress_bar(0, "verifying");
     let outcome = rt.block_on(wal_archiver::restore::verify(&archive, &mut planner, from, until, deep, |n| bar.inc(n)));
     bar.finish_and_clear();
-    let outcome = match finding_or_error(outcome)? {
+    let outcome = match outcome {
         Ok(o) => o,
-        Err(code) => {
+        // Nothing to check in the range (an empty archive, a range past its
+        // end): not sound, with the same keys as any other report.
+        Err(e) if e.is_finding() => {
+            say(tracing::Level::ERROR, &e.to_string());
             if as_json {
-                outln!("{}", serde_json::to_string_pretty(&json!({"archive": archive.url(), "sound": false}))?);
+                let doc = json!({
+                    "archive": archive.url(), "sound": false, "deep": deep, "segments": 0, "bytes": 0, "stored_bytes": 0,
+                    "from_lsn": from, "until_lsn": until,
+                    "findings": [{"kind": "nothing-to-verify", "why": e.to_string()}],
+                });
+                outln!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
                 outln!("NOT sound");
             }
-            return Ok(code);
+            return Ok(ExitCode::from(1));
         }
+        Err(e) => return Err(e.into()),
     };
     if as_json {
         let mut doc = serde_json::to_value(&outcome)?;

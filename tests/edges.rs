@@ -338,6 +338,7 @@ fn reading_commands_say_a_missing_local_archive_does_not_exist_and_create_nothin
     assert!(stdout(&out).contains("pending:            2"), "{}", stdout(&out));
     assert!(stdout(&out).contains("chain start:        not set yet"), "{}", stdout(&out));
     assert!(!missing.exists(), "status created the archive");
+    assert!(!state.exists(), "status wrote a state file");
     for args in [
         vec!["verify", "--to", m],
         vec!["restore", "--from", m, "--into", into.to_str().unwrap()],
@@ -349,6 +350,20 @@ fn reading_commands_say_a_missing_local_archive_does_not_exist_and_create_nothin
         assert!(!missing.exists(), "{args:?} created the archive");
     }
     assert!(!into.exists(), "restore created its target for a missing archive");
+
+    // An archive that was there (the state file says so) and is gone, or
+    // whose disk is not mounted: status says so and exits 1.
+    let was = dir.path().join("was-archive");
+    let w = was.to_str().unwrap();
+    let state = dir.path().join("was-state.json");
+    let args = ["--wal-dir", wal.to_str().unwrap(), "--to", w, "--state", state.to_str().unwrap()];
+    assert_exit(&dir.cmd(&[&["archive", "--once"][..], &args].concat()).output().unwrap(), 0);
+    std::fs::rename(&was, dir.path().join("moved")).unwrap();
+    let out = dir.cmd(&[&["status"][..], &args].concat()).output().unwrap();
+    assert_exit(&out, 1);
+    assert!(stdout(&out).contains("(NOT THERE, though segments were archived to it)"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("the state file says 2 segments were archived to it"), "{}", stderr(&out));
+    assert!(!was.exists(), "status made the archive again");
 }
 
 /// A restore past the last archived LSN says where the archive ends, not

@@ -101,8 +101,11 @@ impl ConfigFile {
         };
         file.wal_dir.as_mut().map(from_base);
         file.state.as_mut().map(from_base);
+        // Only a value that is a path: a URL with its `//` missing
+        // (`s3:bucket/wal`) stays as written, for the refusal that names it.
         if let Some(to) = &mut file.to
             && !to.contains("://")
+            && crate::store::settings::url_for(to).is_ok()
             && Path::new(to.as_str()).is_relative()
             && let Some(joined) = base.join(to.as_str()).to_str()
         {
@@ -116,7 +119,7 @@ impl ConfigFile {
     pub fn parse(source: &str, path: &Path) -> Result<Self, ConfigError> {
         let mut file: ConfigFile = toml::from_str(source).map_err(|e| {
             let at = e.span().map(|span| {
-                let before = &source[..span.start.min(source.len())];
+                let before = source.get(..span.start).unwrap_or(source);
                 let line = before.matches('\n').count() + 1;
                 let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
                 let text = source.lines().nth(line - 1).unwrap_or("").trim();
@@ -236,6 +239,13 @@ mod tests {
         std::fs::write(&path, "wal-dir = \"/w\"\nto = \"s3://b/p\"\n").unwrap();
         let f = ConfigFile::load(&path).unwrap();
         assert_eq!((f.wal_dir, f.to.as_deref()), (Some(PathBuf::from("/w")), Some("s3://b/p")));
+        // A URL with its `//` missing is not a path: left for the refusal.
+        for typo in ["s3:backups/wal", "s3:/backups/wal", "gs:bucket/wal"] {
+            std::fs::write(&path, format!("to = \"{typo}\"\n")).unwrap();
+            let f = ConfigFile::load(&path).unwrap();
+            assert_eq!(f.to.as_deref(), Some(typo));
+            assert!(crate::store::settings::url_for(typo).is_err(), "{typo}");
+        }
     }
 
     #[test]

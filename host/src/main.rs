@@ -108,16 +108,17 @@ enum LogFormat {
 /// Set with `--log-format json`: then every line on stderr is a JSON object.
 static JSON_LOGS: AtomicBool = AtomicBool::new(false);
 
-/// A line for the operator on stderr: plain text (whatever `RUST_LOG`
-/// says), or a log event when the logs are JSON, so that a log pipeline
-/// reads every line.
 /// True when the arguments ask for JSON logs, for errors found before they
 /// are parsed.
 fn json_logs_asked() -> bool {
-    let args: Vec<String> = std::env::args().collect();
+    // As they are: an argument that is not UTF-8 must not end this in a panic.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     args.iter().any(|a| a == "--log-format=json") || args.windows(2).any(|w| w[0] == "--log-format" && w[1] == "json")
 }
 
+/// A line for the operator on stderr: plain text (whatever `RUST_LOG`
+/// says), or a log event when the logs are JSON, so that a log pipeline
+/// reads every line.
 fn say(level: tracing::Level, text: &str) {
     if !JSON_LOGS.load(Ordering::Relaxed) {
         eprintln!("wal-archiver: {text}");
@@ -536,7 +537,6 @@ impl Settings {
     }
 }
 
-/// A state file's directory must exist: the state is written beside it.
 /// The state file's directory must be there and, for a run that saves the
 /// state (`writing`), writable: checked before the archive is made.
 fn check_state_path(path: &Path, writing: bool) -> Result<()> {
@@ -1173,7 +1173,20 @@ fn status(settings: &Settings, as_json: bool, current_lsn: Option<u64>) -> Resul
     let current = current_lsn.unwrap_or(newest);
     let rpo_gap = archiver.rpo_gap(&scan.state, current)?;
     let st = &scan.state;
-    let code = if scan.conflicts.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    // A local archive that is not there, while the state file says segments
+    // went to it: removed, or its disk not mounted. Not a first run.
+    let lost = archiver.storage().archive.is_absent() && (state.segments_archived > 0 || state.last_archived_lsn.is_some());
+    let code = if scan.conflicts.is_empty() && !lost { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    if lost {
+        say(
+            tracing::Level::ERROR,
+            &format!(
+                "the archive {} is not there, but the state file says {} segments were archived to it: was it removed, or is its disk not mounted?",
+                archiver.storage().archive.url(),
+                state.segments_archived
+            ),
+        );
+    }
     if as_json {
         let list = |l: &wit::SegmentList| l.iter().map(|(n, s)| json!({"name": n, "size": s})).collect::<Vec<_>>();
         let doc = json!({
@@ -1207,7 +1220,9 @@ fn status(settings: &Settings, as_json: bool, current_lsn: Option<u64>) -> Resul
         return Ok(code);
     }
     let archive = &archiver.storage().archive;
-    if archive.is_absent() {
+    if lost {
+        outln!("archive:            {} (NOT THERE, though segments were archived to it)", archive.url());
+    } else if archive.is_absent() {
         outln!("archive:            {} (not there yet: the first archive run makes it)", archive.url());
     } else {
         outln!("archive:            {}", archive.url());

@@ -382,8 +382,6 @@ pub async fn restore(
     Ok(summary)
 }
 
-/// A temporary file that is removed when dropped, unless it was renamed
-/// into place: no error path leaves one behind.
 /// A break as restore reports it: a gap past every recorded segment is where
 /// the archive ends, not a hole in it.
 fn describe_break_in(b: &wit::ChainBreak, listing: &Listing) -> String {
@@ -419,22 +417,50 @@ fn create_dir_durably(into: &Path) -> Result<(), RestoreError> {
     Ok(())
 }
 
+/// This machine's name, in temporary names: a process id means something
+/// only on the machine (and in the container) that gave it.
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer and its length are ours; gethostname NUL-terminates
+    // what fits.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) } == 0;
+    let len = buf.iter().position(|b| *b == 0).unwrap_or(0);
+    let name = if ok { String::from_utf8_lossy(&buf[..len]).into_owned() } else { String::new() };
+    // A plain word: the name must not hold `.`, `-`, `/` or `@`.
+    let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    if name.is_empty() { "host".to_owned() } else { name }
+}
+
 /// Removes what restores that were killed left in `into`: their temporary
-/// files, `.{segment}.{pid}-{n}.restoring`, whose process is gone (a restore
-/// still running keeps its own), and `.{segment}.restoring` of older builds.
+/// files, `.{segment}.{pid}@{host}-{n}.restoring`, made on this machine by a
+/// process that is gone (a restore still running keeps its own; another
+/// machine's are left alone), and `.{segment}.restoring` of older builds,
+/// once a day old.
 fn remove_leftovers(into: &Path) -> Result<(), RestoreError> {
+    let here = host_name();
     let entries = std::fs::read_dir(into).map_err(|cause| RestoreError::Io { verb: "list", path: into.to_owned(), cause })?;
     for entry in entries {
         let entry = entry.map_err(|cause| RestoreError::Io { verb: "list", path: into.to_owned(), cause })?;
         let Ok(name) = entry.file_name().into_string() else { continue };
         let Some(middle) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".restoring")) else { continue };
-        // `{segment}` (older builds), or `{segment}.{pid}-{n}` of a process now gone.
+        // `{segment}` (older builds), or `{segment}.{pid}@{host}-{n}` of a
+        // process of this machine now gone.
+        let old_enough = || {
+            std::fs::symlink_metadata(entry.path())
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > std::time::Duration::from_secs(86_400)))
+        };
         let segment = if middle.ends_with(".seg") {
+            if !old_enough() {
+                continue;
+            }
             middle
         } else {
             let Some((segment, owner)) = middle.rsplit_once('.') else { continue };
-            let Some(pid) = owner.split_once('-').and_then(|(pid, n)| n.parse::<u64>().ok().and(pid.parse::<i32>().ok())) else { continue };
-            if process_is_alive(pid) {
+            let Some((pid, rest)) = owner.split_once('@') else { continue };
+            let Some((host, n)) = rest.rsplit_once('-') else { continue };
+            let (Ok(pid), Ok(_)) = (pid.parse::<i32>(), n.parse::<u64>()) else { continue };
+            if host != here || process_is_alive(pid) {
                 continue;
             }
             segment
@@ -465,6 +491,8 @@ fn process_is_alive(pid: i32) -> bool {
 /// Restores in flight in this process: each has a temporary name of its own.
 static RESTORING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// A temporary file that is removed when dropped, unless it was renamed
+/// into place: no error path leaves one behind.
 struct TempFile {
     path: PathBuf,
     kept: bool,
@@ -490,7 +518,7 @@ async fn download(archive: &Archive, into: &Path, object: &str, stored: Sum, seg
     // A name of this process and download only, opened create-only without
     // following a link: two restores into one folder never share a file.
     let n = RESTORING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut tmp = TempFile { path: into.join(format!(".{name}.{}-{n}.restoring", std::process::id())), kept: false };
+    let mut tmp = TempFile { path: into.join(format!(".{name}.{}@{}-{n}.restoring", std::process::id(), host_name())), kept: false };
     let io_err = |verb, path: &Path| {
         let path = path.to_owned();
         move |cause| RestoreError::Io { verb, path, cause }
@@ -560,7 +588,11 @@ async fn download(archive: &Archive, into: &Path, object: &str, stored: Sum, seg
         });
     }
     file.sync_all().map_err(io_err("sync", &tmp.path))?;
-    std::fs::rename(&tmp.path, &dest).map_err(io_err("rename into place", &dest))?;
+    std::fs::rename(&tmp.path, &dest).map_err(|cause| {
+        // Gone from under its name: something removed the temporary file.
+        let path = if cause.kind() == io::ErrorKind::NotFound { tmp.path.clone() } else { dest.clone() };
+        RestoreError::Io { verb: "rename into place", path, cause }
+    })?;
     tmp.kept = true;
     Ok(written.size)
 }
@@ -617,18 +649,25 @@ mod tests {
     fn removes_what_killed_restores_left_and_keeps_a_running_ones_file() {
         let dir = tempfile::tempdir().unwrap();
         let seg = "wal-0000000000000001-0000000000000064.seg";
+        let here = host_name();
         // A pid above the kernel's limit (pid_max is at most 2^22): no process has it.
-        let gone = format!(".{seg}.{}-0.restoring", 1 << 23);
-        let running = format!(".{seg}.{}-3.restoring", std::process::id());
+        let gone = format!(".{seg}.{}@{here}-0.restoring", 1 << 23);
+        let running = format!(".{seg}.{}@{here}-3.restoring", std::process::id());
+        let elsewhere = format!(".{seg}.{}@another_machine-0.restoring", 1 << 23);
         let older = format!(".{seg}.restoring");
+        let older_new = ".wal-0000000000000065-00000000000000c8.seg.restoring".to_owned();
         let others = [".notes.restoring", ".wal-x.seg.1-2.restoring.bak", "wal-0000000000000001-0000000000000064.seg", ".hidden"];
-        for name in [&gone, &running, &older].into_iter().chain(others.iter().map(|s| s.to_string()).collect::<Vec<_>>().iter()) {
+        let kept: Vec<String> = others.iter().map(|s| s.to_string()).chain([running.clone(), elsewhere.clone(), older_new.clone()]).collect();
+        for name in kept.iter().chain([&gone, &older]) {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
+        // An older build's, two days old.
+        let two_days = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+        std::fs::File::options().write(true).open(dir.path().join(&older)).unwrap().set_modified(two_days).unwrap();
         remove_leftovers(dir.path()).unwrap();
         let mut left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         left.sort();
-        let mut want: Vec<String> = others.iter().map(|s| s.to_string()).chain([running]).collect();
+        let mut want = kept;
         want.sort();
         assert_eq!(left, want);
     }

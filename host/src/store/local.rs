@@ -117,11 +117,15 @@ pub struct LocalDir {
     unnamed: AtomicBool,
     /// True once `_staging/` is known to exist: made once, not per segment.
     staging_made: AtomicBool,
-    /// True while a folder made for records (`_checksums/`, `_chain/`,
-    /// `_conflicts/`) may not have its name synced in the archive's
-    /// directory yet: the next sync of records syncs that directory too,
-    /// else a power cut could take the folder with every record in it.
-    new_folder: AtomicBool,
+    /// Folders made for records (`_checksums/`, `_chain/`, `_conflicts/`),
+    /// counted, and how many of them the archive's directory was last synced
+    /// after: until it is synced again, a power cut could take a new folder
+    /// with every record in it, so the next sync of records syncs it too.
+    folders_made: AtomicU64,
+    folders_synced: AtomicU64,
+    /// When the archive's directory was synced as it was opened: an entry
+    /// older than that is durable already.
+    synced_at_open: Option<std::time::SystemTime>,
     /// Opened to look at, and not there: lists as empty.
     absent: bool,
 }
@@ -139,11 +143,16 @@ impl LocalDir {
     /// Opens the archive directory; with `create`, makes it (and syncs it
     /// and its parent, so that it outlives a crash as much as what goes in).
     pub fn open(root: &Path, create: bool) -> Result<Self, StorageError> {
+        // A second's margin below the sync: file times are the kernel's
+        // coarse clock, which can lag the one read here.
+        let mut synced_at_open = None;
         if create {
             std::fs::create_dir_all(root).map_err(io_at("create", root))?;
+            let before = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
             for d in root.ancestors().take(2) {
                 sync_dir(d).map_err(io_at("sync", d))?;
             }
+            synced_at_open = Some(before);
         }
         match std::fs::symlink_metadata(root) {
             Ok(m) if m.is_dir() => Ok(Self {
@@ -151,7 +160,9 @@ impl LocalDir {
                 // An unnamed file is linked through /proc: without it, names.
                 unnamed: AtomicBool::new(Path::new("/proc/self/fd").is_dir()),
                 staging_made: AtomicBool::new(false),
-                new_folder: AtomicBool::new(false),
+                folders_made: AtomicU64::new(0),
+                folders_synced: AtomicU64::new(0),
+                synced_at_open,
                 absent: false,
             }),
             Ok(_) => Err(StorageError::Io {
@@ -170,7 +181,9 @@ impl LocalDir {
             root: root.to_owned(),
             unnamed: AtomicBool::new(false),
             staging_made: AtomicBool::new(false),
-            new_folder: AtomicBool::new(false),
+            folders_made: AtomicU64::new(0),
+            folders_synced: AtomicU64::new(0),
+            synced_at_open: None,
             absent: true,
         }
     }
@@ -279,7 +292,10 @@ impl LocalDir {
                 }
             }
         })
-        .await?;
+        .await
+        // A file that changed while it was copied fails as changed (tried
+        // again later), whatever else that made go wrong.
+        .map_err(|e| file.check_unchanged(file.opened.size, None).err().unwrap_or(e))?;
         let Some((tmp, copied, crc, read, made)) = staged else {
             return Ok(Staged::Existing);
         };
@@ -349,9 +365,19 @@ impl LocalDir {
     /// killed before it), or another archiver's, not synced yet.
     pub(super) async fn sync_object(&self, key: &str) -> Result<(), StorageError> {
         let path = self.path(key)?;
+        let synced_at_open = self.synced_at_open;
         blocking(move || {
             let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path).map_err(io_at("open", &path))?;
             file.sync_all().map_err(io_at("sync", &path))?;
+            // Its name: durable already when it was linked (its change time)
+            // before the directory was synced at open, as after a lost state,
+            // where thousands of objects are compared; else synced now.
+            use std::os::unix::fs::MetadataExt;
+            let meta = file.metadata().map_err(io_at("stat", &path))?;
+            let linked = std::time::UNIX_EPOCH + std::time::Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec().clamp(0, 999_999_999) as u32);
+            if synced_at_open.is_some_and(|at| linked < at) {
+                return Ok(());
+            }
             let dir = path.parent().unwrap_or(&path);
             sync_dir(dir).map_err(io_at("sync", dir))
         })
@@ -419,7 +445,7 @@ impl LocalDir {
         })
         .await;
         if made_folder {
-            self.new_folder.store(true, Ordering::SeqCst);
+            self.folders_made.fetch_add(1, Ordering::SeqCst);
         }
         put
     }
@@ -435,13 +461,13 @@ impl LocalDir {
         })
         .await?;
         // A folder made for records since: its name, in the archive's
-        // directory, before the records in it count.
-        if !sub.is_empty() && self.new_folder.swap(false, Ordering::SeqCst) {
+        // directory, before the records in it count. Only a sync that began
+        // after a folder was made covers it; concurrent callers each sync.
+        let made = self.folders_made.load(Ordering::SeqCst);
+        if !sub.is_empty() && made > self.folders_synced.load(Ordering::SeqCst) {
             let root = self.root.clone();
-            if let Err(e) = blocking(move || sync_dir(&root).map_err(|e| (root, e))).await {
-                self.new_folder.store(true, Ordering::SeqCst);
-                return Err(e);
-            }
+            blocking(move || sync_dir(&root).map_err(|e| (root, e))).await?;
+            self.folders_synced.fetch_max(made, Ordering::SeqCst);
         }
         Ok(())
     }

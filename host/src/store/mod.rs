@@ -278,11 +278,13 @@ impl Listing {
                 [(crc, seg)] => (Some(*crc), Some(seg.unwrap_or(Sum { size: o.size, crc: *crc }))),
                 [] => {
                     let shown = display(&o.name);
-                    let mut others: Vec<u64> = marks.iter().map(|m| m.size).collect();
+                    let mut others: Vec<u64> = marks.iter().map(|m| m.size).filter(|s| *s != o.size).collect();
                     others.sort_unstable();
                     others.dedup();
-                    warn_once(&o.name, o.size, || match others.as_slice() {
-                        [] => format!("{shown} has {} bytes, but no checksum record of that size", o.size),
+                    warn_once(format!("unrecorded {} {}", o.name, o.size), || match others.as_slice() {
+                        // Records of its size, but of the other kind (plain
+                        // for a compressed name, or the reverse).
+                        [] => format!("{shown} has {} bytes, but no checksum record of that size for its kind of object", o.size),
                         sizes => format!(
                             "{shown} has {} bytes, but its checksum record is of {} bytes: cut short or replaced since it was archived",
                             o.size,
@@ -293,7 +295,7 @@ impl Listing {
                 }
                 _ => {
                     let shown = display(&o.name);
-                    warn_once(&o.name, o.size, || format!("{shown} has checksum records that disagree"));
+                    warn_once(format!("disagree {} {}", o.name, o.size), || format!("{shown} has checksum records that disagree"));
                     (None, None)
                 }
             };
@@ -303,12 +305,12 @@ impl Listing {
     }
 }
 
-/// Logs a warning about an object once per process and size: a watcher
+/// Logs a warning once per process and `key` (an object and its size): a watcher
 /// lists the archive again and again, and the operator needs it once.
-fn warn_once(name: &str, size: u64, text: impl FnOnce() -> String) {
-    static SEEN: std::sync::Mutex<Option<std::collections::HashSet<(String, u64)>>> = std::sync::Mutex::new(None);
+fn warn_once(key: String, text: impl FnOnce() -> String) {
+    static SEEN: std::sync::Mutex<Option<std::collections::HashSet<String>>> = std::sync::Mutex::new(None);
     let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    if seen.get_or_insert_with(Default::default).insert((name.to_owned(), size)) {
+    if seen.get_or_insert_with(Default::default).insert(key) {
         tracing::warn!("{}", text());
     }
 }

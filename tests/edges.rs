@@ -559,6 +559,12 @@ fn refuses_an_archive_argument_that_looks_like_a_url_with_a_slash_missing() {
         let made: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n != "wal").collect();
         assert!(made.is_empty(), "{args:?} created {made:?}");
     }
+    // A file:// URL with a relative path names a host: refused, with both
+    // ways to say what was meant.
+    let out = dir.cmd(&["verify", "--to", "file://archive"]).output().unwrap();
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("a file:// URL takes an absolute path (file:///archive for /archive)"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("give the path itself: ./archive"), "{}", stderr(&out));
 }
 
 /// Part 4: a bad plugin, a state file of another archive, contradictory

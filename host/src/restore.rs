@@ -228,7 +228,7 @@ pub async fn verify(
                         });
                     } else {
                         match decoded {
-                            Err(why) => findings.push(Finding::Unreadable { name: name.to_owned(), error: format!("it does not decode: {why}") }),
+                            Err(why) => findings.push(Finding::Unreadable { name: name.to_owned(), error: format!("it does not decode as zstd, so the object is damaged: {why}") }),
                             Ok(decoded) if decoded != segment => findings.push(Finding::DecodedMismatch {
                                 name: name.to_owned(),
                                 recorded_size: segment.size,
@@ -536,7 +536,9 @@ async fn download(archive: &Archive, into: &Path, object: &str, stored: Sum, seg
     })?;
     let (got, written) = if is_compressed(object) {
         // A write error is the temporary file's; any other is a frame that does not decode.
-        let undecodable = |e: io::Error| RestoreError::Corrupt { url: url.clone(), why: format!("it does not decode: {e}") };
+        let undecodable = |e: io::Error| RestoreError::Corrupt { url: url.clone(), why: format!("it does not decode as zstd, so the object is damaged: {e}") };
+        // The file's side: an error of the system, or a write that took nothing.
+        let writing = |e: &io::Error| e.raw_os_error().is_some() || matches!(e.kind(), io::ErrorKind::WriteZero | io::ErrorKind::StorageFull);
         // The unpacker sums the decoded bytes as it writes them.
         let mut unpacker = Unpacker::new(&mut file).map_err(undecodable)?;
         let mut write_failed = None;
@@ -549,15 +551,11 @@ async fn download(archive: &Archive, into: &Path, object: &str, stored: Sum, seg
             progress(chunk.len() as u64);
         }
         if let Some(e) = write_failed {
-            return Err(match e.raw_os_error() {
-                Some(_) => RestoreError::Io { verb: "write", path: tmp.path.clone(), cause: e },
-                None => undecodable(e),
-            });
+            return Err(if writing(&e) { RestoreError::Io { verb: "write", path: tmp.path.clone(), cause: e } } else { undecodable(e) });
         }
-        let (got, written, _) = unpacker.finish().map_err(|e| match e.raw_os_error() {
-            Some(_) => RestoreError::Io { verb: "write", path: tmp.path.clone(), cause: e },
-            None => undecodable(e),
-        })?;
+        let (got, written, _) = unpacker
+            .finish()
+            .map_err(|e| if writing(&e) { RestoreError::Io { verb: "write", path: tmp.path.clone(), cause: e } } else { undecodable(e) })?;
         (got, written)
     } else {
         let mut got = Sum::default();

@@ -25,6 +25,13 @@ const KNOWN_SCHEMES: [&str; 11] = ["s3", "s3a", "gs", "az", "abfs", "abfss", "az
 /// (`gs:bucket/wal`), is refused as a mistyped URL, with the URL it
 /// probably meant.
 pub fn url_for(arg: &str) -> Result<String, StorageError> {
+    // `file://archive` names a host, not a directory.
+    if let Some(rest) = arg.strip_prefix("file://").filter(|r| !r.starts_with('/')) {
+        return Err(bad(
+            arg,
+            format!("a file:// URL takes an absolute path (file:///{rest} for /{rest}); for a directory relative to here, give the path itself: ./{rest}"),
+        ));
+    }
     if arg.contains("://") {
         return Ok(arg.to_owned());
     }

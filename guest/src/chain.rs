@@ -75,6 +75,19 @@ impl Open {
         }
     }
 
+    /// A chain going straight up, the common case: the only open position is
+    /// `first`, and no other segment starts there (`next_first`), so a
+    /// segment starting there takes it over. Then `end` replaces it at once,
+    /// the same as pushing `end` and dropping `first` at the next segment.
+    fn step_up(&mut self, first: u128, next_first: Option<u64>, end: u128) -> bool {
+        let only = self.heap.is_empty() && self.run.len() == 1 && self.run[0].0 == first;
+        if only && next_first.is_none_or(|n| u128::from(n) != first) {
+            self.run[0] = (end, 0, 0);
+            return true;
+        }
+        false
+    }
+
     /// The lowest entry when it is at `first`: a chain can go on with a
     /// segment starting there.
     fn at(&self, first: u128) -> Option<&Entry> {
@@ -130,10 +143,14 @@ pub(crate) fn reach(sorted: &[Seg<'_>], start: Start) -> u128 {
     // chain when it starts at one of them (or enters at the start).
     let mut open = Open::default();
     let mut reach = start.lsn();
-    for seg in sorted {
+    for (i, seg) in sorted.iter().enumerate() {
         let first = u128::from(seg.first);
         if first > reach {
             break;
+        }
+        if open.step_up(first, sorted.get(i + 1).map(|n| n.first), seg.end()) {
+            reach = reach.max(seg.end());
+            continue;
         }
         open.drop_below(first);
         if start.enters(seg) || open.at(first).is_some() {
@@ -187,10 +204,15 @@ pub(crate) fn walk(sorted: &[Seg<'_>], start: Start, hi: Lsn) -> Walk {
                 base = Start::Holding(reach as Lsn);
             }
         }
-        open.drop_below(first);
-        if base.enters(seg) || open.at(first).is_some() {
+        let up = open.step_up(first, sorted.get(i + 1).map(|n| n.first), seg.end());
+        if !up {
+            open.drop_below(first);
+        }
+        if up || base.enters(seg) || open.at(first).is_some() {
             used[i] = true;
-            open.push((seg.end(), 0, 0));
+            if !up {
+                open.push((seg.end(), 0, 0));
+            }
             if seg.end() > reach {
                 reach = seg.end();
                 after = seg.name;

@@ -203,8 +203,14 @@ pub fn classify(entry: &Entry<'_>) -> Result<SegmentName, SkipReason> {
 }
 
 /// True when a conflict holds the segment named `name` (by any object of it).
-#[inline(never)]
+/// Asked for every listed segment: without conflicts, at no cost.
+#[inline]
 fn held(conflicts: &[Conflict], name: &str) -> bool {
+    !conflicts.is_empty() && held_by_any(conflicts, name)
+}
+
+#[inline(never)]
+fn held_by_any(conflicts: &[Conflict], name: &str) -> bool {
     conflicts.iter().any(|c| same_segment(&c.name, name))
 }
 

@@ -562,13 +562,18 @@ fn counts_nothing_archived_when_a_sync_fails() {
     };
     let segments_in_archive = || dir.archived_names().into_iter().filter(|n| n.ends_with(".seg")).count();
 
-    // The data of each unnamed copy cannot be made durable.
+    // The data of each unnamed copy cannot be made durable; the error says
+    // it is the copy, not an object under the key.
     let out = run(&[("FAIL_SYNC_UNDER", "(deleted)")]);
     assert_exit(&out, 1);
     assert!(stdout(&out).contains("failed: 3"), "{}", stdout(&out));
     for p in &paths {
         let name = p.file_name().unwrap().to_str().unwrap();
-        assert!(stdout(&out).contains(&format!("cannot sync {archive_path}/{name}: Input/output error")), "{}", stdout(&out));
+        assert!(
+            stdout(&out).contains(&format!("cannot sync {archive_path}/{name} (its copy, not linked yet): Input/output error")),
+            "{}",
+            stdout(&out)
+        );
     }
     assert_eq!(segments_in_archive(), 0, "{:?}", dir.archived_names());
     assert!(stdout(&out).contains("last archived LSN: none yet"), "{}", stdout(&out));

@@ -76,8 +76,14 @@ struct Tmp {
 impl Tmp {
     /// The path to name in an error about the copy: its staging name, or
     /// the key it is meant for.
+    /// The copy, as errors name it: its staging name, or for an unnamed
+    /// file, the key it is for (where nothing is yet), said as such.
     fn shown(&self, dest: &Path) -> PathBuf {
-        self.named.clone().unwrap_or_else(|| dest.to_owned())
+        self.named.clone().unwrap_or_else(|| {
+            let mut shown = dest.as_os_str().to_owned();
+            shown.push(" (its copy, not linked yet)");
+            PathBuf::from(shown)
+        })
     }
 
     fn discard(&self) {
@@ -681,8 +687,12 @@ fn copy(src: &File, src_path: &Path, dst: &mut File, dst_path: &Path) -> Result<
             Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL) if copied == 0 => {
                 return copy_through_user_space(src, src_path, dst, dst_path);
             }
+            // Either side's: both are named.
             _ => {
-                return Err(StorageError::Io { verb: "copy", path: src_path.to_owned(), cause: e });
+                let mut both = src_path.as_os_str().to_owned();
+                both.push(" to ");
+                both.push(dst_path.as_os_str());
+                return Err(StorageError::Io { verb: "copy", path: PathBuf::from(both), cause: e });
             }
         }
     }

@@ -364,6 +364,12 @@ fn reading_commands_say_a_missing_local_archive_does_not_exist_and_create_nothin
     assert!(stdout(&out).contains("(NOT THERE, though segments were archived to it)"), "{}", stdout(&out));
     assert!(stderr(&out).contains("the state file says 2 segments were archived to it"), "{}", stderr(&out));
     assert!(!was.exists(), "status made the archive again");
+    // There but empty, as a mount point whose disk is not mounted.
+    std::fs::create_dir(&was).unwrap();
+    let out = dir.cmd(&[&["status"][..], &args].concat()).output().unwrap();
+    assert_exit(&out, 1);
+    assert!(stdout(&out).contains("(EMPTY, though segments were archived to it)"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("holds no segment, but the state file says 2 segments"), "{}", stderr(&out));
 }
 
 /// A restore past the last archived LSN says where the archive ends, not
@@ -561,6 +567,10 @@ fn refuses_an_archive_argument_that_looks_like_a_url_with_a_slash_missing() {
     }
     // A file:// URL with a relative path names a host: refused, with both
     // ways to say what was meant.
+    // `file://localhost/…` is an absolute path on this machine (RFC 8089).
+    let local = dir.path().join("by-localhost");
+    let out = dir.cmd(&["verify", "--to", &format!("file://localhost{}", local.display())]).output().unwrap();
+    assert!(!stderr(&out).contains("takes an absolute path"), "{}", stderr(&out));
     let out = dir.cmd(&["verify", "--to", "file://archive"]).output().unwrap();
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("a file:// URL takes an absolute path (file:///archive for /archive)"), "{}", stderr(&out));

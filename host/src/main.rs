@@ -1173,16 +1173,20 @@ fn status(settings: &Settings, as_json: bool, current_lsn: Option<u64>) -> Resul
     let current = current_lsn.unwrap_or(newest);
     let rpo_gap = archiver.rpo_gap(&scan.state, current)?;
     let st = &scan.state;
-    // A local archive that is not there, while the state file says segments
-    // went to it: removed, or its disk not mounted. Not a first run.
-    let lost = archiver.storage().archive.is_absent() && (state.segments_archived > 0 || state.last_archived_lsn.is_some());
+    // An archive that is not there, or holds no segment, while the state
+    // file says segments went to it: removed, or its disk not mounted (an
+    // empty mount point). Not a first run. (A prune never empties one: it
+    // keeps the segment that holds the watermark.)
+    let absent = archiver.storage().archive.is_absent();
+    let lost = (absent || st.segments_archived == 0) && (state.segments_archived > 0 || state.last_archived_lsn.is_some());
     let code = if scan.conflicts.is_empty() && !lost { ExitCode::SUCCESS } else { ExitCode::from(1) };
     if lost {
         say(
             tracing::Level::ERROR,
             &format!(
-                "the archive {} is not there, but the state file says {} segments were archived to it: was it removed, or is its disk not mounted?",
+                "the archive {} {}, but the state file says {} segments were archived to it: was it removed, or is its disk not mounted?",
                 archiver.storage().archive.url(),
+                if absent { "is not there" } else { "holds no segment" },
                 state.segments_archived
             ),
         );
@@ -1220,9 +1224,11 @@ fn status(settings: &Settings, as_json: bool, current_lsn: Option<u64>) -> Resul
         return Ok(code);
     }
     let archive = &archiver.storage().archive;
-    if lost {
+    if lost && absent {
         outln!("archive:            {} (NOT THERE, though segments were archived to it)", archive.url());
-    } else if archive.is_absent() {
+    } else if lost {
+        outln!("archive:            {} (EMPTY, though segments were archived to it)", archive.url());
+    } else if absent {
         outln!("archive:            {} (not there yet: the first archive run makes it)", archive.url());
     } else {
         outln!("archive:            {}", archive.url());

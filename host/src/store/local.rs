@@ -74,8 +74,6 @@ struct Tmp {
 }
 
 impl Tmp {
-    /// The path to name in an error about the copy: its staging name, or
-    /// the key it is meant for.
     /// The copy, as errors name it: its staging name, or for an unnamed
     /// file, the key it is for (where nothing is yet), said as such.
     fn shown(&self, dest: &Path) -> PathBuf {
@@ -127,10 +125,12 @@ pub struct LocalDir {
     /// counted, and how many of them the archive's directory was last synced
     /// after: until it is synced again, a power cut could take a new folder
     /// with every record in it, so the next sync of records syncs it too.
-    folders_made: AtomicU64,
+    folders_made: std::sync::Arc<AtomicU64>,
     folders_synced: AtomicU64,
-    /// When the archive's directory was synced as it was opened: an entry
-    /// older than that is durable already.
+    /// The archive directory's own modification time, read after it was
+    /// synced as it was opened: an entry whose change time is older was
+    /// linked before that sync, and its name is durable already. Both times
+    /// come from the filesystem's clock, not this machine's.
     synced_at_open: Option<std::time::SystemTime>,
     /// Opened to look at, and not there: lists as empty.
     absent: bool,
@@ -149,16 +149,16 @@ impl LocalDir {
     /// Opens the archive directory; with `create`, makes it (and syncs it
     /// and its parent, so that it outlives a crash as much as what goes in).
     pub fn open(root: &Path, create: bool) -> Result<Self, StorageError> {
-        // A second's margin below the sync: file times are the kernel's
-        // coarse clock, which can lag the one read here.
         let mut synced_at_open = None;
         if create {
             std::fs::create_dir_all(root).map_err(io_at("create", root))?;
-            let before = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
             for d in root.ancestors().take(2) {
                 sync_dir(d).map_err(io_at("sync", d))?;
             }
-            synced_at_open = Some(before);
+            // Linking an entry sets both its change time and the directory's
+            // modification time: what was linked before this sync is not
+            // newer than the directory is now.
+            synced_at_open = std::fs::symlink_metadata(root).and_then(|m| m.modified()).ok();
         }
         match std::fs::symlink_metadata(root) {
             Ok(m) if m.is_dir() => Ok(Self {
@@ -166,7 +166,7 @@ impl LocalDir {
                 // An unnamed file is linked through /proc: without it, names.
                 unnamed: AtomicBool::new(Path::new("/proc/self/fd").is_dir()),
                 staging_made: AtomicBool::new(false),
-                folders_made: AtomicU64::new(0),
+                folders_made: Default::default(),
                 folders_synced: AtomicU64::new(0),
                 synced_at_open,
                 absent: false,
@@ -187,7 +187,7 @@ impl LocalDir {
             root: root.to_owned(),
             unnamed: AtomicBool::new(false),
             staging_made: AtomicBool::new(false),
-            folders_made: AtomicU64::new(0),
+            folders_made: Default::default(),
             folders_synced: AtomicU64::new(0),
             synced_at_open: None,
             absent: true,
@@ -306,7 +306,10 @@ impl LocalDir {
         .await
         // A file that changed while it was copied fails as changed (tried
         // again later), whatever else that made go wrong.
-        .map_err(|e| file.check_unchanged(file.opened.size, None).err().unwrap_or(e))?;
+        .map_err(|e| match file.check_unchanged(file.opened.size, None) {
+            Err(changed @ StorageError::Changed { .. }) => changed,
+            _ => e,
+        })?;
         let Some((tmp, copied, crc, read, made)) = staged else {
             return Ok(Staged::Existing);
         };
@@ -381,8 +384,9 @@ impl LocalDir {
             let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path).map_err(io_at("open", &path))?;
             file.sync_all().map_err(io_at("sync", &path))?;
             // Its name: durable already when it was linked (its change time)
-            // before the directory was synced at open, as after a lost state,
-            // where thousands of objects are compared; else synced now.
+            // before the directory's last change seen at open, synced then,
+            // as after a lost state, where thousands of objects are
+            // compared; else (and on a tie) synced now.
             use std::os::unix::fs::MetadataExt;
             let meta = file.metadata().map_err(io_at("stat", &path))?;
             let linked = std::time::UNIX_EPOCH + std::time::Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec().clamp(0, 999_999_999) as u32);
@@ -433,31 +437,33 @@ impl LocalDir {
     pub(super) async fn put_create(&self, key: &str, body: &[u8]) -> Result<(), PutError> {
         let path = self.path(key).map_err(PutError::Failed)?;
         let body = body.to_vec();
-        let (made_folder, put) = blocking(move || {
+        let folders_made = self.folders_made.clone();
+        let put = blocking(move || {
             let create = || OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).open(&path);
             // The folder is made when the first record finds it missing, not
             // tried again for every record.
-            let (created, made_folder) = match (create(), path.parent()) {
-                (Err(e), Some(parent)) if e.kind() == io::ErrorKind::NotFound => match std::fs::create_dir_all(parent) {
-                    Ok(()) => (create(), true),
-                    Err(e) => return (false, Err(PutError::Failed(io_at("create", parent)(e)))),
-                },
-                (created, _) => (created, false),
+            let created = match (create(), path.parent()) {
+                (Err(e), Some(parent)) if e.kind() == io::ErrorKind::NotFound => {
+                    // Counted before the folder exists: whoever finds it
+                    // there also finds it counted, and syncs its name.
+                    folders_made.fetch_add(1, Ordering::SeqCst);
+                    match std::fs::create_dir_all(parent) {
+                        Ok(()) => create(),
+                        Err(e) => return Err(PutError::Failed(io_at("create", parent)(e))),
+                    }
+                }
+                (created, _) => created,
             };
-            let put = match created {
+            match created {
                 Ok(mut f) if !body.is_empty() => {
                     f.write_all(&body).and_then(|()| f.sync_data()).map_err(|e| PutError::Failed(io_at("write", &path)(e)))
                 }
                 Ok(_) => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(PutError::Exists),
                 Err(e) => Err(PutError::Failed(io_at("create", &path)(e))),
-            };
-            (made_folder, put)
+            }
         })
         .await;
-        if made_folder {
-            self.folders_made.fetch_add(1, Ordering::SeqCst);
-        }
         put
     }
 

@@ -26,7 +26,7 @@ const KNOWN_SCHEMES: [&str; 11] = ["s3", "s3a", "gs", "az", "abfs", "abfss", "az
 /// probably meant.
 pub fn url_for(arg: &str) -> Result<String, StorageError> {
     // `file://archive` names a host, not a directory.
-    if let Some(rest) = arg.strip_prefix("file://").filter(|r| !r.starts_with('/')) {
+    if let Some(rest) = arg.strip_prefix("file://").filter(|r| !r.starts_with('/') && !r.starts_with("localhost/")) {
         return Err(bad(
             arg,
             format!("a file:// URL takes an absolute path (file:///{rest} for /{rest}); for a directory relative to here, give the path itself: ./{rest}"),

@@ -226,6 +226,9 @@ impl ArchivedList {
     pub(crate) fn from_segs(segs: &[Seg<'_>]) -> Self {
         let mut out = Self::default();
         out.names.reserve(segs.iter().map(|s| s.name.len()).sum());
+        out.ends.reserve(segs.len());
+        out.sizes.reserve(segs.len());
+        out.crc32cs.reserve(segs.len());
         for s in segs {
             out.push(s.name, s.size, s.crc);
         }

@@ -397,14 +397,16 @@ fn describe_break_in(b: &wit::ChainBreak, listing: &Listing) -> String {
     }
 }
 
+/// An I/O error of restore's own files, for `map_err`.
+fn io_err(verb: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RestoreError {
+    let path = path.to_owned();
+    move |cause| RestoreError::Io { verb, path, cause }
+}
+
 /// Makes `into` and any missing folder above it, and syncs the folder that
 /// holds each new one: a restore that said it was done must still be there
 /// after a power cut.
 fn create_dir_durably(into: &Path) -> Result<(), RestoreError> {
-    let io_err = |verb, path: &Path| {
-        let path = path.to_owned();
-        move |cause| RestoreError::Io { verb, path, cause }
-    };
     let missing: Vec<&Path> = into.ancestors().take_while(|d| !d.as_os_str().is_empty() && std::fs::symlink_metadata(d).is_err()).collect();
     std::fs::create_dir_all(into).map_err(io_err("create", into))?;
     for made in missing.iter().rev() {
@@ -519,10 +521,6 @@ async fn download(archive: &Archive, into: &Path, object: &str, stored: Sum, seg
     // following a link: two restores into one folder never share a file.
     let n = RESTORING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp = TempFile { path: into.join(format!(".{name}.{}@{}-{n}.restoring", std::process::id(), host_name())), kept: false };
-    let io_err = |verb, path: &Path| {
-        let path = path.to_owned();
-        move |cause| RestoreError::Io { verb, path, cause }
-    };
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)

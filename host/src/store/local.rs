@@ -438,7 +438,7 @@ impl LocalDir {
         let path = self.path(key).map_err(PutError::Failed)?;
         let body = body.to_vec();
         let folders_made = self.folders_made.clone();
-        let put = blocking(move || {
+        blocking(move || {
             let create = || OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).open(&path);
             // The folder is made when the first record finds it missing, not
             // tried again for every record.
@@ -463,8 +463,7 @@ impl LocalDir {
                 Err(e) => Err(PutError::Failed(io_at("create", &path)(e))),
             }
         })
-        .await;
-        put
+        .await
     }
 
     /// Syncs the directory `sub` (the archive itself for ""), so that the

@@ -163,19 +163,25 @@ fn confines_a_planner_that_reaches_outside_the_wal_directory() {
 fn refuses_a_foreign_component_before_anything_runs() {
     let dir = Dir::new();
     dir.chain(2, 100);
-    let other_version = wat::parse_str(
-        r#"(component
+    // Planners of older versions of the WIT: 0.3.0, and 0.5.0, whose
+    // listings carried kinds and flags as `list<entry-kind>` and `list<bool>`.
+    let other_version = |version: &str| {
+        wat::parse_str(format!(
+            r#"(component
             (core module $m (func (export "f") (result i64) i64.const 0))
             (core instance $i (instantiate $m))
             (func $f (result u64) (canon lift (core func $i "f")))
             (instance $p (export "rpo-gap" (func $f)))
-            (export "nodedb:wal-archiver/planner@0.3.0" (instance $p)))"#,
-    );
+            (export "nodedb:wal-archiver/planner@{version}" (instance $p)))"#
+        ))
+        .unwrap()
+    };
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("notes.wasm", b"not wasm at all".to_vec(), "a file that is not WebAssembly"),
         ("core.wasm", wat::parse_str("(module)").unwrap(), "a core WebAssembly module, not a component"),
         ("empty.wasm", wat::parse_str("(component)").unwrap(), "a component exporting [] and importing []"),
-        ("v3.wasm", other_version.unwrap(), "exporting [nodedb:wal-archiver/planner@0.3.0]"),
+        ("v3.wasm", other_version("0.3.0"), "exporting [nodedb:wal-archiver/planner@0.3.0]"),
+        ("v5.wasm", other_version("0.5.0"), "exporting [nodedb:wal-archiver/planner@0.5.0]"),
     ];
     for (file, bytes, found) in cases {
         let path = dir.path().join(file);
@@ -184,7 +190,7 @@ fn refuses_a_foreign_component_before_anything_runs() {
         assert_exit(&out, 2);
         let err = stderr(&out);
         assert!(err.contains(&format!("cannot use planner component {}", path.display())), "{err}");
-        assert!(err.contains("expected a WebAssembly component of world nodedb:wal-archiver/archiver@0.5.0"), "{err}");
+        assert!(err.contains("expected a WebAssembly component of world nodedb:wal-archiver/archiver@0.6.0"), "{err}");
         assert!(err.contains(found), "{file}: {err}");
         assert!(!err.contains("panicked"), "{err}");
         assert!(dir.archived_names().is_empty(), "{file}: something ran");
@@ -513,7 +519,7 @@ fn the_embedded_component_is_small_and_imports_only_storage() {
     let ty = component.component_type();
     let mut imports: Vec<&str> = ty.imports(&engine).map(|(name, _)| name).collect();
     imports.sort();
-    assert_eq!(imports, ["nodedb:wal-archiver/storage@0.5.0", "nodedb:wal-archiver/types@0.5.0"]);
+    assert_eq!(imports, ["nodedb:wal-archiver/storage@0.6.0", "nodedb:wal-archiver/types@0.6.0"]);
     let exports: Vec<&str> = ty.exports(&engine).map(|(name, _)| name).collect();
-    assert_eq!(exports, ["nodedb:wal-archiver/planner@0.5.0"]);
+    assert_eq!(exports, ["nodedb:wal-archiver/planner@0.6.0"]);
 }

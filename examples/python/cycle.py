@@ -29,7 +29,7 @@ from typing import Any, Callable, List, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from storage import DirStorage, crc32c, empty_state, names_of, unpack_listing  # noqa: E402
+from storage import KIND_CODES, DirStorage, crc32c, empty_state, names_of, unpack_listing  # noqa: E402
 from wit_values import Err, Ok  # noqa: E402
 
 SPAN = 1000
@@ -96,7 +96,7 @@ class Cycles:
         a = listed.value
         rows = list(zip(names_of(a), a.sizes, a.kinds, a.recorded, a.crc32cs))
         self.expect(problems, "archive objects",
-                    rows, [(seg(i), len(content(i)), "file", True, crc32c(content(i))) for i in want])
+                    rows, [(seg(i), len(content(i)), KIND_CODES["file"], 1, crc32c(content(i))) for i in want])
         self.expect(problems, "archive chain start", a.chain_start, chain_start)
         for i in want:
             with open(os.path.join(self.archive, PREFIX, seg(i)), "rb") as f:
@@ -240,7 +240,7 @@ class Cycles:
         listed = st.list_archive()
         a = listed.value if isinstance(listed, Ok) else None
         self.expect(p, "archive after", a and list(zip(names_of(a), a.recorded)),
-                    [(seg(i), True) for i in range(4)] + [(seg(4), False), (seg(5), True)])
+                    [(seg(i), 1) for i in range(4)] + [(seg(4), 0), (seg(5), 1)])
         self.tmp.cleanup()
         return p
 

@@ -1,4 +1,4 @@
-"""The planner's storage imports (`nodedb:wal-archiver/storage@0.5.0`), in Python.
+"""The planner's storage imports (`nodedb:wal-archiver/storage@0.6.0`), in Python.
 
 The WAL directory is a real directory; the archive is a plain directory
 standing in for an object store (a key `{prefix}/{name}` is the file
@@ -105,25 +105,34 @@ def names_of(packed: Any) -> List[str]:
     return unpack_names(packed.names, packed.ends)
 
 
+# A listing carries each entry's kind as a byte, the position of its case in
+# the WIT's `entry-kind`, and each flag (`utf8`, `recorded`) as 1 or 0.
+KIND_CODES = {"file": 0, "dir": 1, "symlink": 2, "other": 3}
+KIND_NAMES = {code: kind for kind, code in KIND_CODES.items()}
+
+
 def pack_listing(entries: Iterable[Tuple[str, bool, str, int]]) -> SimpleNamespace:
     """A WIT `dir-listing` of entries (name, utf8, kind, size)."""
     entries = list(entries)
     return pack((e[0] for e in entries), sizes=[e[3] for e in entries],
-                kinds=[e[2] for e in entries], utf8=[e[1] for e in entries])
+                kinds=[KIND_CODES[e[2]] for e in entries], utf8=[int(e[1]) for e in entries])
 
 
 def unpack_listing(listing: Any) -> List[Tuple[str, bool, str, int]]:
-    """The entries of a packed `dir-listing`, as `pack_listing` takes them."""
-    return [(n, listing.utf8[i], listing.kinds[i], listing.sizes[i]) for i, n in enumerate(names_of(listing))]
+    """The entries of a packed `dir-listing`, as `pack_listing` takes them,
+    read as the planner reads them (an unknown kind is `other`, a flag is
+    set only when it is 1)."""
+    return [(n, listing.utf8[i] == 1, KIND_NAMES.get(listing.kinds[i], "other"), listing.sizes[i])
+            for i, n in enumerate(names_of(listing))]
 
 
 def pack_archive(objects: Iterable[Tuple[str, bool, str, int, Optional[int]]],
                  chain_start: Optional[int] = None, pruned_below: Optional[int] = None) -> SimpleNamespace:
     """A WIT `archive-listing` of objects (name, utf8, kind, size, recorded CRC32C or None)."""
     objects = list(objects)
-    listing = pack((o[0] for o in objects), sizes=[o[3] for o in objects], kinds=[o[2] for o in objects],
-                   utf8=[o[1] for o in objects], crc32cs=[o[4] or 0 for o in objects],
-                   recorded=[o[4] is not None for o in objects])
+    listing = pack((o[0] for o in objects), sizes=[o[3] for o in objects],
+                   kinds=[KIND_CODES[o[2]] for o in objects], utf8=[int(o[1]) for o in objects],
+                   crc32cs=[o[4] or 0 for o in objects], recorded=[int(o[4] is not None) for o in objects])
     listing.chain_start = chain_start
     listing.pruned_below = pruned_below
     return listing

@@ -55,6 +55,37 @@ pub enum EntryKind {
     Other,
 }
 
+impl EntryKind {
+    /// The byte a packed listing carries: the position of the case in the
+    /// WIT's `entry-kind`.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::File => 0,
+            Self::Dir => 1,
+            Self::Symlink => 2,
+            Self::Other => 3,
+        }
+    }
+
+    /// The kind a packed listing's byte stands for; the inverse of
+    /// [`EntryKind::code`]. A byte that stands for no kind is `Other`: such
+    /// an entry is skipped, never archived.
+    pub fn from_code(code: u8) -> Self {
+        match code {
+            0 => Self::File,
+            1 => Self::Dir,
+            2 => Self::Symlink,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// A packed flag (`utf8`, `recorded`): 1 is set, and any other byte, or
+/// none, is not, so that a host's mistake never makes an entry count.
+fn flag(byte: Option<&u8>) -> bool {
+    byte == Some(&1)
+}
+
 /// One entry of a WAL directory listing, owned: what a [`Listing`] is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
@@ -71,8 +102,10 @@ pub struct Listing {
     pub names: String,
     pub ends: Vec<u32>,
     pub sizes: Vec<u64>,
-    pub kinds: Vec<EntryKind>,
-    pub utf8: Vec<bool>,
+    /// [`EntryKind::code`] of each entry.
+    pub kinds: Vec<u8>,
+    /// 1 where the name is UTF-8 (see [`flag`]).
+    pub utf8: Vec<u8>,
 }
 
 /// One entry of a [`Listing`] or [`ArchiveListing`], borrowed from it.
@@ -86,11 +119,11 @@ pub struct Entry<'a> {
 
 /// Reads entry `i` from packed lists: a name with bad bounds is taken as
 /// not UTF-8 (and named ""), an entry without a kind as `Other`.
-fn entry<'a>(name: Option<&'a str>, i: usize, sizes: &[u64], kinds: &[EntryKind], utf8: &[bool]) -> Entry<'a> {
+fn entry<'a>(name: Option<&'a str>, i: usize, sizes: &[u64], kinds: &[u8], utf8: &[u8]) -> Entry<'a> {
     Entry {
         name: name.unwrap_or(""),
-        utf8: name.is_some() && utf8.get(i).copied().unwrap_or(false),
-        kind: kinds.get(i).copied().unwrap_or(EntryKind::Other),
+        utf8: name.is_some() && flag(utf8.get(i)),
+        kind: kinds.get(i).map_or(EntryKind::Other, |k| EntryKind::from_code(*k)),
         size: sizes.get(i).copied().unwrap_or(0),
     }
 }
@@ -100,8 +133,8 @@ impl Listing {
     pub fn push(&mut self, entry: &DirEntry) {
         push_name(&mut self.names, &mut self.ends, &entry.name);
         self.sizes.push(entry.size);
-        self.kinds.push(entry.kind);
-        self.utf8.push(entry.utf8);
+        self.kinds.push(entry.kind.code());
+        self.utf8.push(u8::from(entry.utf8));
     }
 
     /// How many entries the listing holds.
@@ -288,10 +321,13 @@ pub struct ArchiveListing {
     pub names: String,
     pub ends: Vec<u32>,
     pub sizes: Vec<u64>,
-    pub kinds: Vec<EntryKind>,
-    pub utf8: Vec<bool>,
+    /// [`EntryKind::code`] of each entry.
+    pub kinds: Vec<u8>,
+    /// 1 where the name is UTF-8.
+    pub utf8: Vec<u8>,
     pub crc32cs: Vec<u32>,
-    pub recorded: Vec<bool>,
+    /// 1 where `crc32cs` holds a recorded checksum.
+    pub recorded: Vec<u8>,
     pub chain_start: Option<Lsn>,
     pub pruned_below: Option<Lsn>,
 }
@@ -308,10 +344,10 @@ impl ArchiveListing {
     pub fn push(&mut self, entry: &DirEntry, crc32c: Option<u32>) {
         push_name(&mut self.names, &mut self.ends, &entry.name);
         self.sizes.push(entry.size);
-        self.kinds.push(entry.kind);
-        self.utf8.push(entry.utf8);
+        self.kinds.push(entry.kind.code());
+        self.utf8.push(u8::from(entry.utf8));
         self.crc32cs.push(crc32c.unwrap_or(0));
-        self.recorded.push(crc32c.is_some());
+        self.recorded.push(u8::from(crc32c.is_some()));
     }
 
     pub fn len(&self) -> usize {
@@ -326,8 +362,8 @@ impl ArchiveListing {
     pub fn entries(&self) -> impl Iterator<Item = ArchiveEntry<'_>> {
         Names::new(&self.names, &self.ends).iter().enumerate().map(move |(i, name)| ArchiveEntry {
             entry: entry(name, i, &self.sizes, &self.kinds, &self.utf8),
-            crc32c: match (self.recorded.get(i), self.crc32cs.get(i)) {
-                (Some(true), Some(c)) => Some(*c),
+            crc32c: match self.crc32cs.get(i) {
+                Some(c) if flag(self.recorded.get(i)) => Some(*c),
                 _ => None,
             },
         })
@@ -538,13 +574,53 @@ mod tests {
             // fourth has no size, kind or flag.
             ends: [name.len(), name.len() + 1, name.len() + 50, name.len() + 2].map(|e| e as u32).to_vec(),
             sizes: vec![5, 1, 1],
-            kinds: vec![EntryKind::File, EntryKind::File, EntryKind::File],
-            utf8: vec![true, true, true],
+            kinds: vec![0, 0, 0],
+            utf8: vec![1, 1, 1],
         };
         let got: Vec<(bool, EntryKind)> = listing.entries().map(|e| (e.utf8, e.kind)).collect();
         assert_eq!(
             got,
             [(true, EntryKind::File), (false, EntryKind::File), (false, EntryKind::File), (false, EntryKind::Other)]
+        );
+    }
+
+    #[test]
+    fn every_kind_round_trips_through_its_byte() {
+        for kind in [EntryKind::File, EntryKind::Dir, EntryKind::Symlink, EntryKind::Other] {
+            assert_eq!(EntryKind::from_code(kind.code()), kind);
+        }
+        // The WIT's order of `entry-kind`'s cases.
+        assert_eq!([EntryKind::File, EntryKind::Dir, EntryKind::Symlink, EntryKind::Other].map(EntryKind::code), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn bytes_that_stand_for_nothing_never_make_an_entry_count() {
+        let name = format_segment_name(1, 10).unwrap();
+        let mut listing = Listing::default();
+        let mut archive = ArchiveListing::default();
+        for _ in 0..4 {
+            listing.push(&DirEntry { name: name.clone(), utf8: true, kind: EntryKind::File, size: 5 });
+            archive.push(&DirEntry { name: name.clone(), utf8: true, kind: EntryKind::File, size: 5 }, Some(9));
+        }
+        // A kind past the last case, a flag that is neither 0 nor 1.
+        for (at, byte) in [(1, 4u8), (2, 255), (3, 2)] {
+            listing.kinds[at] = byte;
+            listing.utf8[at] = byte;
+            archive.kinds[at] = byte;
+            archive.utf8[at] = byte;
+            archive.recorded[at] = byte;
+        }
+        let got: Vec<(bool, EntryKind)> = listing.entries().map(|e| (e.utf8, e.kind)).collect();
+        assert_eq!(got, [(true, EntryKind::File), (false, EntryKind::Other), (false, EntryKind::Other), (false, EntryKind::Symlink)]);
+        let got: Vec<(bool, EntryKind, Option<u32>)> = archive.entries().map(|e| (e.entry.utf8, e.entry.kind, e.crc32c)).collect();
+        assert_eq!(
+            got,
+            [
+                (true, EntryKind::File, Some(9)),
+                (false, EntryKind::Other, None),
+                (false, EntryKind::Other, None),
+                (false, EntryKind::Symlink, None)
+            ]
         );
     }
 

@@ -120,17 +120,8 @@ fn archive_listing(n: usize) -> ArchiveListing {
 // The same values as the host's WIT types: the packed lists have the same
 // fields on both sides.
 
-fn kind(k: EntryKind) -> wit::EntryKind {
-    match k {
-        EntryKind::File => wit::EntryKind::File,
-        EntryKind::Dir => wit::EntryKind::Dir,
-        EntryKind::Symlink => wit::EntryKind::Symlink,
-        EntryKind::Other => wit::EntryKind::Other,
-    }
-}
-
 fn wit_listing(l: &Listing) -> wit::DirListing {
-    wit::DirListing { names: l.names.clone(), ends: l.ends.clone(), sizes: l.sizes.clone(), kinds: l.kinds.iter().map(|k| kind(*k)).collect(), utf8: l.utf8.clone() }
+    wit::DirListing { names: l.names.clone(), ends: l.ends.clone(), sizes: l.sizes.clone(), kinds: l.kinds.clone(), utf8: l.utf8.clone() }
 }
 
 fn wit_archive(a: &ArchiveListing) -> wit::ArchiveListing {
@@ -138,7 +129,7 @@ fn wit_archive(a: &ArchiveListing) -> wit::ArchiveListing {
         names: a.names.clone(),
         ends: a.ends.clone(),
         sizes: a.sizes.clone(),
-        kinds: a.kinds.iter().map(|k| kind(*k)).collect(),
+        kinds: a.kinds.clone(),
         utf8: a.utf8.clone(),
         crc32cs: a.crc32cs.clone(),
         recorded: a.recorded.clone(),

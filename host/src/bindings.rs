@@ -34,6 +34,35 @@ fn names<'a>(names: &'a str, ends: &'a [u32]) -> impl Iterator<Item = &'a str> +
     })
 }
 
+impl wit::EntryKind {
+    /// The byte a packed listing carries: the position of the case in the
+    /// WIT's `entry-kind`.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::File => 0,
+            Self::Dir => 1,
+            Self::Symlink => 2,
+            Self::Other => 3,
+        }
+    }
+
+    /// The kind a packed listing's byte stands for; the inverse of
+    /// [`wit::EntryKind::code`]. Any other byte is `Other`, as the planner reads it.
+    pub fn from_code(code: u8) -> Self {
+        match code {
+            0 => Self::File,
+            1 => Self::Dir,
+            2 => Self::Symlink,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// A packed flag as the planner reads it: 1 is set, anything else is not.
+fn flag(byte: Option<&u8>) -> bool {
+    byte == Some(&1)
+}
+
 /// One entry of a [`wit::DirListing`] or [`wit::ArchiveListing`], borrowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListedEntry<'a> {
@@ -54,8 +83,8 @@ impl wit::DirListing {
     pub fn push(&mut self, name: &str, utf8: bool, kind: wit::EntryKind, size: u64) {
         push_name(&mut self.names, &mut self.ends, name);
         self.sizes.push(size);
-        self.kinds.push(kind);
-        self.utf8.push(utf8);
+        self.kinds.push(kind.code());
+        self.utf8.push(u8::from(utf8));
     }
 
     /// How many entries it holds.
@@ -71,8 +100,8 @@ impl wit::DirListing {
     pub fn entries(&self) -> impl Iterator<Item = ListedEntry<'_>> {
         names(&self.names, &self.ends).enumerate().map(|(i, name)| ListedEntry {
             name,
-            utf8: self.utf8.get(i).copied().unwrap_or(false),
-            kind: self.kinds.get(i).copied().unwrap_or(wit::EntryKind::Other),
+            utf8: flag(self.utf8.get(i)),
+            kind: self.kinds.get(i).map_or(wit::EntryKind::Other, |k| wit::EntryKind::from_code(*k)),
             size: self.sizes.get(i).copied().unwrap_or(0),
         })
     }
@@ -104,10 +133,10 @@ impl wit::ArchiveListing {
     pub fn push(&mut self, name: &str, utf8: bool, kind: wit::EntryKind, size: u64, crc32c: Option<u32>) {
         push_name(&mut self.names, &mut self.ends, name);
         self.sizes.push(size);
-        self.kinds.push(kind);
-        self.utf8.push(utf8);
+        self.kinds.push(kind.code());
+        self.utf8.push(u8::from(utf8));
         self.crc32cs.push(crc32c.unwrap_or(0));
-        self.recorded.push(crc32c.is_some());
+        self.recorded.push(u8::from(crc32c.is_some()));
     }
 
     pub fn len(&self) -> usize {
@@ -123,12 +152,12 @@ impl wit::ArchiveListing {
         names(&self.names, &self.ends).enumerate().map(|(i, name)| {
             let entry = ListedEntry {
                 name,
-                utf8: self.utf8.get(i).copied().unwrap_or(false),
-                kind: self.kinds.get(i).copied().unwrap_or(wit::EntryKind::Other),
+                utf8: flag(self.utf8.get(i)),
+                kind: self.kinds.get(i).map_or(wit::EntryKind::Other, |k| wit::EntryKind::from_code(*k)),
                 size: self.sizes.get(i).copied().unwrap_or(0),
             };
-            let crc = match (self.recorded.get(i), self.crc32cs.get(i)) {
-                (Some(true), Some(c)) => Some(*c),
+            let crc = match self.crc32cs.get(i) {
+                Some(c) if flag(self.recorded.get(i)) => Some(*c),
                 _ => None,
             };
             (entry, crc)
@@ -237,5 +266,44 @@ pub fn empty_state() -> wit::ArchiverState {
         archived: wit::ArchivedList::default(),
         failing: wit::FailureList::default(),
         conflicts: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wal_archiver_guest::packed::EntryKind;
+
+    #[test]
+    fn every_kind_round_trips_through_the_byte_the_planner_reads() {
+        let pairs = [
+            (wit::EntryKind::File, EntryKind::File),
+            (wit::EntryKind::Dir, EntryKind::Dir),
+            (wit::EntryKind::Symlink, EntryKind::Symlink),
+            (wit::EntryKind::Other, EntryKind::Other),
+        ];
+        for (host, planner) in pairs {
+            assert_eq!(wit::EntryKind::from_code(host.code()), host);
+            assert_eq!(host.code(), planner.code(), "{host:?}");
+        }
+        for byte in 0..=u8::MAX {
+            assert_eq!(wit::EntryKind::from_code(byte).code(), EntryKind::from_code(byte).code(), "byte {byte}");
+        }
+    }
+
+    #[test]
+    fn a_listing_reads_back_what_was_pushed_and_foreign_flags_as_unset() {
+        let mut l = wit::DirListing::default();
+        l.push("a", true, wit::EntryKind::File, 5);
+        l.push("b", false, wit::EntryKind::Symlink, 0);
+        let got: Vec<_> = l.entries().map(|e| (e.name, e.utf8, e.kind, e.size)).collect();
+        assert_eq!(got, [("a", true, wit::EntryKind::File, 5), ("b", false, wit::EntryKind::Symlink, 0)]);
+        let mut a = wit::ArchiveListing::default();
+        a.push("c", true, wit::EntryKind::File, 7, Some(9));
+        assert_eq!(a.entries().next().unwrap().1, Some(9));
+        a.recorded[0] = 2;
+        a.utf8[0] = 2;
+        let (entry, crc) = a.entries().next().unwrap();
+        assert_eq!((entry.utf8, crc), (false, None));
     }
 }

@@ -21,7 +21,7 @@ import { driveCycle } from '../workerd/plan.js';
 import { asyncStorage } from '../workerd/storage.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const PLANNER = 'nodedb:wal-archiver/planner@0.5.0';
+const PLANNER = 'nodedb:wal-archiver/planner@0.6.0';
 
 const seg = (first, last) => `wal-${first.toString(16).padStart(16, '0')}-${last.toString(16).padStart(16, '0')}.seg`;
 const S1 = seg(1, 10);

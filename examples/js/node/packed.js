@@ -1,11 +1,13 @@
-// Packing and unpacking the WIT's packed lists (nodedb:wal-archiver@0.5.0).
+// Packing and unpacking the WIT's packed lists (nodedb:wal-archiver@0.6.0).
 //
 // `dir-listing`, `archive-listing`, `segment-list`, `archived-list` and
 // `failure-list` hold every name in one string and, in `ends`, where each
 // name ends, counted in bytes of UTF-8 (not in JavaScript's UTF-16 code
 // units); every other field is a list of its own, one element per entry.
-// jco passes `list<u32>` as a Uint32Array and `list<u64>` as a
-// BigUint64Array, and hands them back the same way.
+// jco passes `list<u8>` as a Uint8Array, `list<u32>` as a Uint32Array and
+// `list<u64>` as a BigUint64Array, and hands them back the same way. Kinds
+// and flags are bytes: a kind is the position of its case in `entry-kind`,
+// a flag is 1 or 0.
 //
 // Plain JavaScript with no imports, so that Node.js, Deno and workerd all
 // load it as it is.
@@ -52,13 +54,25 @@ export function unpackNames(names, ends) {
 
 const u64 = (v) => BigInt(v);
 
+/** The byte of each `entry-kind` case, as a listing carries it. */
+export const KIND_CODES = Object.freeze({ file: 0, dir: 1, symlink: 2, other: 3 });
+
+/** The byte of `kind` ('file', 'dir', 'symlink' or 'other'). */
+export function kindCode(kind) {
+  const code = KIND_CODES[kind];
+  if (code === undefined) throw new TypeError(`not an entry-kind: ${kind}`);
+  return code;
+}
+
+const flag = (set) => (set ? 1 : 0);
+
 /** A `dir-listing` of entries `{ name, utf8 = true, kind, size }` (size: number or bigint). */
 export function packDirListing(entries) {
   return {
     ...packNames(entries.map((e) => e.name)),
     sizes: BigUint64Array.from(entries, (e) => u64(e.size)),
-    kinds: entries.map((e) => e.kind),
-    utf8: entries.map((e) => e.utf8 ?? true),
+    kinds: Uint8Array.from(entries, (e) => kindCode(e.kind)),
+    utf8: Uint8Array.from(entries, (e) => flag(e.utf8 ?? true)),
   };
 }
 
@@ -73,10 +87,10 @@ export function packArchiveListing(entries, { chainStart, prunedBelow } = {}) {
   return {
     ...packNames(entries.map((e) => e.name)),
     sizes: BigUint64Array.from(entries, (e) => u64(e.size)),
-    kinds: entries.map((e) => e.kind ?? 'file'),
-    utf8: entries.map((e) => e.utf8 ?? true),
+    kinds: Uint8Array.from(entries, (e) => kindCode(e.kind ?? 'file')),
+    utf8: Uint8Array.from(entries, (e) => flag(e.utf8 ?? true)),
     crc32cs: Uint32Array.from(entries, (e, i) => (recorded[i] ? e.crc32c : 0)),
-    recorded,
+    recorded: Uint8Array.from(recorded, flag),
     chainStart: chainStart ?? undefined,
     prunedBelow: prunedBelow ?? undefined,
   };

@@ -1,4 +1,4 @@
-// The storage imports of nodedb:wal-archiver@0.5.0, in JavaScript, over
+// The storage imports of nodedb:wal-archiver@0.6.0, in JavaScript, over
 // in-memory data: a WAL directory (a Map of entries) and an object store (a
 // Map of keys to bytes). Written from the WIT's doc comments, host duties
 // included, so that `run-cycle` can be driven through them; nothing touches

@@ -5,11 +5,11 @@
 // against the component's own run-cycle).
 
 import { createStorage } from './storage.js';
-import { unpackNames } from '../node/packed.js';
+import { KIND_CODES, unpackNames } from '../node/packed.js';
 import { runVector } from '../node/vector.js';
 
 export const WIT_PACKAGE = 'nodedb:wal-archiver';
-export const WIT_VERSION = '0.5.0';
+export const WIT_VERSION = '0.6.0';
 
 /** A request the host cannot run (HTTP 400). */
 export class BadRequest extends Error {}
@@ -24,7 +24,7 @@ export class WrongPlanner extends Error {}
  * returns (a promise of) the compiled core module `name`.
  */
 export async function instantiatePlanner(instantiate, getCoreModule, imports) {
-  // jco 1.35's planner.d.ts names the import `nodedb:wal-archiver/storage@0.5.0`,
+  // jco 1.35's planner.d.ts names the import `nodedb:wal-archiver/storage@0.6.0`,
   // while the planner.js it writes looks it up as `nodedb:wal-archiver/storage`,
   // without the version. Give both, so either way of looking it up works.
   const root = await instantiate(getCoreModule, {
@@ -55,8 +55,8 @@ function checkCase(c) {
   if (!Array.isArray(c.listing)) problems.push('listing: not an array');
   else {
     c.listing.forEach((e, i) => {
-      if (!isObject(e) || typeof e.name !== 'string' || typeof e.utf8 !== 'boolean' || typeof e.kind !== 'string' || !Number.isSafeInteger(e.size) || e.size < 0) {
-        problems.push(`listing[${i}]: not { name, utf8, kind, size }`);
+      if (!isObject(e) || typeof e.name !== 'string' || typeof e.utf8 !== 'boolean' || !Object.hasOwn(KIND_CODES, e.kind) || !Number.isSafeInteger(e.size) || e.size < 0) {
+        problems.push(`listing[${i}]: not { name, utf8, kind (file, dir, symlink or other), size }`);
       }
     });
   }

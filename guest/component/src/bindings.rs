@@ -167,17 +167,6 @@ impl From<NameError> for wit::NameError {
     }
 }
 
-impl From<wit::EntryKind> for EntryKind {
-    fn from(k: wit::EntryKind) -> Self {
-        match k {
-            wit::EntryKind::File => Self::File,
-            wit::EntryKind::Dir => Self::Dir,
-            wit::EntryKind::Symlink => Self::Symlink,
-            wit::EntryKind::Other => Self::Other,
-        }
-    }
-}
-
 impl From<EntryKind> for wit::EntryKind {
     fn from(k: EntryKind) -> Self {
         match k {
@@ -191,7 +180,7 @@ impl From<EntryKind> for wit::EntryKind {
 
 impl From<wit::DirListing> for Listing {
     fn from(l: wit::DirListing) -> Self {
-        Self { names: l.names, ends: l.ends, sizes: l.sizes, kinds: l.kinds.into_iter().map(Into::into).collect(), utf8: l.utf8 }
+        Self { names: l.names, ends: l.ends, sizes: l.sizes, kinds: l.kinds, utf8: l.utf8 }
     }
 }
 
@@ -201,7 +190,7 @@ impl From<wit::ArchiveListing> for ArchiveListing {
             names: l.names,
             ends: l.ends,
             sizes: l.sizes,
-            kinds: l.kinds.into_iter().map(Into::into).collect(),
+            kinds: l.kinds,
             utf8: l.utf8,
             crc32cs: l.crc32cs,
             recorded: l.recorded,

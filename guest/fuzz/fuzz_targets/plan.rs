@@ -44,7 +44,7 @@ enum Step {
     /// of it hidden, as a listing can miss objects).
     Reconcile { hide: Vec<bool>, chain_start: bool },
     /// Packed lists whose fields disagree.
-    Garbage { ends: Vec<u32>, sizes: Vec<u64>, flags: Vec<bool>, text: String },
+    Garbage { ends: Vec<u32>, sizes: Vec<u64>, flags: Vec<u8>, text: String },
 }
 
 #[derive(Debug, Arbitrary)]
@@ -123,7 +123,8 @@ fuzz_target!(|input: Input| {
                 names: text.clone(),
                 ends: ends.clone(),
                 sizes: sizes.clone(),
-                kinds: flags.iter().map(|f| if *f { EntryKind::File } else { EntryKind::Dir }).collect(),
+                // Any byte: kinds and flags past their codes included.
+                kinds: flags.iter().map(|f| f.rotate_left(1)).collect(),
                 utf8: flags.clone(),
             };
             let _ = plan::scan(state.clone(), &g, None);

@@ -261,11 +261,11 @@ struct ArchiveArgs {
     /// and verify, restore and prune read either.
     #[arg(long, value_name = "none|zstd[:LEVEL]")]
     compression: Option<wal_archiver::compress::Compression>,
-    /// S3: the largest segment sent in one PUT that the store checks (a
-    /// whole segment is held in memory while it is sent, per upload; with
-    /// compression, its worst-case compressed size, a little over its own);
-    /// larger ones are staged in 8 MiB parts. 0 stages every segment
-    /// [default: 64MiB; at most 5GiB].
+    /// S3, Azure, GCS: the largest segment sent in one PUT that the store
+    /// checks (a whole segment is held in memory while it is sent, per
+    /// upload; with compression, its worst-case compressed size, a little
+    /// over its own); larger ones are staged in 8 MiB parts. 0 stages every
+    /// segment [default: 64MiB; at most 5GiB; on Azure at most 5000MiB].
     #[arg(long, value_parser = parse_single_put_max, value_name = "SIZE")]
     single_put_max: Option<u64>,
 }

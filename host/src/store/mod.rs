@@ -12,6 +12,8 @@
 //! `_chain/`, conflicts found in `_conflicts/`, and uploads in flight in
 //! `_staging/`.
 
+pub mod azure;
+pub mod gcs;
 pub mod local;
 pub mod object;
 pub mod probe;
@@ -407,8 +409,13 @@ impl Archive {
     /// carries (if it does, a segment goes in one PUT).
     pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, url: &str, probe: Option<Arc<probe::ProbeSlot>>) -> Self {
         let ranged = url.starts_with("file:") || url.starts_with("memory:");
+        let mut backend = object::StoreBackend::new(store, ranged, probe);
+        let scheme = url::Url::parse(url).ok().and_then(|u| object_store::ObjectStoreScheme::parse(&u).ok());
+        if let Some((object_store::ObjectStoreScheme::MicrosoftAzure, _)) = scheme {
+            backend.set_put_limit(object::AZURE_PUT_LIMIT);
+        }
         Self {
-            backend: Backend::Store(object::StoreBackend::new(store, ranged, probe)),
+            backend: Backend::Store(backend),
             prefix: prefix.trim_matches('/').to_owned(),
             url: url.trim_end_matches('/').to_owned(),
             compression: Compression::None,
@@ -1027,6 +1034,53 @@ async fn read_checksum(file: &SegmentFile, listed: Option<u64>) -> Result<(u64, 
     })??;
     file.check_unchanged(size, listed)?;
     Ok((size, crc))
+}
+
+/// An HTTP client for the tests of the clients wrapped around object_store's:
+/// it answers every request with an empty 200 and keeps what it was sent.
+#[cfg(test)]
+pub(crate) mod echo {
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use http_body_util::BodyExt as _;
+    use object_store::client::{HttpClient, HttpError, HttpRequest, HttpResponse, HttpResponseBody, HttpService};
+
+    /// A request as sent: its headers and its whole body.
+    pub(crate) struct Sent {
+        pub headers: http::HeaderMap,
+        pub body: Vec<u8>,
+    }
+
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct Echo(Arc<Mutex<Vec<(http::HeaderMap, Vec<u8>)>>>);
+
+    impl Echo {
+        pub(crate) fn client(&self) -> HttpClient {
+            HttpClient::new(self.clone())
+        }
+
+        /// The last request sent.
+        pub(crate) fn last(&self) -> Sent {
+            let (headers, body) = self.0.lock().unwrap().last().cloned().expect("a request was sent");
+            Sent { headers, body }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl HttpService for Echo {
+        async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+            let (parts, mut body) = req.into_parts();
+            let mut bytes = Vec::new();
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame?.into_data() {
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            self.0.lock().unwrap().push((parts.headers, bytes));
+            Ok(http::Response::new(HttpResponseBody::from(Bytes::new())))
+        }
+    }
 }
 
 #[cfg(test)]

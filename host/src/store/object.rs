@@ -3,22 +3,25 @@
 //!
 //! Two ways to publish a segment:
 //!
-//! - **One verified PUT** (S3 stores that check the checksum a PUT carries,
-//!   up to [`SINGLE_PUT_MAX`]; whether a store checks is asked once per
+//! - **One verified PUT** (stores that check the checksum a PUT carries, up
+//!   to [`SINGLE_PUT_MAX`]; whether a store checks is asked once per
 //!   process, see [`super::probe`]): the segment is read whole into pooled
 //!   buffers with its CRC32C computed on the way; once its descriptor shows
-//!   no change, it is sent in one create-only request (`If-None-Match: *`)
-//!   carrying its CRC64NVME, which the store checks against the bytes it
-//!   received and refuses on a mismatch. Nothing is staged, copied or read
-//!   back: a torn body is refused by the store, and the object is whole or
-//!   absent.
-//! - **Staged** (larger segments; S3 stores that do not check the checksum,
-//!   such as moto; GCS and Azure, to which object_store 0.14 sends none):
-//!   the segment is streamed to a staging object under `_staging/` in parts,
-//!   from a bounded pool of reused buffers, with its CRC32C computed on the
-//!   way. Once the whole file is read and its descriptor shows no change,
-//!   the staged object is checked (its size, and with `verify` its CRC32C
-//!   read back) and published under its key with a create-only copy.
+//!   no change, it is sent in one create-only request (S3 and Azure
+//!   `If-None-Match: *`, GCS `x-goog-if-generation-match: 0`) carrying a
+//!   checksum of its bytes that the store checks against the bytes it
+//!   received and refuses on a mismatch: a CRC64NVME to S3 (object_store
+//!   sends it), a Content-MD5 to Azure ([`super::azure`]), a CRC32C in
+//!   `x-goog-hash` to GCS ([`super::gcs`]). Nothing is staged, copied or
+//!   read back: a torn body is refused by the store, and the object is
+//!   whole or absent.
+//! - **Staged** (larger segments; stores that do not check the checksum,
+//!   such as moto): the segment is streamed to a staging object under
+//!   `_staging/` in parts, from a bounded pool of reused buffers, with its
+//!   CRC32C computed on the way. Once the whole file is read and its
+//!   descriptor shows no change, the staged object is checked (its size,
+//!   and with `verify` its CRC32C read back) and published under its key
+//!   with a create-only copy.
 //!
 //! Either way a torn or truncated upload never carries a segment's key, and
 //! an archived object is never overwritten. A compressed segment (a `.zst`
@@ -56,6 +59,10 @@ const PARTS_IN_FLIGHT: usize = 2;
 pub const SINGLE_PUT_MAX: u64 = 64 << 20;
 /// The largest `--single-put-max`: S3's own limit for one PUT.
 pub const SINGLE_PUT_LIMIT: u64 = 5 << 30;
+/// Azure's limit for one Put Blob (service version 2019-12-12 and later;
+/// object_store speaks 2023-11-03): larger segments are staged whatever
+/// `--single-put-max` says.
+pub const AZURE_PUT_LIMIT: u64 = 5000 << 20;
 /// How long an archiver goes on staging after a probe that could not tell
 /// whether the store checks a PUT's checksum, before it asks again.
 const PROBE_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
@@ -77,6 +84,8 @@ pub struct StoreBackend {
     /// The largest segment (or compressed segment, at worst) sent in one
     /// PUT; [`SINGLE_PUT_MAX`] unless set; 0 stages every segment.
     single_put_max: u64,
+    /// The store's own limit for one PUT, which `single_put_max` never passes.
+    put_limit: u64,
 }
 
 fn store_err<'a>(verb: &'static str, url: &'a str) -> impl FnOnce(object_store::Error) -> StorageError + 'a {
@@ -96,6 +105,7 @@ impl StoreBackend {
             probe,
             checks_puts: Default::default(),
             single_put_max: SINGLE_PUT_MAX,
+            put_limit: SINGLE_PUT_LIMIT,
         };
         backend.size_buffers(1);
         backend
@@ -133,7 +143,13 @@ impl StoreBackend {
 
     /// Sends segments up to `max` bytes in one PUT (0: none); see [`SINGLE_PUT_MAX`].
     pub fn set_single_put_max(&mut self, max: u64) {
-        self.single_put_max = max.min(SINGLE_PUT_LIMIT);
+        self.single_put_max = max.min(self.put_limit);
+    }
+
+    /// Caps one PUT at the store's own limit (see [`AZURE_PUT_LIMIT`]).
+    pub fn set_put_limit(&mut self, limit: u64) {
+        self.put_limit = limit;
+        self.single_put_max = self.single_put_max.min(limit);
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -518,4 +534,27 @@ async fn stream_into(
         }
     }
     source.finish().map_err(|why| StorageError::Io { verb: "compress", path: file.path.clone(), cause: std::io::Error::other(why) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_sends_more_in_one_put_than_the_store_takes() {
+        let mut s3 = StoreBackend::new(Arc::new(object_store::memory::InMemory::new()), true, None);
+        s3.set_single_put_max(6 << 30);
+        assert_eq!(s3.single_put_max, SINGLE_PUT_LIMIT);
+        let mut azure = StoreBackend::new(Arc::new(object_store::memory::InMemory::new()), true, None);
+        azure.set_put_limit(AZURE_PUT_LIMIT);
+        azure.set_single_put_max(SINGLE_PUT_LIMIT);
+        assert_eq!(azure.single_put_max, AZURE_PUT_LIMIT);
+        azure.set_single_put_max(1 << 20);
+        assert_eq!(azure.single_put_max, 1 << 20);
+        // A URL of Azure gets Azure's limit.
+        let archive = super::super::Archive::with_store(Arc::new(object_store::memory::InMemory::new()), "p", "az://container/p", None)
+            .with_single_put_max(SINGLE_PUT_LIMIT);
+        let super::super::Backend::Store(b) = &archive.backend else { panic!("an object store") };
+        assert_eq!(b.single_put_max, AZURE_PUT_LIMIT);
+    }
 }

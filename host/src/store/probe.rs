@@ -1,6 +1,9 @@
-//! Whether an S3 store checks the checksum sent with a PUT against the body
-//! it received: S3 and s3s-fs do, moto and some S3-compatible stores do
-//! not, and only a store that checks makes one PUT a verified write.
+//! Whether a store checks the checksum sent with a PUT against the body it
+//! received: S3, s3s-fs, Azure and Azurite do (a CRC64NVME for S3, a
+//! Content-MD5 for Azure, see [`super::azure`]), and GCS says it does (an
+//! `x-goog-hash` CRC32C, see [`super::gcs`]); moto and some S3-compatible
+//! stores do not, and only a store that checks makes one PUT a verified
+//! write.
 //!
 //! The question is asked once per process, with one object: a small body
 //! is sent with the checksum object_store computed for it, and the HTTP
@@ -92,7 +95,7 @@ pub(super) async fn store_checks_puts(store: &dyn ObjectStore, slot: &ProbeSlot,
     }
     let refused_for_checksum = |e: &object_store::Error| {
         let text = super::describe(e);
-        ["BadDigest", "InvalidDigest", "ChecksumMismatch", "checksum"].iter().any(|code| text.contains(code))
+        ["BadDigest", "InvalidDigest", "ChecksumMismatch", "Md5Mismatch", "CrcMismatch", "checksum"].iter().any(|code| text.contains(code))
     };
     match (status, &result) {
         (Some(400), Err(e)) if refused_for_checksum(e) => {

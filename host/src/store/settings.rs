@@ -147,6 +147,11 @@ pub fn open(url: &str, options: &[(String, String)], request_retries: usize, pre
                 let parsed_key: GoogleConfigKey = key.parse().map_err(|_| unknown_key(url, &key))?;
                 b = b.with_config(parsed_key, value);
             }
+            // Every PUT of a whole object carries its CRC32C, which GCS
+            // checks; whether the store checks is asked once (store::gcs).
+            let slot = Arc::new(super::probe::ProbeSlot::default());
+            b = b.with_http_connector(super::gcs::GcsConnector { slot: slot.clone() });
+            probe = Some(slot);
             Arc::new(b.with_url(url).with_retry(retry_config(request_retries)).build().map_err(|e| bad(url, super::describe(&e)))?)
         }
         ObjectStoreScheme::MicrosoftAzure => {
@@ -156,6 +161,18 @@ pub fn open(url: &str, options: &[(String, String)], request_retries: usize, pre
                 let parsed_key: AzureConfigKey = key.parse().map_err(|_| unknown_key(url, &key))?;
                 b = b.with_config(parsed_key, value);
             }
+            // Every Put Blob carries its Content-MD5, which Azure checks
+            // against the bytes it received; whether the store checks is
+            // asked once, as of S3 (store::azure, store::probe).
+            let use_emulator = b.get_config_value(&AzureConfigKey::UseEmulator).is_some_and(|v| ["true", "1", "yes", "on"].contains(&v.to_ascii_lowercase().as_str()));
+            let key = super::azure::SharedKey::from_settings(
+                b.get_config_value(&AzureConfigKey::AccountName),
+                b.get_config_value(&AzureConfigKey::AccessKey),
+                use_emulator,
+            );
+            let slot = Arc::new(super::probe::ProbeSlot::default());
+            b = b.with_http_connector(super::azure::AzureConnector { slot: slot.clone(), key });
+            probe = Some(slot);
             Arc::new(b.with_url(url).with_retry(retry_config(request_retries)).build().map_err(|e| bad(url, super::describe(&e)))?)
         }
         other => {

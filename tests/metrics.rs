@@ -228,23 +228,15 @@ fn refuses_to_start_on_a_metrics_address_it_cannot_bind() {
 /// and only turns 200 once the segment is archived.
 #[test]
 fn health_stays_failing_while_a_failed_segment_waits_for_its_retry() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
     let dir = Dir::new();
-    dir.chain(2, 1000);
-    // Still being written under its final name: every read of it fails.
-    let growing = dir.segment(201, 300, 1000);
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut f = std::fs::OpenOptions::new().append(true).open(&growing).unwrap();
-            while !stop.load(Ordering::SeqCst) {
-                f.write_all(&[7u8; 64 * 1024]).unwrap();
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        })
-    };
+    let paths = dir.chain(3, 1000);
+    // A directory where the last segment's copy must go: every attempt
+    // fails ("Is a directory") until it is removed. (A file still being
+    // written fails only while a write lands during each read: on a busy
+    // machine a read can fall between two writes and archive a snapshot,
+    // which then shows as a conflict.)
+    let blocker = dir.archive_dir().join(paths[2].file_name().unwrap());
+    std::fs::create_dir_all(&blocker).unwrap();
     let mut w = Watcher::start(&dir, &["--retry-base-delay", "3", "--retry-max-delay", "3"]);
     w.wait_for("a failed upload", |p| p.find("wal_archiver_failures_total", &[("kind", "upload")]).is_some_and(|n| n >= 1.0));
     // Inside the 3 s backoff the cycles do not try it; none is clean.
@@ -254,8 +246,7 @@ fn health_stays_failing_while_a_failed_segment_waits_for_its_retry() {
         assert!(body.contains("1 segment failing"), "{body}");
         std::thread::sleep(Duration::from_millis(150));
     }
-    stop.store(true, Ordering::SeqCst);
-    writer.join().unwrap();
+    std::fs::remove_dir(&blocker).unwrap();
     w.wait_for("the segment archived after its backoff", |p| p.find("wal_archiver_segments_archived_total", &[]) == Some(3.0));
     let deadline = Instant::now() + Duration::from_secs(10);
     while w.get("/healthz").0 != 200 {

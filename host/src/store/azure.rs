@@ -28,45 +28,49 @@ use super::probe::{ProbeSlot, ProbingConnector};
 
 /// The account key Azurite and the Azure storage emulator accept, as
 /// Microsoft publishes it; object_store signs with it for `use_emulator`.
-const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
 const EMULATOR_ACCOUNT_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 static CONTENT_MD5: HeaderName = HeaderName::from_static("content-md5");
 
-/// An account and its key, for signing a request again.
+/// An account key, for signing a request again.
 #[derive(Clone)]
 pub struct SharedKey {
-    account: String,
     key: ring::hmac::Key,
 }
 
 impl std::fmt::Debug for SharedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the key.
-        f.debug_struct("SharedKey").field("account", &self.account).finish_non_exhaustive()
+        f.debug_struct("SharedKey").finish_non_exhaustive()
     }
+}
+
+/// A setting object_store reads as true (its own list).
+pub fn truthy(value: &str) -> bool {
+    ["1", "true", "on", "yes", "y"].contains(&value.to_ascii_lowercase().as_str())
 }
 
 impl SharedKey {
     /// The key object_store signs with, from the builder's settings: the
     /// account key given, else the emulator's for `use_emulator`. None when
     /// there is none or it is not base64 (object_store then signs otherwise,
-    /// or refuses the settings itself).
-    pub fn from_settings(account: Option<String>, access_key: Option<String>, use_emulator: bool) -> Option<Self> {
-        let (account, key) = match (account, access_key) {
-            (Some(a), Some(k)) => (a, k),
-            (a, None) if use_emulator => (a.unwrap_or_else(|| EMULATOR_ACCOUNT.to_owned()), EMULATOR_ACCOUNT_KEY.to_owned()),
-            _ => return None,
+    /// or refuses the settings itself). The account is the one the request
+    /// was signed for (the URL's or the settings'), read from its header.
+    pub fn from_settings(access_key: Option<String>, use_emulator: bool) -> Option<Self> {
+        let key = match access_key {
+            Some(k) => k,
+            None if use_emulator => EMULATOR_ACCOUNT_KEY.to_owned(),
+            None => return None,
         };
         let bytes = base64::engine::general_purpose::STANDARD.decode(key.trim()).ok()?;
-        Some(Self { account, key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes) })
+        Some(Self { key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes) })
     }
 
-    /// The `Authorization` value of a Shared Key request with these headers
-    /// (Azure's "Authorize with Shared Key": the verb, twelve standard
-    /// headers, the `x-ms-` headers sorted, the account and path, and the
-    /// query's parameters sorted).
-    fn authorization(&self, method: &http::Method, uri: &http::Uri, headers: &HeaderMap) -> Option<String> {
+    /// The `Authorization` value of a Shared Key request of `account` with
+    /// these headers (Azure's "Authorize with Shared Key": the verb, twelve
+    /// standard headers, the `x-ms-` headers sorted, the account and path,
+    /// and the query's parameters sorted).
+    fn authorization(&self, account: &str, method: &http::Method, uri: &http::Uri, headers: &HeaderMap) -> Option<String> {
         let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
         // Content-Length is left empty when it is 0 (service version 2015-02-21 on).
         let length = Some(value("content-length")).filter(|v| *v != "0").unwrap_or("");
@@ -99,7 +103,7 @@ impl SharedKey {
             text.push('\n');
         }
         text.push('/');
-        text.push_str(&self.account);
+        text.push_str(account);
         text.push_str(uri.path());
         let url = url::Url::parse(&uri.to_string()).ok()?;
         let mut params: Vec<(String, Vec<String>)> = Vec::new();
@@ -119,7 +123,7 @@ impl SharedKey {
             text.push_str(&values.join(","));
         }
         let tag = ring::hmac::sign(&self.key, text.as_bytes());
-        Some(format!("SharedKey {}:{}", self.account, base64::engine::general_purpose::STANDARD.encode(tag.as_ref())))
+        Some(format!("SharedKey {account}:{}", base64::engine::general_purpose::STANDARD.encode(tag.as_ref())))
     }
 }
 
@@ -134,7 +138,7 @@ pub struct AzureConnector {
 impl HttpConnector for AzureConnector {
     fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
         let inner = ProbingConnector { slot: self.slot.clone() }.connect(options)?;
-        Ok(HttpClient::new(Md5Blobs { inner, key: self.key.clone() }))
+        Ok(HttpClient::new(Md5Blobs { inner, key: self.key.clone(), warned: Default::default() }))
     }
 }
 
@@ -142,6 +146,13 @@ impl HttpConnector for AzureConnector {
 struct Md5Blobs {
     inner: HttpClient,
     key: Option<SharedKey>,
+    /// Said once that Put Blobs go without an MD5.
+    warned: std::sync::atomic::AtomicBool,
+}
+
+/// The account of a Shared Key `Authorization` value: `SharedKey {account}:{signature}`.
+fn shared_key_account(value: &HeaderValue) -> Option<&str> {
+    value.to_str().ok()?.strip_prefix("SharedKey ")?.split_once(':').map(|(account, _)| account).filter(|a| !a.is_empty())
 }
 
 /// A Put Blob with a body: not a block or a block list (`comp=`), not a
@@ -159,12 +170,19 @@ impl HttpService for Md5Blobs {
         if !is_put_blob(&req) {
             return self.inner.execute(req).await;
         }
-        let signed_with_key = req.headers().get(AUTHORIZATION).is_some_and(|v| v.as_bytes().starts_with(b"SharedKey "));
-        if signed_with_key && self.key.is_none() {
-            // It could not be signed again: it goes as it is, unchecked, and
-            // the probe finds that out.
-            return self.inner.execute(req).await;
-        }
+        let signed_with_key = req.headers().get(AUTHORIZATION).map(|v| (v.as_bytes().starts_with(b"SharedKey "), shared_key_account(v)));
+        let resign = match (signed_with_key, &self.key) {
+            (Some((true, Some(account))), Some(key)) => Some((account.to_owned(), key.clone())),
+            (Some((true, _)), _) => {
+                // It cannot be signed again: it goes as it is, unchecked, and
+                // the probe finds the store not checking.
+                if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!("Put Blobs go without a Content-MD5: they are signed with an account key that is not at hand to sign them again");
+                }
+                return self.inner.execute(req).await;
+            }
+            _ => None,
+        };
         let (mut parts, mut body) = req.into_parts();
         // The body's chunks, shared, not copied: a segment's pooled buffers.
         let mut chunks: Vec<Bytes> = Vec::new();
@@ -173,17 +191,24 @@ impl HttpService for Md5Blobs {
                 chunks.push(data);
             }
         }
-        let mut md5 = Md5::new();
-        for c in &chunks {
-            md5.update(c);
-        }
-        let digest = base64::engine::general_purpose::STANDARD.encode(md5.finalize());
+        // MD5 runs at about half a gigabyte a second: off the async workers.
+        let (chunks, digest) = tokio::task::spawn_blocking(move || {
+            let mut md5 = Md5::new();
+            for c in &chunks {
+                md5.update(c);
+            }
+            let digest = base64::engine::general_purpose::STANDARD.encode(md5.finalize());
+            (chunks, digest)
+        })
+        .await
+        .map_err(|e| HttpError::new(HttpErrorKind::Unknown, e))?;
         parts.headers.insert(CONTENT_MD5.clone(), HeaderValue::from_str(&digest).expect("base64 is a header value"));
-        if signed_with_key && let Some(key) = &self.key {
+        if let Some((account, key)) = resign {
+            // Not retried: the same request cannot be signed the next time either.
             let signature = key
-                .authorization(&parts.method, &parts.uri, &parts.headers)
+                .authorization(&account, &parts.method, &parts.uri, &parts.headers)
                 .and_then(|s| HeaderValue::from_str(&s).ok())
-                .ok_or_else(|| HttpError::new(HttpErrorKind::Request, SignError(parts.uri.to_string())))?;
+                .ok_or_else(|| HttpError::new(HttpErrorKind::Unknown, SignError(parts.uri.to_string())))?;
             parts.headers.insert(AUTHORIZATION, signature);
         }
         let body = PutPayload::from_iter(chunks);
@@ -208,7 +233,7 @@ mod tests {
     use super::*;
 
     fn key() -> SharedKey {
-        SharedKey::from_settings(None, None, true).unwrap()
+        SharedKey::from_settings(None, true).unwrap()
     }
 
     fn request(method: http::Method, uri: &str, headers: &[(&str, &str)]) -> HttpRequest {
@@ -254,10 +279,10 @@ mod tests {
              /devstoreaccount1/devstoreaccount1/c/a%20b.seg\ncomp:a,x\ntimeout:30";
         let tag = ring::hmac::sign(&key.key, expected_text.as_bytes());
         let expected = format!("SharedKey devstoreaccount1:{}", base64::engine::general_purpose::STANDARD.encode(tag.as_ref()));
-        assert_eq!(key.authorization(&http::Method::PUT, &uri, &headers).unwrap(), expected);
+        assert_eq!(key.authorization("devstoreaccount1", &http::Method::PUT, &uri, &headers).unwrap(), expected);
         // A changed MD5 is another signature.
         headers.insert(CONTENT_MD5.clone(), HeaderValue::from_static("b3RoZXI="));
-        assert_ne!(key.authorization(&http::Method::PUT, &uri, &headers).unwrap(), expected);
+        assert_ne!(key.authorization("devstoreaccount1", &http::Method::PUT, &uri, &headers).unwrap(), expected);
     }
 
     /// A Put Blob signed with the key leaves with the body's MD5 and a
@@ -283,11 +308,14 @@ mod tests {
         let md5 = "XrY7u+Ae7tCTyyK7j1rNww==";
         let echo = crate::store::echo::Echo::default();
 
-        let signed = Md5Blobs { inner: echo.client(), key: Some(key()) };
-        signed.call(put(Some("SharedKey devstoreaccount1:old"))).await.unwrap();
+        let signed = Md5Blobs { inner: echo.client(), key: Some(key()), warned: Default::default() };
+        // Signed for the account the request names (object_store takes it
+        // from the URL before the settings).
+        signed.call(put(Some("SharedKey otheraccount:old"))).await.unwrap();
         let sent = echo.last();
         assert_eq!((sent.headers.get(&CONTENT_MD5).unwrap().to_str().unwrap(), sent.body.as_slice()), (md5, b"hello world".as_slice()));
-        let again = key().authorization(&http::Method::PUT, &blob.parse().unwrap(), &sent.headers).unwrap();
+        let again = key().authorization("otheraccount", &http::Method::PUT, &blob.parse().unwrap(), &sent.headers).unwrap();
+        assert!(again.starts_with("SharedKey otheraccount:"), "{again}");
         assert_eq!(sent.headers.get(AUTHORIZATION).unwrap().to_str().unwrap(), again);
 
         signed.call(put(None)).await.unwrap();
@@ -295,7 +323,7 @@ mod tests {
         assert_eq!(sent.headers.get(&CONTENT_MD5).unwrap().to_str().unwrap(), md5);
         assert!(sent.headers.get(AUTHORIZATION).is_none());
 
-        let keyless = Md5Blobs { inner: echo.client(), key: None };
+        let keyless = Md5Blobs { inner: echo.client(), key: None, warned: Default::default() };
         keyless.call(put(Some("SharedKey devstoreaccount1:old"))).await.unwrap();
         let sent = echo.last();
         assert!(sent.headers.get(&CONTENT_MD5).is_none());
@@ -305,10 +333,19 @@ mod tests {
 
     #[test]
     fn takes_the_key_given_else_the_emulators_and_refuses_one_that_is_not_base64() {
-        assert_eq!(SharedKey::from_settings(Some("acct".into()), Some(EMULATOR_ACCOUNT_KEY.into()), false).unwrap().account, "acct");
-        assert_eq!(SharedKey::from_settings(None, None, true).unwrap().account, EMULATOR_ACCOUNT);
-        assert!(SharedKey::from_settings(Some("acct".into()), None, false).is_none());
-        assert!(SharedKey::from_settings(Some("acct".into()), Some("not base64!".into()), false).is_none());
+        let sign = |k: &SharedKey| k.authorization("a", &http::Method::PUT, &"http://h/a/c/b".parse().unwrap(), &HeaderMap::new()).unwrap();
+        let given = SharedKey::from_settings(Some("c2VjcmV0".into()), true).unwrap();
+        assert_ne!(sign(&given), sign(&key()), "the key given, not the emulator's");
+        assert_eq!(sign(&SharedKey::from_settings(Some(EMULATOR_ACCOUNT_KEY.into()), false).unwrap()), sign(&key()));
+        assert!(SharedKey::from_settings(None, false).is_none());
+        assert!(SharedKey::from_settings(Some("not base64!".into()), false).is_none());
         assert!(!format!("{:?}", key()).contains(EMULATOR_ACCOUNT_KEY));
+        for (v, yes) in [("y", true), ("YES", true), ("1", true), ("on", true), ("true", true), ("n", false), ("0", false), ("", false)] {
+            assert_eq!(truthy(v), yes, "{v}");
+        }
+        let header = HeaderValue::from_static("SharedKey acct:c2ln");
+        assert_eq!(shared_key_account(&header), Some("acct"));
+        assert_eq!(shared_key_account(&HeaderValue::from_static("Bearer x")), None);
+        assert_eq!(shared_key_account(&HeaderValue::from_static("SharedKey :sig")), None);
     }
 }

@@ -164,12 +164,8 @@ pub fn open(url: &str, options: &[(String, String)], request_retries: usize, pre
             // Every Put Blob carries its Content-MD5, which Azure checks
             // against the bytes it received; whether the store checks is
             // asked once, as of S3 (store::azure, store::probe).
-            let use_emulator = b.get_config_value(&AzureConfigKey::UseEmulator).is_some_and(|v| ["true", "1", "yes", "on"].contains(&v.to_ascii_lowercase().as_str()));
-            let key = super::azure::SharedKey::from_settings(
-                b.get_config_value(&AzureConfigKey::AccountName),
-                b.get_config_value(&AzureConfigKey::AccessKey),
-                use_emulator,
-            );
+            let use_emulator = b.get_config_value(&AzureConfigKey::UseEmulator).is_some_and(|v| super::azure::truthy(&v));
+            let key = super::azure::SharedKey::from_settings(b.get_config_value(&AzureConfigKey::AccessKey), use_emulator);
             let slot = Arc::new(super::probe::ProbeSlot::default());
             b = b.with_http_connector(super::azure::AzureConnector { slot: slot.clone(), key });
             probe = Some(slot);

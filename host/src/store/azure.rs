@@ -231,17 +231,10 @@ impl std::error::Error for SignError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::echo::request;
 
     fn key() -> SharedKey {
         SharedKey::from_settings(None, true).unwrap()
-    }
-
-    fn request(method: http::Method, uri: &str, headers: &[(&str, &str)]) -> HttpRequest {
-        let mut b = http::Request::builder().method(method).uri(uri);
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        b.body(Bytes::from_static(b"segment").into()).unwrap()
     }
 
     #[test]

@@ -80,14 +80,7 @@ impl HttpService for Crc32cPuts {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request(method: http::Method, uri: &str, headers: &[(&str, &str)]) -> HttpRequest {
-        let mut b = http::Request::builder().method(method).uri(uri);
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        b.body(Bytes::from_static(b"segment").into()).unwrap()
-    }
+    use crate::store::echo::request;
 
     #[test]
     fn adds_a_crc32c_only_to_a_put_of_a_whole_object() {

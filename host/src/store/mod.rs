@@ -1036,8 +1036,9 @@ async fn read_checksum(file: &SegmentFile, listed: Option<u64>) -> Result<(u64, 
     Ok((size, crc))
 }
 
-/// An HTTP client for the tests of the clients wrapped around object_store's:
-/// it answers every request with an empty 200 and keeps what it was sent.
+/// For the tests of the clients wrapped around object_store's: requests,
+/// and an HTTP client that answers every request with an empty 200 and
+/// keeps what it was sent.
 #[cfg(test)]
 pub(crate) mod echo {
     use std::sync::{Arc, Mutex};
@@ -1045,6 +1046,15 @@ pub(crate) mod echo {
     use bytes::Bytes;
     use http_body_util::BodyExt as _;
     use object_store::client::{HttpClient, HttpError, HttpRequest, HttpResponse, HttpResponseBody, HttpService};
+
+    /// A request with a small body, as object_store would hand it over.
+    pub(crate) fn request(method: http::Method, uri: &str, headers: &[(&str, &str)]) -> HttpRequest {
+        let mut b = http::Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(Bytes::from_static(b"segment").into()).unwrap()
+    }
 
     /// A request as sent: its headers and its whole body.
     pub(crate) struct Sent {

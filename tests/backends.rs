@@ -363,6 +363,35 @@ fn sends_each_segment_to_azure_in_one_put_and_reads_none_back() {
     assert_exit(&out, 0);
 }
 
+/// With a shared access signature instead of the account key (no header is
+/// signed, so the Content-MD5 is added and nothing signed again): one Put
+/// Blob per segment that the store checks, and the segments' own bytes.
+#[test]
+fn sends_each_segment_to_azure_in_one_checked_put_with_a_shared_access_signature() {
+    let az = Azure::get();
+    let dir = Dir::new();
+    let paths = dir.chain(4, 200_000);
+    let url = az.url("sas");
+    let wal = dir.wal();
+    let recorder = Recorder::start(&az.endpoint, false);
+    let mut cmd = dir.cmd(&["archive", "--once", "--wal-dir", wal.to_str().unwrap(), "--to", &url]);
+    cmd.envs(az.sas_env()).env("AZURE_STORAGE_ENDPOINT", format!("{}/{}", recorder.endpoint, crate::util::azure::ACCOUNT));
+    let out = cmd.output().unwrap();
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("checks the checksum of each PUT"), "{}", stderr(&out));
+    assert!(stdout(&out).contains("archived 4 segments"), "{}", stdout(&out));
+    let seen = recorder.seen();
+    let blobs = seen.iter().filter(|r| r.method == "PUT" && r.target.contains(".seg?") && !r.target.contains("/_") && r.body == 200_000).count();
+    assert_eq!(blobs, 4, "one Put Blob per segment: {:?}", seen.iter().map(|r| &r.target).collect::<Vec<_>>());
+    assert!(!seen.iter().any(|r| r.target.contains("comp=block")), "blocks were sent");
+    let rt = tokio_rt();
+    let archive = Archive::open_with(&url, &az.options(), DEFAULT_REQUEST_RETRIES).unwrap();
+    for p in &paths {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(read(&rt, &archive, &archive.key_of(name)).unwrap(), std::fs::read(p).unwrap(), "{name}");
+    }
+}
+
 /// A byte flipped in a segment's body on its way to Azure: the store checks
 /// the Content-MD5 sent with the Put Blob and refuses it (`Md5Mismatch`), so
 /// nothing is counted archived and the run fails naming each segment; a

@@ -15,6 +15,7 @@ use object_store::memory::InMemory;
 use object_store::{ObjectStore, ObjectStoreExt};
 use wal_archiver::archive::Archiver;
 use wal_archiver::state::empty_state;
+use wal_archiver::component::wit;
 use wal_archiver::store::{Archive, CHECKSUM_DIR, DEFAULT_REQUEST_RETRIES};
 
 use crate::util::faults::{FaultyStore, Rates};
@@ -85,6 +86,38 @@ fn never_publishes_a_segment_that_grows_while_it_is_uploaded() {
     let summary = archiver.run_once(&mut state, &AtomicBool::new(false)).unwrap();
     assert_eq!(summary.archived.len(), 1, "{:?}", summary.failed);
     assert_eq!(rt.block_on(archive.get(&archive.key_of(&name))).unwrap().unwrap(), std::fs::read(&path).unwrap());
+}
+
+/// The chain start cannot be recorded: nothing is deleted in that pass, nor
+/// in the next one, however soon (it lists the archive again, which asks
+/// for the record again), and once the record is written the segments go.
+#[test]
+fn deletes_nothing_until_the_chain_start_is_recorded() {
+    let dir = Dir::new();
+    let paths = dir.chain(3, 1000);
+    let rt = tokio_rt();
+    let store = FaultyStore::new(Arc::new(InMemory::new()), 1, NO_FAULTS);
+    store.refuse_puts_of(Some("_chain/"));
+    let archive = Archive::new(Arc::new(store.clone()), "wal", "memory:///wal");
+    let config = wit::ArchiverConfig { delete_after_archive: true, ..config("wal") };
+    // A listing of the archive stays good for an hour after a clean pass.
+    let archiver = Archiver::new(runtime(), dir.storage(archive.clone(), &rt), config, None).with_reconcile_every(Duration::from_secs(3600));
+    let mut state = empty_state();
+    let stop = AtomicBool::new(false);
+    for pass in 0..2 {
+        let summary = archiver.run_once(&mut state, &stop).unwrap();
+        assert!(summary.deleted.is_empty(), "pass {pass} deleted {:?} with no chain start recorded", summary.deleted);
+        assert!(paths.iter().all(|p| p.exists()), "pass {pass}");
+        let why = summary.chain_not_recorded.as_deref().unwrap_or_default();
+        assert!(why.contains("put refused for its key"), "pass {pass}: {why:?}");
+        assert!(!summary.is_clean() && summary.problems().contains(&"the chain start not recorded".to_owned()), "pass {pass}");
+    }
+    assert_eq!(state.last_archived_lsn, Some(300));
+    store.refuse_puts_of(None);
+    let summary = archiver.run_once(&mut state, &stop).unwrap();
+    assert_eq!(summary.deleted.len(), 3, "{summary:?}");
+    assert!(summary.is_clean(), "{summary:?}");
+    assert_eq!(rt.block_on(archive.list()).unwrap().chain_start, Some(1));
 }
 
 /// Part 1 through the CLI: a segment written to while `archive` runs is

@@ -814,6 +814,21 @@ mod tests {
         a
     }
 
+    /// The archive's own folders are not entries: a host that lists one
+    /// anyway gets it back as a stray, and nothing else changes.
+    #[test]
+    fn reports_a_listed_record_folder_as_a_stray() {
+        let mut archive = archive_listing(&[(1, 10, Some(7))]);
+        for folder in ["_checksums", "_chain", "_conflicts", "_staging"] {
+            archive.push(&DirEntry { name: folder.into(), utf8: true, kind: EntryKind::Dir, size: 0 }, None);
+        }
+        let report = scan(State::default(), &listing(&[seg(1, 10)]), Some(&archive));
+        let strays: Vec<&str> = report.strays.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(strays, ["_checksums", "_chain", "_conflicts", "_staging"]);
+        assert_eq!(report.to_confirm.names(), [name(1, 10)]);
+        assert!(report.pending.is_empty(), "{report:?}");
+    }
+
     #[test]
     fn reports_every_refused_entry_with_its_reason() {
         let entries = vec![

@@ -69,6 +69,10 @@ pub struct Summary {
     /// holds, and every delete has its own proof): a full WAL disk must not
     /// stop the deletes that free it.
     pub state_not_saved: Option<String>,
+    /// Why the chain start the planner asked for could not be recorded in
+    /// the archive, when it could not: nothing was deleted, and the next
+    /// pass asks again.
+    pub chain_not_recorded: Option<String>,
 }
 
 impl Summary {
@@ -79,6 +83,7 @@ impl Summary {
             && self.not_deleted.is_empty()
             && self.conflicts.is_empty()
             && self.state_not_saved.is_none()
+            && self.chain_not_recorded.is_none()
             && !self.breaks.iter().any(|b| matches!(b, wit::ChainBreak::Overlap(_)))
     }
 
@@ -94,6 +99,7 @@ impl Summary {
             .filter(|(n, _)| *n > 0)
             .map(|(n, what)| format!("{n} segment{} {what}", if n == 1 { "" } else { "s" }))
             .chain(self.state_not_saved.as_ref().map(|_| "the state file not saved".to_owned()))
+            .chain(self.chain_not_recorded.as_ref().map(|_| "the chain start not recorded".to_owned()))
             .collect()
     }
 
@@ -118,6 +124,7 @@ impl Summary {
             pending: scan.pending.len() + scan.to_confirm.len(),
             newest_lsn: None,
             state_not_saved: None,
+            chain_not_recorded: None,
         }
     }
 }
@@ -139,6 +146,7 @@ impl From<CycleReport> for Summary {
             pending: 0,
             newest_lsn: None,
             state_not_saved: None,
+            chain_not_recorded: None,
         }
     }
 }
@@ -326,6 +334,7 @@ impl Archiver {
             total.pending = pass.pending;
             total.newest_lsn = total.newest_lsn.max(pass.newest_lsn);
             total.state_not_saved = pass.state_not_saved;
+            total.chain_not_recorded = pass.chain_not_recorded;
         }
         // What failed in this run and is failing still, with its last reason.
         total.failed = state.failing.iter().filter(|f| tried.contains(segment_name(&f.name))).collect();
@@ -388,7 +397,7 @@ impl Archiver {
         *state = scan.state.clone();
         let mut summary = Summary::from_scan(state.clone(), &scan);
         self.save_noting(state, false, &mut summary);
-        let mut chain_recorded = self.record_chain_start(scan.record_chain_start);
+        let mut chain_recorded = self.record_chain_start(scan.record_chain_start, archive_listing, &mut summary);
 
         // Retries are kept for segments still to upload or to compare (a
         // comparison that failed, a read error or a frame that does not
@@ -481,10 +490,14 @@ impl Archiver {
             summary.deleted = deleted;
             summary.not_deleted = not_deleted;
         }
-        // A clean cycle keeps the listing good for a while; any failure asks for a new one.
+        // A clean cycle keeps the listing good for a while; any failure asks
+        // for a new one. So does a chain start that could not be recorded:
+        // only a scan with a listing of the archive asks for it again, and
+        // nothing is deleted until it is recorded.
         {
             let mut reconciled = self.reconciled.lock().expect("reconcile lock");
-            if waiting || !(summary.failed.is_empty() && summary.not_deleted.is_empty() && summary.conflicts.is_empty()) {
+            let clean = summary.failed.is_empty() && summary.not_deleted.is_empty() && summary.conflicts.is_empty();
+            if waiting || !chain_recorded || !clean {
                 *reconciled = None;
             } else if !fresh {
                 *reconciled = Some(Instant::now());
@@ -520,16 +533,25 @@ impl Archiver {
     }
 
     /// Writes the chain start the planner asks for; false when it could not
-    /// be written (then nothing is deleted in this pass).
-    fn record_chain_start(&self, start: Option<u64>) -> bool {
+    /// be written (then nothing is deleted in this pass, and the summary
+    /// says why). A start the archive was listed with in this pass is there
+    /// already: `record-uploads` asks for it once the watermark exists,
+    /// without seeing the listing (after a lost state, say).
+    fn record_chain_start(&self, start: Option<u64>, listed: Option<&crate::store::Listing>, summary: &mut Summary) -> bool {
         let Some(start) = start else { return true };
+        if listed.is_some_and(|l| l.chain_start == Some(start)) {
+            summary.chain_not_recorded = None;
+            return true;
+        }
         match self.storage.runtime.block_on(self.storage.record_chain_start(start)) {
             Ok(()) => {
                 info!(chain_start = %format_lsn(start), "recorded the chain start in the archive");
+                summary.chain_not_recorded = None;
                 true
             }
             Err(e) => {
                 warn!("{e}; nothing is deleted until it is recorded");
+                summary.chain_not_recorded = Some(e.to_string());
                 false
             }
         }
@@ -614,7 +636,7 @@ impl Archiver {
             warn!("the planner refused an outcome for {name:?}: not a segment name");
         }
         if report.record_chain_start.is_some() {
-            *chain_recorded &= self.record_chain_start(report.record_chain_start);
+            *chain_recorded &= self.record_chain_start(report.record_chain_start, listing, summary);
         }
         self.save_noting(state, false, summary);
         Ok(())

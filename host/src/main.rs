@@ -1144,6 +1144,9 @@ fn print_summary(archiver: &Archiver, s: &Summary) {
     if let Some(why) = &s.state_not_saved {
         outln!("state file not saved: {why}");
     }
+    if let Some(why) = &s.chain_not_recorded {
+        outln!("chain start not recorded (nothing deleted): {why}");
+    }
     print_findings("skipped: ", &s.skipped, &s.breaks, &s.off_chain, &s.pruned);
 }
 

@@ -67,6 +67,8 @@ pub struct FaultyStore {
     /// Called before each read of an object's bytes (`get`, not `head`),
     /// with the key; it may delete the object.
     on_read: Option<Hook>,
+    /// While set, every put of a key holding this text is refused.
+    refused: Arc<Mutex<Option<String>>>,
 }
 
 impl fmt::Debug for FaultyStore {
@@ -88,7 +90,20 @@ fn injected(what: &str) -> object_store::Error {
 impl FaultyStore {
     pub fn new(inner: Arc<dyn ObjectStore>, seed: u64, rates: Rates) -> Self {
         let dice = Dice { state: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1, fired: Fired::default() };
-        Self { inner, rates, dice: Arc::new(Mutex::new(dice)), enabled: Arc::new(AtomicBool::new(true)), on_part: None, on_read: None }
+        Self {
+            inner,
+            rates,
+            dice: Arc::new(Mutex::new(dice)),
+            enabled: Arc::new(AtomicBool::new(true)),
+            on_part: None,
+            on_read: None,
+            refused: Arc::default(),
+        }
+    }
+
+    /// Refuses every put of a key that holds `text` (None: none), until told otherwise.
+    pub fn refuse_puts_of(&self, text: Option<&str>) {
+        *self.refused.lock().unwrap() = text.map(str::to_owned);
     }
 
     /// Calls `f` with the upload's key as each part is sent.
@@ -146,6 +161,9 @@ impl FaultyStore {
 #[async_trait]
 impl ObjectStore for FaultyStore {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        if self.refused.lock().unwrap().as_deref().is_some_and(|t| location.as_ref().contains(t)) {
+            return Err(injected("put refused for its key"));
+        }
         if self.error_before() {
             return Err(injected("put refused"));
         }

@@ -50,8 +50,14 @@ fn assert_in_s3(url: &str, paths: &[std::path::PathBuf]) {
 
 /// The same on another S3 server.
 fn assert_in(s3: &S3, url: &str, paths: &[std::path::PathBuf]) {
+    assert_stored(url, &s3.options(), paths);
+}
+
+/// Asserts that every local segment is in the archive at `url` (opened
+/// with `options`), byte for byte.
+fn assert_stored(url: &str, options: &[(String, String)], paths: &[std::path::PathBuf]) {
     let rt = tokio_rt();
-    let archive = Archive::open_with(url, &s3.options(), DEFAULT_REQUEST_RETRIES).unwrap();
+    let archive = Archive::open_with(url, options, DEFAULT_REQUEST_RETRIES).unwrap();
     for p in paths {
         let name = p.file_name().unwrap().to_str().unwrap();
         assert_eq!(read(&rt, &archive, &archive.key_of(name)).unwrap(), std::fs::read(p).unwrap(), "{name}");
@@ -306,12 +312,7 @@ fn survives_network_faults_between_it_and_azure() {
     eprintln!("proxy faults in front of Azurite (503, 429, dropped, delayed): {faults:?}");
     assert!(faults.iter().all(|n| *n > 0), "not every kind of fault happened: {faults:?}");
     assert!(stderr(&out).contains("cannot archive segment"), "no retry in the logs:\n{}", stderr(&out));
-    let rt = tokio_rt();
-    let archive = Archive::open_with(&url, &az.options(), DEFAULT_REQUEST_RETRIES).unwrap();
-    for p in &paths {
-        let name = p.file_name().unwrap().to_str().unwrap();
-        assert_eq!(read(&rt, &archive, &archive.key_of(name)).unwrap(), std::fs::read(p).unwrap(), "{name}");
-    }
+    assert_stored(&url, &az.options(), &paths);
 }
 
 /// `archive --once` to Azure (Azurite) through `endpoint` (the emulator, or
@@ -353,12 +354,7 @@ fn sends_each_segment_to_azure_in_one_put_and_reads_none_back() {
     // Two per segment (the blob and its checksum record) and a few per run.
     assert!(seen.len() <= 2 * 16 + 6, "{} requests for 16 segments:\n{}", seen.len(), listing.join("\n"));
     eprintln!("{} requests, {body} body bytes for 16 segments of 1 MiB:\n{}", seen.len(), listing.join("\n"));
-    let rt = tokio_rt();
-    let archive = Archive::open_with(&url, &az.options(), DEFAULT_REQUEST_RETRIES).unwrap();
-    for p in &paths {
-        let name = p.file_name().unwrap().to_str().unwrap();
-        assert_eq!(read(&rt, &archive, &archive.key_of(name)).unwrap(), std::fs::read(p).unwrap(), "{name}");
-    }
+    assert_stored(&url, &az.options(), &paths);
     let out = dir.cmd(&["verify", "--deep", "--to", &url]).envs(az.env()).output().unwrap();
     assert_exit(&out, 0);
 }
@@ -384,12 +380,7 @@ fn sends_each_segment_to_azure_in_one_checked_put_with_a_shared_access_signature
     let blobs = seen.iter().filter(|r| r.method == "PUT" && r.target.contains(".seg?") && !r.target.contains("/_") && r.body == 200_000).count();
     assert_eq!(blobs, 4, "one Put Blob per segment: {:?}", seen.iter().map(|r| &r.target).collect::<Vec<_>>());
     assert!(!seen.iter().any(|r| r.target.contains("comp=block")), "blocks were sent");
-    let rt = tokio_rt();
-    let archive = Archive::open_with(&url, &az.options(), DEFAULT_REQUEST_RETRIES).unwrap();
-    for p in &paths {
-        let name = p.file_name().unwrap().to_str().unwrap();
-        assert_eq!(read(&rt, &archive, &archive.key_of(name)).unwrap(), std::fs::read(p).unwrap(), "{name}");
-    }
+    assert_stored(&url, &az.options(), &paths);
 }
 
 /// A byte flipped in a segment's body on its way to Azure: the store checks
@@ -418,12 +409,7 @@ fn a_segment_corrupted_on_the_way_to_azure_is_refused_by_the_store() {
     let out = archive_to_azure_through(&dir, az, &az.endpoint, &url, &[]);
     assert_exit(&out, 0);
     assert!(stdout(&out).contains("last archived LSN: 0x000000000000012c (300)"), "{}", stdout(&out));
-    let rt = tokio_rt();
-    let archive = Archive::open_with(&url, &az.options(), DEFAULT_REQUEST_RETRIES).unwrap();
-    for p in &paths {
-        let name = p.file_name().unwrap().to_str().unwrap();
-        assert_eq!(read(&rt, &archive, &archive.key_of(name)).unwrap(), std::fs::read(p).unwrap(), "{name}");
-    }
+    assert_stored(&url, &az.options(), &paths);
 }
 
 #[test]

@@ -17,8 +17,6 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use bytes::Bytes;
-use http_body_util::BodyExt as _;
 use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use md5::{Digest, Md5};
 use object_store::client::{HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse, HttpService};
@@ -183,14 +181,8 @@ impl HttpService for Md5Blobs {
             }
             _ => None,
         };
-        let (mut parts, mut body) = req.into_parts();
-        // The body's chunks, shared, not copied: a segment's pooled buffers.
-        let mut chunks: Vec<Bytes> = Vec::new();
-        while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame?.into_data() {
-                chunks.push(data);
-            }
-        }
+        let (mut parts, body) = req.into_parts();
+        let chunks = super::probe::body_chunks(body).await?;
         // MD5 runs at about half a gigabyte a second: off the async workers.
         let (chunks, digest) = tokio::task::spawn_blocking(move || {
             let mut md5 = Md5::new();
@@ -231,6 +223,7 @@ impl std::error::Error for SignError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use crate::store::echo::request;
 
     fn key() -> SharedKey {

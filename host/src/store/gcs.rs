@@ -15,9 +15,7 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
-use http_body_util::BodyExt as _;
 use object_store::client::{HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService};
 use object_store::{ClientOptions, PutPayload};
 
@@ -61,16 +59,9 @@ impl HttpService for Crc32cPuts {
         if !is_put_object(&req) {
             return self.inner.execute(req).await;
         }
-        let (mut parts, mut body) = req.into_parts();
-        // The body's chunks, shared, not copied: a segment's pooled buffers.
-        let mut chunks: Vec<Bytes> = Vec::new();
-        let mut crc = 0u32;
-        while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame?.into_data() {
-                crc = crc32c::crc32c_append(crc, &data);
-                chunks.push(data);
-            }
-        }
+        let (mut parts, body) = req.into_parts();
+        let chunks = super::probe::body_chunks(body).await?;
+        let crc = chunks.iter().fold(0u32, |crc, c| crc32c::crc32c_append(crc, c));
         parts.headers.insert(GOOG_HASH.clone(), HeaderValue::from_str(&crc32c_hash(crc)).expect("base64 is a header value"));
         let body = PutPayload::from_iter(chunks);
         self.inner.execute(HttpRequest::from_parts(parts, body.into())).await
@@ -80,6 +71,7 @@ impl HttpService for Crc32cPuts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use crate::store::echo::request;
 
     #[test]

@@ -1044,7 +1044,6 @@ pub(crate) mod echo {
     use std::sync::{Arc, Mutex};
 
     use bytes::Bytes;
-    use http_body_util::BodyExt as _;
     use object_store::client::{HttpClient, HttpError, HttpRequest, HttpResponse, HttpResponseBody, HttpService};
 
     /// A request with a small body, as object_store would hand it over.
@@ -1080,13 +1079,8 @@ pub(crate) mod echo {
     #[async_trait::async_trait]
     impl HttpService for Echo {
         async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
-            let (parts, mut body) = req.into_parts();
-            let mut bytes = Vec::new();
-            while let Some(frame) = body.frame().await {
-                if let Ok(data) = frame?.into_data() {
-                    bytes.extend_from_slice(&data);
-                }
-            }
+            let (parts, body) = req.into_parts();
+            let bytes = super::probe::body_chunks(body).await?.concat();
             self.0.lock().unwrap().push((parts.headers, bytes));
             Ok(http::Response::new(HttpResponseBody::from(Bytes::new())))
         }

@@ -19,6 +19,20 @@ use object_store::client::{HttpClient, HttpConnector, HttpError, HttpRequest, Ht
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode};
 
+/// A request body's chunks, shared, not copied (a segment's pooled
+/// buffers): what the wrappers that checksum a body read, and send again as
+/// `PutPayload::from_iter(chunks)`.
+pub(super) async fn body_chunks(mut body: object_store::client::HttpRequestBody) -> Result<Vec<Bytes>, HttpError> {
+    use http_body_util::BodyExt as _;
+    let mut chunks = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            chunks.push(data);
+        }
+    }
+    Ok(chunks)
+}
+
 /// The probe object's name under `_staging/`.
 pub(super) const PROBE_NAME: &str = ".checksum-probe";
 /// The probe's body, as object_store checksums it.

@@ -120,6 +120,55 @@ fn deletes_nothing_until_the_chain_start_is_recorded() {
     assert_eq!(rt.block_on(archive.list()).unwrap().chain_start, Some(1));
 }
 
+/// The same through the planner's own `run-cycle` (the embedded component
+/// driving the storage imports): a cycle whose chain-start record fails
+/// deletes nothing, and the next one lists the archive and asks again.
+#[test]
+fn run_cycle_deletes_nothing_until_the_chain_start_is_recorded() {
+    let dir = Dir::new();
+    let paths = dir.chain(3, 1000);
+    let rt = tokio_rt();
+    let store = FaultyStore::new(Arc::new(InMemory::new()), 1, NO_FAULTS);
+    store.refuse_puts_of(Some("_chain/"));
+    let archive = Archive::new(Arc::new(store.clone()), "wal", "memory:///wal");
+    let config = wit::ArchiverConfig { delete_after_archive: true, ..config("wal") };
+    let archiver = Archiver::new(runtime(), dir.storage(archive.clone(), &rt), config, None);
+    let mut state = empty_state();
+    for cycle in 0..2 {
+        let summary = archiver.run_cycle(&mut state).unwrap();
+        assert!(summary.deleted.is_empty(), "cycle {cycle} deleted {:?} with no chain start recorded", summary.deleted);
+        assert!(paths.iter().all(|p| p.exists()), "cycle {cycle}");
+    }
+    assert_eq!(state.last_archived_lsn, Some(300));
+    store.refuse_puts_of(None);
+    let summary = archiver.run_cycle(&mut state).unwrap();
+    assert_eq!(summary.deleted.len(), 3, "{:?}", summary.deleted);
+    assert_eq!(rt.block_on(archive.list()).unwrap().chain_start, Some(1));
+}
+
+/// On `file://` through the CLI: a file where the archive's `_chain/`
+/// folder goes makes the record fail; the run deletes nothing, says why
+/// and exits 1; once the file is gone, the next run records and deletes.
+#[test]
+fn the_cli_says_the_chain_start_was_not_recorded_and_exits_1() {
+    let dir = Dir::new();
+    let paths = dir.chain(3, 1000);
+    std::fs::create_dir_all(dir.archive_dir()).unwrap();
+    let blocker = dir.archive_dir().join("_chain");
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let out = dir.archive_once(&["--delete-after-archive"]);
+    assert_exit(&out, 1);
+    assert!(stdout(&out).contains("chain start not recorded (nothing deleted): "), "{}", stdout(&out));
+    assert!(stdout(&out).contains("deleted locally: 0"), "{}", stdout(&out));
+    assert!(paths.iter().all(|p| p.exists()));
+    std::fs::remove_file(&blocker).unwrap();
+    let out = dir.archive_once(&["--delete-after-archive"]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("deleted locally: 3"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("chain start not recorded"), "{}", stdout(&out));
+    assert!(dir.archive_dir().join("_chain/start-0000000000000001").exists());
+}
+
 /// Part 1 through the CLI: a segment written to while `archive` runs is
 /// never archived short, on any backend, and is archived whole later.
 fn never_publishes_a_segment_that_keeps_growing(s3: bool) {

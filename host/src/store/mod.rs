@@ -409,13 +409,8 @@ impl Archive {
     /// carries (if it does, a segment goes in one PUT).
     pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, url: &str, probe: Option<Arc<probe::ProbeSlot>>) -> Self {
         let ranged = url.starts_with("file:") || url.starts_with("memory:");
-        let mut backend = object::StoreBackend::new(store, ranged, probe);
-        let scheme = url::Url::parse(url).ok().and_then(|u| object_store::ObjectStoreScheme::parse(&u).ok());
-        if let Some((object_store::ObjectStoreScheme::MicrosoftAzure, _)) = scheme {
-            backend.set_put_limit(object::AZURE_PUT_LIMIT);
-        }
         Self {
-            backend: Backend::Store(backend),
+            backend: Backend::Store(object::StoreBackend::new(store, ranged, probe)),
             prefix: prefix.trim_matches('/').to_owned(),
             url: url.trim_end_matches('/').to_owned(),
             compression: Compression::None,
@@ -436,6 +431,14 @@ impl Archive {
     /// one, zstd's default level).
     pub fn with_compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
+        self
+    }
+
+    /// Caps one PUT at the store's own limit (see [`object::AZURE_PUT_LIMIT`]).
+    pub fn with_put_limit(mut self, limit: u64) -> Self {
+        if let Backend::Store(s) = &mut self.backend {
+            s.set_put_limit(limit);
+        }
         self
     }
 

@@ -551,9 +551,12 @@ mod tests {
         assert_eq!(azure.single_put_max, AZURE_PUT_LIMIT);
         azure.set_single_put_max(1 << 20);
         assert_eq!(azure.single_put_max, 1 << 20);
-        // A URL of Azure gets Azure's limit.
-        let archive = super::super::Archive::with_store(Arc::new(object_store::memory::InMemory::new()), "p", "az://container/p", None)
-            .with_single_put_max(SINGLE_PUT_LIMIT);
+        // An Azure archive, as its settings make it, has Azure's limit.
+        let settings = [
+            ("azure_storage_account_name".to_owned(), "devstoreaccount1".to_owned()),
+            ("azure_storage_use_emulator".to_owned(), "true".to_owned()),
+        ];
+        let archive = super::super::Archive::open_with("az://container/p", &settings, 0).unwrap().with_single_put_max(SINGLE_PUT_LIMIT);
         let super::super::Backend::Store(b) = &archive.backend else { panic!("an object store") };
         assert_eq!(b.single_put_max, AZURE_PUT_LIMIT);
     }

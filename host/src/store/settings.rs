@@ -93,6 +93,7 @@ pub fn open(url: &str, options: &[(String, String)], request_retries: usize, pre
         }
     };
     let mut probe = None;
+    let mut put_limit = super::object::SINGLE_PUT_LIMIT;
     let store: Arc<dyn ObjectStore> = match scheme {
         ObjectStoreScheme::Local => {
             no_options("local")?;
@@ -169,6 +170,7 @@ pub fn open(url: &str, options: &[(String, String)], request_retries: usize, pre
             let slot = Arc::new(super::probe::ProbeSlot::default());
             b = b.with_http_connector(super::azure::AzureConnector { slot: slot.clone(), key });
             probe = Some(slot);
+            put_limit = super::object::AZURE_PUT_LIMIT;
             Arc::new(b.with_url(url).with_retry(retry_config(request_retries)).build().map_err(|e| bad(url, super::describe(&e)))?)
         }
         other => {
@@ -178,7 +180,7 @@ pub fn open(url: &str, options: &[(String, String)], request_retries: usize, pre
             ));
         }
     };
-    Ok(Archive::with_store(store, path.as_ref(), url, probe))
+    Ok(Archive::with_store(store, path.as_ref(), url, probe).with_put_limit(put_limit))
 }
 
 /// Whether `key` is an option of the backend that `url` names. Local

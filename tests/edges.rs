@@ -138,10 +138,17 @@ fn run_cycle_deletes_nothing_until_the_chain_start_is_recorded() {
         let summary = archiver.run_cycle(&mut state).unwrap();
         assert!(summary.deleted.is_empty(), "cycle {cycle} deleted {:?} with no chain start recorded", summary.deleted);
         assert!(paths.iter().all(|p| p.exists()), "cycle {cycle}");
+        // The report says so, with the store's cause: the cycle is not clean.
+        let why = summary.chain_not_recorded.as_deref().unwrap_or_else(|| panic!("cycle {cycle}: the report says nothing"));
+        assert!(why.contains("put refused for its key"), "cycle {cycle}: {why}");
+        assert!(!summary.is_clean(), "cycle {cycle}");
+        assert_eq!(summary.problems(), ["the chain start not recorded"], "cycle {cycle}");
     }
     assert_eq!(state.last_archived_lsn, Some(300));
     store.refuse_puts_of(None);
     let summary = archiver.run_cycle(&mut state).unwrap();
+    assert_eq!(summary.chain_not_recorded, None);
+    assert!(summary.is_clean(), "{:?}", summary.problems());
     assert_eq!(summary.deleted.len(), 3, "{:?}", summary.deleted);
     assert_eq!(rt.block_on(archive.list()).unwrap().chain_start, Some(1));
 }

@@ -163,8 +163,9 @@ fn confines_a_planner_that_reaches_outside_the_wal_directory() {
 fn refuses_a_foreign_component_before_anything_runs() {
     let dir = Dir::new();
     dir.chain(2, 100);
-    // Planners of older versions of the WIT: 0.3.0, and 0.5.0, whose
-    // listings carried kinds and flags as `list<entry-kind>` and `list<bool>`.
+    // Planners of older versions of the WIT: 0.3.0; 0.5.0, whose listings
+    // carried kinds and flags as `list<entry-kind>` and `list<bool>`; and
+    // 0.6.0, whose `run-cycle` could not report a failed chain start.
     let other_version = |version: &str| {
         wat::parse_str(format!(
             r#"(component
@@ -182,6 +183,7 @@ fn refuses_a_foreign_component_before_anything_runs() {
         ("empty.wasm", wat::parse_str("(component)").unwrap(), "a component exporting [] and importing []"),
         ("v3.wasm", other_version("0.3.0"), "exporting [nodedb:wal-archiver/planner@0.3.0]"),
         ("v5.wasm", other_version("0.5.0"), "exporting [nodedb:wal-archiver/planner@0.5.0]"),
+        ("v6.wasm", other_version("0.6.0"), "exporting [nodedb:wal-archiver/planner@0.6.0]"),
     ];
     for (file, bytes, found) in cases {
         let path = dir.path().join(file);
@@ -190,7 +192,7 @@ fn refuses_a_foreign_component_before_anything_runs() {
         assert_exit(&out, 2);
         let err = stderr(&out);
         assert!(err.contains(&format!("cannot use planner component {}", path.display())), "{err}");
-        assert!(err.contains("expected a WebAssembly component of world nodedb:wal-archiver/archiver@0.6.0"), "{err}");
+        assert!(err.contains("expected a WebAssembly component of world nodedb:wal-archiver/archiver@0.7.0"), "{err}");
         assert!(err.contains(found), "{file}: {err}");
         assert!(!err.contains("panicked"), "{err}");
         assert!(dir.archived_names().is_empty(), "{file}: something ran");
@@ -479,12 +481,13 @@ fn runs_in_node_through_jco_with_the_same_plans() {
 }
 
 /// Whole cycles (`run-cycle`) through JavaScript storage imports: deletion,
-/// a lost state, a conflict, an unrecorded object, a growing file, a prune.
+/// a lost state, a conflict, an unrecorded object, a growing file, a prune,
+/// a chain start the store refuses.
 #[test]
 fn runs_whole_cycles_in_node_through_javascript_storage() {
     js_installed();
     let text = run_host("node", &["examples/js/node/cycle.mjs"], false, 0);
-    assert!(text.contains("passed, 0 failed"), "{text}");
+    assert!(text.contains("7 passed, 0 failed"), "{text}");
 }
 
 /// The component under Deno, with the narrowest permissions it runs with.
@@ -498,8 +501,8 @@ fn runs_in_deno_with_the_same_plans() {
 /// its own over a real directory: the vectors, then whole cycles.
 #[test]
 fn runs_in_python_through_wasmtime_py_with_the_same_plans() {
-    // The vectors and five whole cycles (examples/python/cycle.py).
-    run_host("python3", &["examples/python/run.py"], true, 5);
+    // The vectors and six whole cycles (examples/python/cycle.py).
+    run_host("python3", &["examples/python/run.py"], true, 6);
 }
 
 /// The component in a Worker served by Cloudflare's workerd on 127.0.0.1.
@@ -519,7 +522,7 @@ fn the_embedded_component_is_small_and_imports_only_storage() {
     let ty = component.component_type();
     let mut imports: Vec<&str> = ty.imports(&engine).map(|(name, _)| name).collect();
     imports.sort();
-    assert_eq!(imports, ["nodedb:wal-archiver/storage@0.6.0", "nodedb:wal-archiver/types@0.6.0"]);
+    assert_eq!(imports, ["nodedb:wal-archiver/storage@0.7.0", "nodedb:wal-archiver/types@0.7.0"]);
     let exports: Vec<&str> = ty.exports(&engine).map(|(name, _)| name).collect();
-    assert_eq!(exports, ["nodedb:wal-archiver/planner@0.6.0"]);
+    assert_eq!(exports, ["nodedb:wal-archiver/planner@0.7.0"]);
 }

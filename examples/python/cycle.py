@@ -29,7 +29,7 @@ from typing import Any, Callable, List, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from storage import KIND_CODES, DirStorage, crc32c, empty_state, names_of, unpack_listing  # noqa: E402
+from storage import CHAIN_DIR, KIND_CODES, DirStorage, crc32c, empty_state, names_of, unpack_listing  # noqa: E402
 from wit_values import Err, Ok  # noqa: E402
 
 SPAN = 1000
@@ -245,15 +245,56 @@ class Cycles:
         return p
 
 
+    def chain_start_blocked(self) -> List[str]:
+        """A dangling symlink where the archive's `_chain` folder goes: the
+        chain start cannot be recorded, so the cycle deletes nothing and its
+        report says why; once the link is gone, the next cycle records it and
+        deletes."""
+        p: List[str] = []
+        for i in range(3):
+            self.write(seg(i), content(i))
+        os.makedirs(os.path.join(self.archive, PREFIX))
+        blocker = os.path.join(self.archive, PREFIX, CHAIN_DIR)
+        os.symlink(os.path.join(self.tmp.name, "nowhere"), blocker)
+        want = [seg(i) for i in range(3)]
+        r = self.cycle(empty_state(), p)
+        if r is None:
+            return p
+        self.expect(p, "archived", sorted(r.archived), want)
+        self.expect(p, "deleted", r.deleted, [])
+        self.expect(p, "not deleted", r.not_deleted, [])
+        self.expect(p, "delete-segment calls", self.calls("delete-segment"), [])
+        self.expect(p, "WAL directory after", self.wal_names(), want)
+        failure = r.chain_start_not_recorded
+        if failure is None:
+            p.append("the report does not say that the chain start was not recorded")
+        else:
+            self.expect(p, "chain start not recorded", (failure.start, failure.cause.tag), (1, "io"))
+            if "chain start" not in str(failure.cause.value):
+                p.append(f"the cause does not say what failed: {failure.cause.value!r}")
+        os.unlink(blocker)
+        r = self.cycle(r.state, p)
+        if r is None:
+            return p
+        self.expect(p, "chain start not recorded, once the store takes it", r.chain_start_not_recorded, None)
+        self.expect(p, "deleted, once recorded", sorted(r.deleted), want)
+        self.expect(p, "WAL directory, once recorded", self.wal_names(), [])
+        self.expect_archive(p, [0, 1, 2], 1)
+        self.tmp.cleanup()
+        return p
+
+
 def checks(component: Any) -> List[Tuple[str, Callable[[], List[str]]]]:
     """The steps, in order, each returning its problems."""
     c = Cycles(component)
+    blocked = Cycles(component)
     return [
         ("three segments and a .partial: archived, deleted, chain start recorded", c.first),
         ("a second cycle has nothing to do", c.again),
         ("after a lost state an archived segment is compared, not uploaded", c.lost_state),
         ("other bytes under a segment's key: a conflict, nothing replaced or deleted", c.conflict),
         ("storage.py's host duties, called directly", c.duties),
+        ("a chain start the archive cannot take: nothing deleted, the report says why", blocked.chain_start_blocked),
     ]
 
 

@@ -1,4 +1,4 @@
-"""The planner's storage imports (`nodedb:wal-archiver/storage@0.6.0`), in Python.
+"""The planner's storage imports (`nodedb:wal-archiver/storage@0.7.0`), in Python.
 
 The WAL directory is a real directory; the archive is a plain directory
 standing in for an object store (a key `{prefix}/{name}` is the file
@@ -203,7 +203,10 @@ def _makedirs_synced(path: str) -> None:
     try:
         os.mkdir(path)
     except FileExistsError:
-        return
+        # Made meanwhile is fine; a file or a symlink in its place is not.
+        if os.path.isdir(path) and not os.path.islink(path):
+            return
+        raise
     _sync_dir(parent)
 
 

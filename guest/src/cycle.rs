@@ -32,6 +32,16 @@ pub struct CycleReport {
     pub not_deleted: Vec<SegmentFailure>,
     pub skipped: Vec<Skipped>,
     pub breaks: Vec<Break>,
+    /// The chain start the cycle could not record, and why: nothing was
+    /// deleted, and the host must say the cycle failed.
+    pub chain_start_not_recorded: Option<ChainStartFailure>,
+}
+
+/// A chain start that `record_chain_start` refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainStartFailure {
+    pub start: Lsn,
+    pub cause: StorageError,
 }
 
 /// Runs one cycle. Each pending segment is tried once; a failure is recorded
@@ -60,14 +70,14 @@ pub fn run_cycle(config: &Config, state: &State, storage: &mut impl Storage) -> 
     let record = plan::record_uploads(config, &scan.state, &outcomes);
     let state = record.state;
     // The chain start goes into the archive before anything is deleted.
-    let mut chain_recorded = true;
-    if let Some(start) = scan.record_chain_start.or(record.record_chain_start) {
-        chain_recorded = storage.record_chain_start(start).is_ok();
-    }
+    let chain_start_not_recorded = scan
+        .record_chain_start
+        .or(record.record_chain_start)
+        .and_then(|start| storage.record_chain_start(start).err().map(|cause| ChainStartFailure { start, cause }));
 
     let mut deleted = Vec::new();
     let mut not_deleted = Vec::new();
-    if chain_recorded {
+    if chain_start_not_recorded.is_none() {
         for (object, _) in plan::deletable(config, &state, &listing).iter() {
             let (name, key) = (segment_part(object), plan::object_key(&config.prefix, object));
             match storage.delete_segment(name, &key) {
@@ -87,5 +97,83 @@ pub fn run_cycle(config: &Config, state: &State, storage: &mut impl Storage) -> 
         not_deleted,
         skipped: scan.skipped,
         breaks: scan.breaks,
+        chain_start_not_recorded,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format_segment_name;
+    use crate::packed::{DirEntry, EntryKind};
+    use alloc::vec;
+
+    /// A WAL directory of segments that every upload archives, and an
+    /// archive whose chain-start record answers `chain_start`.
+    struct Memory {
+        segments: Vec<(String, u64)>,
+        chain_start: Result<(), StorageError>,
+        recorded: Vec<Lsn>,
+        deleted: Vec<String>,
+    }
+
+    impl Memory {
+        fn new(ranges: &[(Lsn, Lsn)], chain_start: Result<(), StorageError>) -> Self {
+            let segments = ranges.iter().map(|&(a, b)| (format_segment_name(a, b).unwrap(), 100 + b)).collect();
+            Self { segments, chain_start, recorded: Vec::new(), deleted: Vec::new() }
+        }
+    }
+
+    impl Storage for Memory {
+        fn list_wal_dir(&mut self) -> Result<Listing, StorageError> {
+            let entries: Vec<DirEntry> =
+                self.segments.iter().map(|(name, size)| DirEntry { name: name.clone(), utf8: true, kind: EntryKind::File, size: *size }).collect();
+            Ok(entries.iter().collect())
+        }
+        fn list_archive(&mut self) -> Result<ArchiveListing, StorageError> {
+            Ok(ArchiveListing::default())
+        }
+        fn upload(&mut self, _name: &str, _key: &str, size: u64, _verify: bool) -> Result<UploadReceipt, StorageError> {
+            Ok(UploadReceipt { read_size: size, read_crc32c: 7, stored_size: size, stored_crc32c: Some(7), existed: false })
+        }
+        fn check_archived(&mut self, name: &str, _key: &str, _size: u64) -> Result<UploadReceipt, StorageError> {
+            Err(StorageError::NotFound(name.into()))
+        }
+        fn delete_segment(&mut self, name: &str, _key: &str) -> Result<(), StorageError> {
+            self.deleted.push(name.into());
+            Ok(())
+        }
+        fn record_chain_start(&mut self, start: Lsn) -> Result<(), StorageError> {
+            self.recorded.push(start);
+            self.chain_start.clone()
+        }
+    }
+
+    fn deleting() -> Config {
+        Config { delete_after_archive: true, ..Config::default() }
+    }
+
+    #[test]
+    fn a_failed_chain_start_record_is_reported_and_nothing_is_deleted() {
+        let cause = StorageError::Io("cannot write _chain/0000000000000001: no space left on device".into());
+        let mut storage = Memory::new(&[(1, 10), (11, 20)], Err(cause.clone()));
+        let report = run_cycle(&deleting(), &State::default(), &mut storage).unwrap();
+        assert_eq!(report.chain_start_not_recorded, Some(ChainStartFailure { start: 1, cause }));
+        assert_eq!(storage.recorded, [1]);
+        assert!(storage.deleted.is_empty(), "{:?}", storage.deleted);
+        assert!(report.deleted.is_empty() && report.not_deleted.is_empty());
+        // The uploads stand: the state holds them.
+        assert_eq!(report.archived.len(), 2);
+        assert_eq!(report.state.last_archived_lsn, Some(20));
+    }
+
+    #[test]
+    fn a_recorded_chain_start_reports_nothing_and_lets_deletes_go() {
+        let mut storage = Memory::new(&[(1, 10), (11, 20)], Ok(()));
+        let report = run_cycle(&deleting(), &State::default(), &mut storage).unwrap();
+        assert_eq!(report.chain_start_not_recorded, None);
+        assert_eq!(storage.recorded, [1]);
+        assert_eq!(report.deleted, vec![format_segment_name(1, 10).unwrap(), format_segment_name(11, 20).unwrap()]);
+        assert_eq!(storage.deleted, report.deleted);
+    }
 }

@@ -146,7 +146,7 @@ impl From<CycleReport> for Summary {
             pending: 0,
             newest_lsn: None,
             state_not_saved: None,
-            chain_not_recorded: None,
+            chain_not_recorded: r.chain_start_not_recorded.map(|f| describe_storage_error(&f.cause)),
         }
     }
 }

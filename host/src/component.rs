@@ -34,9 +34,9 @@ pub enum PlannerError {
 }
 
 /// What a planner plugin must be, as refusals say it.
-pub const EXPECTED: &str = "a WebAssembly component of world nodedb:wal-archiver/archiver@0.6.0, \
-    exporting nodedb:wal-archiver/planner@0.6.0 and importing nothing but \
-    nodedb:wal-archiver/storage@0.6.0, nodedb:wal-archiver/types@0.6.0 and WASI 0.2";
+pub const EXPECTED: &str = "a WebAssembly component of world nodedb:wal-archiver/archiver@0.7.0, \
+    exporting nodedb:wal-archiver/planner@0.7.0 and importing nothing but \
+    nodedb:wal-archiver/storage@0.7.0, nodedb:wal-archiver/types@0.7.0 and WASI 0.2";
 
 /// How far a planner may go. Each limit fails the call that breaches it, and
 /// only that call: the host carries on and retries on the next cycle.

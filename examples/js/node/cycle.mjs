@@ -21,7 +21,7 @@ import { driveCycle } from '../workerd/plan.js';
 import { asyncStorage } from '../workerd/storage.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const PLANNER = 'nodedb:wal-archiver/planner@0.6.0';
+const PLANNER = 'nodedb:wal-archiver/planner@0.7.0';
 
 const seg = (first, last) => `wal-${first.toString(16).padStart(16, '0')}-${last.toString(16).padStart(16, '0')}.seg`;
 const S1 = seg(1, 10);
@@ -55,6 +55,7 @@ function summary(report, storage) {
     not_deleted: sorted(report.notDeleted.map((f) => f.name)),
     skipped: report.skipped.map((s) => [s.name, reasonText(s.reason)]),
     breaks: report.breaks.map(breakText),
+    chain_not_recorded: report.chainStartNotRecorded === undefined ? null : text(report.chainStartNotRecorded),
     watermark: report.state.lastArchivedLsn === undefined ? null : String(report.state.lastArchivedLsn),
     chain_start: report.state.chainStart === undefined ? null : String(report.state.chainStart),
     state_archived: unpackArchivedList(report.state.archived).map((a) => a.name),
@@ -140,6 +141,25 @@ const scenarios = [
     },
     config: config(),
     want: { archived: [S3], uploads: [], compared: [S3], watermark: '30', chain_start: '21' },
+  },
+  {
+    name: 'a chain start the store cannot record: the cycle deletes nothing and its report says why',
+    build: () => {
+      const s = wal();
+      s.chainStartRefusal = 'no space left on device';
+      return s;
+    },
+    config: config({ deleteAfterArchive: true }),
+    want: {
+      archived: [S1, S2, S3],
+      uploads: [S1, S2, S3],
+      deleted: [],
+      not_deleted: [],
+      watermark: '30',
+      chain_not_recorded: text({ start: 1n, cause: { tag: 'io', val: 'cannot write wal/_chain/start-0000000000000001: no space left on device' } }),
+      wal_after: sorted([S1, S2, S3, 'archive', 'wal-000000000000001f-0000000000000028.partial']),
+    },
+    check: (s) => !s.objects_after.some((k) => k.startsWith('wal/_chain/')),
   },
 ];
 

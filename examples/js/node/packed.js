@@ -1,4 +1,4 @@
-// Packing and unpacking the WIT's packed lists (nodedb:wal-archiver@0.6.0).
+// Packing and unpacking the WIT's packed lists (nodedb:wal-archiver@0.7.0).
 //
 // `dir-listing`, `archive-listing`, `segment-list`, `archived-list` and
 // `failure-list` hold every name in one string and, in `ends`, where each

@@ -22,7 +22,7 @@ import { pathToFileURL } from 'node:url';
 import { MemoryStorage, useStorage } from './storage.js';
 import { compareCase, runVector } from './vector.js';
 
-export const PLANNER = 'nodedb:wal-archiver/planner@0.6.0';
+export const PLANNER = 'nodedb:wal-archiver/planner@0.7.0';
 
 function setup(message) {
   console.error(`run.mjs: ${message}`);

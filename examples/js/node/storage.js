@@ -1,4 +1,4 @@
-// The storage imports of nodedb:wal-archiver@0.6.0, in JavaScript, over
+// The storage imports of nodedb:wal-archiver@0.7.0, in JavaScript, over
 // in-memory data: a WAL directory (a Map of entries) and an object store (a
 // Map of keys to bytes). Written from the WIT's doc comments, host duties
 // included, so that `run-cycle` can be driven through them; nothing touches
@@ -68,6 +68,8 @@ export class MemoryStorage {
     this.objects = new Map();
     /** Every import call, in order: [function, ...arguments]. */
     this.calls = [];
+    /** While set, record-chain-start fails with this io error, as a full or read-only store would. */
+    this.chainStartRefusal = undefined;
   }
 
   // ---- Setup ----
@@ -257,6 +259,7 @@ export class MemoryStorage {
   recordChainStart(start) {
     this.calls.push(['record-chain-start', start]);
     const key = `${this.keyOf(CHAIN)}/start-${hex(start, 16)}`;
+    if (this.chainStartRefusal !== undefined) fail('io', `cannot write ${key}: ${this.chainStartRefusal}`);
     if (!this.objects.has(key)) this.objects.set(key, new Uint8Array(0));
   }
 

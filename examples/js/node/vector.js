@@ -1,7 +1,7 @@
 // One shared test vector, run through a planner as the vectors' `about`
 // text says, with the same results as `run_vector` in tests/plugin.rs.
 //
-// `planner` is the component's `nodedb:wal-archiver/planner@0.6.0` export as
+// `planner` is the component's `nodedb:wal-archiver/planner@0.7.0` export as
 // jco transpiles it (any jco output mode); `c` is one case of
 // tests/testdata/plans.json. `runVector` returns what it got, keyed as the
 // case's `expected` is; `compareCase` compares every expected key.

@@ -1,5 +1,5 @@
 # workerd configuration: one Worker that runs the planner component
-# (nodedb:wal-archiver@0.6.0) on one test vector per POST.
+# (nodedb:wal-archiver@0.7.0) on one test vector per POST.
 #
 #   workerd serve config.capnp                                    # on 127.0.0.1:8787
 #   workerd serve config.capnp --socket-addr http=127.0.0.1:9000  # on another port

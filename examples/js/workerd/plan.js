@@ -9,7 +9,7 @@ import { KIND_CODES, unpackNames } from '../node/packed.js';
 import { runVector } from '../node/vector.js';
 
 export const WIT_PACKAGE = 'nodedb:wal-archiver';
-export const WIT_VERSION = '0.6.0';
+export const WIT_VERSION = '0.7.0';
 
 /** A request the host cannot run (HTTP 400). */
 export class BadRequest extends Error {}
@@ -24,7 +24,7 @@ export class WrongPlanner extends Error {}
  * returns (a promise of) the compiled core module `name`.
  */
 export async function instantiatePlanner(instantiate, getCoreModule, imports) {
-  // jco 1.35's planner.d.ts names the import `nodedb:wal-archiver/storage@0.6.0`,
+  // jco 1.35's planner.d.ts names the import `nodedb:wal-archiver/storage@0.7.0`,
   // while the planner.js it writes looks it up as `nodedb:wal-archiver/storage`,
   // without the version. Give both, so either way of looking it up works.
   const root = await instantiate(getCoreModule, {
@@ -160,15 +160,15 @@ export async function driveCycle(planner, storage, config, state) {
   }
 
   // The chain start goes into the archive before anything is deleted; if it
-  // cannot be recorded, nothing is.
+  // cannot be recorded, nothing is, and the report says why.
   const deleted = [];
   const notDeleted = [];
-  let mayDelete = config.deleteAfterArchive;
+  let chainStartNotRecorded;
   if (recordChainStart !== undefined) {
     const r = await settle(() => storage.recordChainStart(recordChainStart));
-    if (r.tag === 'err') mayDelete = false;
+    if (r.tag === 'err') chainStartNotRecorded = { start: recordChainStart, cause: r.val };
   }
-  if (mayDelete) {
+  if (config.deleteAfterArchive && chainStartNotRecorded === undefined) {
     for (const { name: object } of entries(planner.deletable(config, current, listing))) {
       const name = fileOf(object);
       const r = await settle(() => storage.deleteSegment(name, keyOf(object)));
@@ -176,5 +176,5 @@ export async function driveCycle(planner, storage, config, state) {
       else notDeleted.push({ name, attempts: 1, lastReason: `${r.val.tag}: ${typeof r.val.val === 'string' ? r.val.val : JSON.stringify(r.val.val, (_, v) => (typeof v === 'bigint' ? String(v) : v))}` });
     }
   }
-  return { state: current, archived, failed, conflicts, deleted, notDeleted, skipped: report.skipped, breaks: report.breaks };
+  return { state: current, archived, failed, conflicts, deleted, notDeleted, skipped: report.skipped, breaks: report.breaks, chainStartNotRecorded };
 }

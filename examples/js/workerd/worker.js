@@ -32,7 +32,7 @@ function json(status, value) {
 export default {
   async fetch(request) {
     if (request.method === 'GET') {
-      return new Response('wal-archiver planner (nodedb:wal-archiver@0.6.0): POST one case of tests/testdata/plans.json to get what the planner makes of it\n');
+      return new Response('wal-archiver planner (nodedb:wal-archiver@0.7.0): POST one case of tests/testdata/plans.json to get what the planner makes of it\n');
     }
     if (request.method !== 'POST') return json(405, { error: 'use POST' });
     let body;

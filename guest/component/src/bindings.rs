@@ -121,6 +121,9 @@ impl wit_planner::Guest for Component {
             not_deleted: r.not_deleted.into_iter().map(Into::into).collect(),
             skipped: r.skipped.into_iter().map(Into::into).collect(),
             breaks: r.breaks.into_iter().map(Into::into).collect(),
+            chain_start_not_recorded: r
+                .chain_start_not_recorded
+                .map(|f| wit_planner::ChainStartFailure { start: f.start, cause: f.cause.into() }),
         })
     }
 }

@@ -170,6 +170,7 @@ impl Guest for Hostile {
             not_deleted: Vec::new(),
             skipped: Vec::new(),
             breaks: Vec::new(),
+            chain_start_not_recorded: None,
         })
     }
 }

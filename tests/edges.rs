@@ -510,7 +510,13 @@ fn refuses_to_delete_on_stale_evidence(s3: bool) {
     assert_exit(&out, 1);
     let text = stdout(&out);
     assert!(text.contains("deleted locally: 3"), "{text}");
-    assert!(text.contains(&format!("not deleted {victim}: cannot delete the local copy of")), "{text}");
+    // Found by the delete's read-back, it is a conflict like one an upload
+    // finds: reported with both checksums, recorded in the state (no longer
+    // counted, so the watermark waits below it), never deleted.
+    assert!(text.contains("in conflict: 1"), "{text}");
+    assert!(text.contains(&format!("under {victim}'s key")), "{text}");
+    assert!(!text.contains(&format!("not deleted {victim}")), "{text}");
+    assert!(text.contains("last archived LSN: 0x00000000000000c8 (200)"), "{text}");
     assert!(paths[2].exists(), "the only good copy was deleted");
     for (i, p) in paths.iter().enumerate() {
         assert_eq!(p.exists(), i == 2, "{}", p.display());

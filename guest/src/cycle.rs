@@ -77,17 +77,27 @@ pub fn run_cycle(config: &Config, state: &State, storage: &mut impl Storage) -> 
 
     let mut deleted = Vec::new();
     let mut not_deleted = Vec::new();
+    let mut found = Vec::new();
     if chain_start_not_recorded.is_none() {
-        for (object, _) in plan::deletable(config, &state, &listing).iter() {
+        for (object, size) in plan::deletable(config, &state, &listing).iter() {
             let (name, key) = (segment_part(object), plan::object_key(&config.prefix, object));
             match storage.delete_segment(name, &key) {
                 Ok(()) => deleted.push(name.to_string()),
+                // The archived copy no longer holds the local bytes: a
+                // conflict, recorded as one found by an upload is.
+                Err(e @ StorageError::Conflict(_)) => found.push(UploadOutcome { name: object.into(), size, result: Err(e) }),
                 Err(e) => not_deleted.push(SegmentFailure { name: name.into(), attempts: 1, last_reason: e.to_string() }),
             }
         }
     }
     let mut conflicts = scan.conflicts;
     conflicts.extend(record.conflicts);
+    let mut state = state;
+    if !found.is_empty() {
+        let after = plan::record_uploads(config, &state, &found);
+        state = after.state;
+        conflicts.extend(after.conflicts);
+    }
     Ok(CycleReport {
         state,
         archived: record.archived,
@@ -115,12 +125,14 @@ mod tests {
         chain_start: Result<(), StorageError>,
         recorded: Vec<Lsn>,
         deleted: Vec<String>,
+        /// A segment whose local file no longer holds the archived bytes.
+        rewritten: Option<String>,
     }
 
     impl Memory {
         fn new(ranges: &[(Lsn, Lsn)], chain_start: Result<(), StorageError>) -> Self {
             let segments = ranges.iter().map(|&(a, b)| (format_segment_name(a, b).unwrap(), 100 + b)).collect();
-            Self { segments, chain_start, recorded: Vec::new(), deleted: Vec::new() }
+            Self { segments, chain_start, recorded: Vec::new(), deleted: Vec::new(), rewritten: None }
         }
     }
 
@@ -140,6 +152,11 @@ mod tests {
             Err(StorageError::NotFound(name.into()))
         }
         fn delete_segment(&mut self, name: &str, _key: &str) -> Result<(), StorageError> {
+            if self.rewritten.as_deref() == Some(name) {
+                let size = self.segments.iter().find(|(n, _)| n == name).map_or(0, |(_, s)| *s);
+                let c = Conflict { name: name.into(), local_size: size, local_crc32c: 8, archived_size: size, archived_crc32c: 7 };
+                return Err(StorageError::Conflict(c));
+            }
             self.deleted.push(name.into());
             Ok(())
         }
@@ -175,5 +192,21 @@ mod tests {
         assert_eq!(storage.recorded, [1]);
         assert_eq!(report.deleted, vec![format_segment_name(1, 10).unwrap(), format_segment_name(11, 20).unwrap()]);
         assert_eq!(storage.deleted, report.deleted);
+    }
+
+    #[test]
+    fn a_conflict_found_by_a_delete_is_recorded_and_holds_the_watermark() {
+        let (a, b, c) = (format_segment_name(1, 10).unwrap(), format_segment_name(11, 20).unwrap(), format_segment_name(21, 30).unwrap());
+        let mut storage = Memory::new(&[(1, 10), (11, 20), (21, 30)], Ok(()));
+        storage.rewritten = Some(b.clone());
+        let report = run_cycle(&deleting(), &State::default(), &mut storage).unwrap();
+        assert_eq!(storage.deleted, [a.clone(), c.clone()]);
+        assert_eq!(report.deleted, [a.clone(), c.clone()]);
+        assert!(report.not_deleted.is_empty(), "{:?}", report.not_deleted);
+        assert_eq!(report.conflicts.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), [b.as_str()]);
+        assert_eq!(report.state.conflicts.len(), 1);
+        // No longer counted: the watermark waits below it.
+        assert_eq!(report.state.archived.names(), [a.as_str(), c.as_str()]);
+        assert_eq!(report.state.last_archived_lsn, Some(10));
     }
 }

@@ -71,6 +71,10 @@ impl SegmentName {
         if last.contains('-') {
             return Err(NameError::WrongShape);
         }
+        // Both lengths before either field's digits, as the WIT orders the checks.
+        for field in [first, last] {
+            check_length(field)?;
+        }
         let first = parse_lsn_field(first)?;
         let last = parse_lsn_field(last)?;
         if first > last {
@@ -233,14 +237,18 @@ fn hex16(digits: &[u8]) -> Option<u64> {
     Some((u64::from(hex8(hi)?) << 32) | u64::from(hex8(lo)?))
 }
 
+/// An LSN field is exactly 16 bytes long; the error carries the length found.
+fn check_length(field: &str) -> Result<(), NameError> {
+    if field.len() != LSN_DIGITS {
+        return Err(NameError::WrongLength(u32::try_from(field.len()).unwrap_or(u32::MAX)));
+    }
+    Ok(())
+}
+
 /// One LSN field: exactly 16 characters of `0-9a-f`. `u64::from_str_radix`
 /// alone would also take `+`, uppercase and any length.
 fn parse_lsn_field(field: &str) -> Result<Lsn, NameError> {
-    if field.len() != LSN_DIGITS {
-        return Err(NameError::WrongLength(
-            u32::try_from(field.len()).unwrap_or(u32::MAX),
-        ));
-    }
+    check_length(field)?;
     field.bytes().try_fold(0u64, |acc, b| {
         let digit = match b {
             b'0'..=b'9' => b - b'0',
@@ -296,6 +304,10 @@ mod tests {
             ("wal-000000000000000a-0000000000000064-0000000000000065.seg", NameError::WrongShape),
             ("wal-000000000000000g-0000000000000064.seg", NameError::NotLowercaseHex),
             ("wal-00000000000000é-0000000000000064.seg", NameError::NotLowercaseHex),
+            // Both fields' lengths are checked before either field's digits.
+            ("wal-gggggggggggggggg-000000000000000.seg", NameError::WrongLength(15)),
+            ("wal-AAAAAAAAAAAAAAAA-0000000000000000000a.seg", NameError::WrongLength(20)),
+            ("wal-0000000000000001-gggggggggggggggg.seg", NameError::NotLowercaseHex),
             ("", NameError::MissingPrefix),
         ];
         for (name, want) in cases {

@@ -118,13 +118,18 @@ pub struct Entry<'a> {
 }
 
 /// Reads entry `i` from packed lists: a name with bad bounds is taken as
-/// not UTF-8 (and named ""), an entry without a kind as `Other`.
+/// not UTF-8 (and named ""), an entry without a kind or a size as `Other`
+/// (skipped: a size the host never gave is not a size to archive).
 fn entry<'a>(name: Option<&'a str>, i: usize, sizes: &[u64], kinds: &[u8], utf8: &[u8]) -> Entry<'a> {
+    let size = sizes.get(i).copied();
     Entry {
         name: name.unwrap_or(""),
         utf8: name.is_some() && flag(utf8.get(i)),
-        kind: kinds.get(i).map_or(EntryKind::Other, |k| EntryKind::from_code(*k)),
-        size: sizes.get(i).copied().unwrap_or(0),
+        kind: match (kinds.get(i), size) {
+            (Some(k), Some(_)) => EntryKind::from_code(*k),
+            _ => EntryKind::Other,
+        },
+        size: size.unwrap_or(0),
     }
 }
 
@@ -582,6 +587,25 @@ mod tests {
             got,
             [(true, EntryKind::File), (false, EntryKind::File), (false, EntryKind::File), (false, EntryKind::Other)]
         );
+    }
+
+    #[test]
+    fn an_entry_without_a_size_is_skipped_as_other_never_archived() {
+        let (a, b) = (format_segment_name(1, 10).unwrap(), format_segment_name(11, 20).unwrap());
+        let listing = Listing {
+            names: format!("{a}{b}"),
+            ends: vec![a.len() as u32, (a.len() + b.len()) as u32],
+            // Kinds and flags for both, a size for the first only.
+            sizes: vec![10],
+            kinds: vec![0, 0],
+            utf8: vec![1, 1],
+        };
+        let got: Vec<(&str, EntryKind)> = listing.entries().map(|e| (e.name, e.kind)).collect();
+        assert_eq!(got, [(a.as_str(), EntryKind::File), (b.as_str(), EntryKind::Other)]);
+        let report = crate::plan::scan(crate::plan::State::default(), &listing, None);
+        assert_eq!(report.pending.names(), [a.as_str()]);
+        assert_eq!(report.skipped.len(), 1);
+        assert_eq!(report.skipped[0].name, b);
     }
 
     #[test]

@@ -346,9 +346,11 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
                 if held(&conflicts, o.name) {
                     continue;
                 }
-                // An object counts when the local file is gone, or was compared with it.
+                // An object counts when the local file is gone, or was
+                // compared with it and still has the size archived (a file of
+                // another size is compared again, which finds the conflict).
                 let confirmed = in_prior.seek(&o).is_some_and(|p| (p.size, p.crc) == (o.size, o.crc));
-                if in_listed.seek(&o).is_some() && !confirmed {
+                if in_listed.seek(&o).is_some_and(|l| !confirmed || l.size != o.size) {
                     to_confirm_segs.push(o);
                 } else {
                     kept.push(o);
@@ -363,6 +365,17 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
                 }
             }
             sort_by_lsn(&mut to_confirm_segs);
+            // Each name once, though a listing names an object twice.
+            let mut unique = 0;
+            for i in 0..to_confirm_segs.len() {
+                let s = to_confirm_segs[i];
+                let run = &to_confirm_segs[..unique];
+                if !run.iter().rev().take_while(|p| (p.first, p.last) == (s.first, s.last)).any(|p| p.name == s.name) {
+                    to_confirm_segs[unique] = s;
+                    unique += 1;
+                }
+            }
+            to_confirm_segs.truncate(unique);
             archived = kept;
         }
         None => {
@@ -490,15 +503,16 @@ pub fn object_key(prefix: &str, name: &str) -> String {
 pub fn plan_batches(config: &Config, pending: &SegmentList) -> Vec<u32> {
     let most = config.batch_size.max(1);
     let mut ends = Vec::new();
-    let (mut count, mut bytes) = (0u32, 0u64);
+    // Summed wide: sizes near u64::MAX must not saturate under the limit.
+    let (mut count, mut bytes) = (0u32, 0u128);
     for (i, (_, size)) in pending.iter().enumerate() {
-        let over = config.batch_bytes > 0 && bytes.saturating_add(size) > config.batch_bytes;
+        let over = config.batch_bytes > 0 && bytes + u128::from(size) > u128::from(config.batch_bytes);
         if count > 0 && (count == most || over) {
             ends.push(i as u32);
             (count, bytes) = (0, 0);
         }
         count += 1;
-        bytes = bytes.saturating_add(size);
+        bytes += u128::from(size);
     }
     if count > 0 {
         ends.push(pending.len() as u32);
@@ -642,6 +656,16 @@ pub fn record_uploads(config: &Config, state: &State, outcomes: &[UploadOutcome]
             // Named by its latest outcome (the object it was last tried as).
             failing.push(last.map_or(next.name, |(_, s)| s.name), attempts, &reason);
         }
+    }
+
+    // A receipt proves that the object under the key holds the local bytes
+    // now (the operator replaced the object a conflict was about, say): a
+    // conflict about that object is over. One on the segment's other object
+    // held it above, and stands.
+    if !conflicts.is_empty() {
+        let ended = |c: &Conflict| added.iter().any(|a| a.name == c.name);
+        conflicts.retain(|c| !ended(c));
+        new_conflicts.retain(|c| !ended(c));
     }
 
     // The archived set: what was known, and what was just archived, in order;
@@ -997,6 +1021,22 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_limit_near_u64_max_is_kept_without_saturating() {
+        let mut pending = SegmentList::default();
+        for (i, size) in [u64::MAX, u64::MAX, 1].into_iter().enumerate() {
+            pending.push(&name(i as u64 * 10, i as u64 * 10 + 9), size);
+        }
+        let config = Config { batch_size: 16, batch_bytes: u64::MAX, ..Config::default() };
+        // Each over half the limit: one a batch, where a saturating sum made one batch of all three.
+        assert_eq!(plan_batches(&config, &pending), [1, 2, 3]);
+        let mut pending = SegmentList::default();
+        for (i, size) in [u64::MAX - 1, 1, 1].into_iter().enumerate() {
+            pending.push(&name(i as u64 * 10, i as u64 * 10 + 9), size);
+        }
+        assert_eq!(plan_batches(&config, &pending), [2, 3]);
+    }
+
+    #[test]
     fn archives_to_the_compressed_key_and_deletes_by_the_object_that_holds_the_segment() {
         let config = Config { compression: Compression::Zstd, delete_after_archive: true, ..Config::default() };
         assert_eq!(upload_key(&config, &name(1, 10)), format!("{}.zst", name(1, 10)));
@@ -1052,6 +1092,52 @@ mod tests {
         let report = scan(State::default(), &listing(&[]), Some(&odd));
         assert_eq!(report.strays.len(), 2);
         assert!(report.state.archived.is_empty());
+    }
+
+    #[test]
+    fn asks_once_to_compare_an_object_the_archive_lists_twice() {
+        let a = name(1, 10);
+        let entries = [seg(1, 10)];
+        for crcs in [[Some(1), Some(2)], [Some(1), Some(1)], [None, Some(1)]] {
+            let mut archive = ArchiveListing::default();
+            for crc in crcs {
+                archive.push(&file(&a, 100), crc);
+            }
+            let report = scan(State::default(), &listing(&entries), Some(&archive));
+            assert_eq!(report.to_confirm.names(), [a.as_str()], "{crcs:?}: {report:?}");
+            assert!(report.pending.is_empty(), "{crcs:?}: {report:?}");
+        }
+    }
+
+    #[test]
+    fn compares_again_a_local_file_whose_size_is_no_longer_the_archived_one() {
+        let config = Config { delete_after_archive: true, ..Config::default() };
+        let (a, b) = (name(1, 10), name(11, 20));
+        let entries = [seg(1, 10), seg(11, 20)];
+        let first = scan(State::default(), &listing(&entries), None);
+        let outcomes: Vec<UploadOutcome> = first.pending.iter().map(|(n, size)| outcome(n, size, Ok(receipt(size, crc_of(n))))).collect();
+        let state = record_uploads(&config, &first.state, &outcomes).state;
+        let mut archive = ArchiveListing::default();
+        for (n, size) in first.pending.iter() {
+            archive.push(&file(n, size), Some(crc_of(n)));
+        }
+        archive.chain_start = Some(1);
+        // The local copy of the first segment was rewritten with another size.
+        let rewritten = [file(&a, 77), seg(11, 20)];
+        for archive in [Some(&archive), None] {
+            let report = scan(state.clone(), &listing(&rewritten), archive);
+            assert_eq!(report.to_confirm.names(), [a.as_str()], "{report:?}");
+            assert!(report.pending.is_empty(), "{report:?}");
+            // It is not counted until compared: the watermark waits below it.
+            assert_eq!(report.state.last_archived_lsn, None, "{report:?}");
+            assert!(deletable(&config, &report.state, &listing(&rewritten)).is_empty());
+            // The comparison finds the conflict, which holds the segment.
+            let c = Conflict { name: a.clone(), local_size: 77, local_crc32c: 5, archived_size: 100, archived_crc32c: crc_of(&a) };
+            let r = record_uploads(&config, &report.state, &[outcome(&a, 77, Err(StorageError::Conflict(c)))]);
+            assert_eq!(r.state.conflicts.len(), 1);
+            assert_eq!(r.state.archived.names(), [b.as_str()]);
+            assert_eq!(r.state.last_archived_lsn, None);
+        }
     }
 
     #[test]
@@ -1192,6 +1278,32 @@ mod tests {
         let report = scan(r.state, &listing(&entries), Some(&removed));
         assert!(report.conflicts.is_empty());
         assert_eq!(report.pending.names(), [n]);
+    }
+
+    #[test]
+    fn a_conflict_stands_until_a_receipt_proves_the_object_holds_the_local_bytes() {
+        let entries = [seg(1, 10), seg(11, 20), seg(21, 30)];
+        let (state, _) = archive_pending(State::default(), &entries, &[&name(11, 20)]);
+        let n = name(11, 20);
+        let conflict = Conflict { name: n.clone(), local_size: 100, local_crc32c: crc_of(&n), archived_size: 90, archived_crc32c: 2 };
+        let found = outcome(&n, 100, Err(StorageError::Conflict(conflict.clone())));
+        let proved = outcome(&n, 100, Ok(UploadReceipt { existed: true, ..receipt(100, crc_of(&n)) }));
+        let held = record_uploads(&Config::default(), &state, core::slice::from_ref(&found));
+        assert_eq!(held.state.last_archived_lsn, Some(10));
+        // A later receipt for the same object ends it: counted, and the watermark moves.
+        let r = record_uploads(&Config::default(), &held.state, core::slice::from_ref(&proved));
+        assert!(r.state.conflicts.is_empty(), "{r:?}");
+        assert_eq!(r.archived, [n.clone()]);
+        assert_eq!(r.state.last_archived_lsn, Some(30));
+        // In one call, the last outcome decides, as for any name given twice.
+        let r = record_uploads(&Config::default(), &state, &[found.clone(), proved.clone()]);
+        assert!(r.state.conflicts.is_empty() && r.conflicts.is_empty(), "{r:?}");
+        assert_eq!(r.state.last_archived_lsn, Some(30));
+        let r = record_uploads(&Config::default(), &state, &[proved, found]);
+        assert_eq!(r.state.conflicts, [conflict.clone()]);
+        assert_eq!(r.conflicts, [conflict]);
+        assert!(r.archived.is_empty(), "{r:?}");
+        assert_eq!(r.state.last_archived_lsn, Some(10));
     }
 
     #[test]

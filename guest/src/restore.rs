@@ -96,11 +96,13 @@ fn read(listing: &ArchiveListing) -> Archive<'_> {
     Archive { verified, all, strays, unverified, redundant }
 }
 
-/// The range `from..=until` over the verified segments: by default from the
-/// recorded chain start (or the first LSN) to the last LSN.
-fn range(listing: &ArchiveListing, verified: &[Seg<'_>], from: Option<Lsn>, until: Option<Lsn>) -> Result<(Lsn, Lsn), RangeError> {
-    let first = verified.first().ok_or(RangeError::Empty)?.first;
-    let last = verified.iter().map(|s| s.last).max().unwrap_or(first);
+/// The range `from..=until`: by default from the recorded chain start (or
+/// the first verified LSN) to the last LSN of any segment object, verified
+/// or not, so that an unverified segment at the end shows as a break rather
+/// than falling outside the range.
+fn range(listing: &ArchiveListing, a: &Archive<'_>, from: Option<Lsn>, until: Option<Lsn>) -> Result<(Lsn, Lsn), RangeError> {
+    let first = a.verified.first().ok_or(RangeError::Empty)?.first;
+    let last = a.all.iter().map(|s| s.last).max().unwrap_or(first).max(first);
     let lo = from.or(listing.chain_start).unwrap_or(first);
     if until.is_some_and(|u| lo > u) {
         return Err(RangeError::EmptyRange);
@@ -123,7 +125,7 @@ fn pack<'a>(segs: impl Iterator<Item = Seg<'a>>) -> SegmentList {
 /// strays and unverified segments.
 pub fn verify_plan(listing: &ArchiveListing, from: Option<Lsn>, until: Option<Lsn>) -> Result<VerifyReport, RangeError> {
     let a = read(listing);
-    let (lo, hi) = range(listing, &a.verified, from, until)?;
+    let (lo, hi) = range(listing, &a, from, until)?;
     let w = chain::walk(&a.verified, Start::Holding(lo), hi);
     let in_range = |s: &Seg<'_>| s.last >= lo && s.first <= hi;
     // Plain loops: iterator adapters cost the component code of their own.
@@ -153,7 +155,7 @@ pub fn verify_plan(listing: &ArchiveListing, from: Option<Lsn>, until: Option<Ls
 /// break over that range, as [`verify_plan`] reports it.
 pub fn restore_plan(listing: &ArchiveListing, from: Option<Lsn>, until: Lsn) -> Result<SegmentList, RestoreError> {
     let a = read(listing);
-    let (lo, hi) = range(listing, &a.verified, from, Some(until)).map_err(RestoreError::Range)?;
+    let (lo, hi) = range(listing, &a, from, Some(until)).map_err(RestoreError::Range)?;
     match chain::shortest(&a.verified, Start::Holding(lo), hi) {
         Some(chain) => Ok(pack(chain.into_iter().map(|i| a.verified[i]))),
         None => {
@@ -312,6 +314,28 @@ mod tests {
         assert_eq!(reasons[1].1, SkipReason::NotUtf8);
         assert_eq!(reasons[2].1, SkipReason::NotAFile(EntryKind::Symlink));
         assert!(restore_plan(&a, None, 30).is_err());
+    }
+
+    #[test]
+    fn checks_by_default_up_to_an_unverified_segment_at_the_end() {
+        // The last upload did not record its checksum (a crash before it).
+        let mut a = archive(&[(1, 10), (11, 20)]);
+        a.push(&entry(&name(21, 30)), None);
+        let r = verify_plan(&a, None, None).unwrap();
+        assert_eq!((r.from, r.until), (1, 30));
+        assert_eq!(r.unverified, [name(21, 30)]);
+        assert_eq!(r.breaks, [Break::Gap { from: 21, to: 30 }]);
+        // Two plain and compressed copies of the last segment that disagree: the same.
+        let mut a = archive(&[(1, 10), (11, 20)]);
+        a.push(&entry(&name(21, 30)), Some(1));
+        a.push(&entry(&format!("{}.zst", name(21, 30))), Some(2));
+        let r = verify_plan(&a, None, None).unwrap();
+        assert_eq!(r.until, 30);
+        assert_eq!(r.unverified.len(), 2, "{r:?}");
+        assert_eq!(r.breaks, [Break::Gap { from: 21, to: 30 }]);
+        // A range from inside the unverified tail is a break, not past the end.
+        assert_eq!(verify_plan(&a, Some(25), None).unwrap().breaks, [Break::Gap { from: 25, to: 30 }]);
+        assert_eq!(verify_plan(&a, Some(31), None), Err(RangeError::BeyondEnd(30)));
     }
 
     #[test]

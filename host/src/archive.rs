@@ -486,9 +486,16 @@ impl Archiver {
         self.save_noting(state, true, &mut summary);
 
         if chain_recorded {
-            let (deleted, not_deleted) = self.delete_archived(&mut planner, state, &listing, &files)?;
+            let (deleted, not_deleted, conflicts) = self.delete_archived(&mut planner, state, &listing, &files)?;
             summary.deleted = deleted;
             summary.not_deleted = not_deleted;
+            // An archived copy that no longer holds the local bytes is a
+            // conflict like one found by an upload: recorded in the state, it
+            // stops counting, holds the watermark, and is never deleted.
+            if !conflicts.is_empty() {
+                self.record(&mut planner, state, conflicts, archive_listing, &mut summary, &mut chain_recorded)?;
+                self.save_noting(state, true, &mut summary);
+            }
         }
         // A clean cycle keeps the listing good for a while; any failure asks
         // for a new one. So does a chain start that could not be recorded:
@@ -648,11 +655,12 @@ impl Archiver {
         state: &wit::ArchiverState,
         listing: &wit::DirListing,
         files: &HashMap<&str, u64>,
-    ) -> Result<(Vec<String>, Vec<wit::SegmentFailure>), ArchiveError> {
+    ) -> Result<(Vec<String>, Vec<wit::SegmentFailure>, Vec<wit::UploadOutcome>), ArchiveError> {
         let mut deleted = Vec::new();
         let mut not_deleted = Vec::new();
+        let mut conflicts = Vec::new();
         if !self.config.delete_after_archive {
-            return Ok((deleted, not_deleted));
+            return Ok((deleted, not_deleted, conflicts));
         }
         // Named by the objects that hold them: the files are the segment names.
         let deletable = planner.deletable(&self.config, state, listing)?;
@@ -662,22 +670,26 @@ impl Archiver {
             }
         }
         let rt = &self.storage.runtime;
-        let results: Vec<(String, Result<(), StorageError>)> = rt.block_on(
-            futures::stream::iter(deletable.iter().map(|(n, _)| n.to_owned()).collect::<Vec<_>>())
-                .map(|object| async move {
+        let results: Vec<(String, u64, Result<(), StorageError>)> = rt.block_on(
+            futures::stream::iter(deletable.iter().map(|(n, size)| (n.to_owned(), size)).collect::<Vec<_>>())
+                .map(|(object, size)| async move {
                     let key = self.storage.archive.key_of(&object);
-                    let name = segment_name(&object).to_owned();
-                    let r = self.storage.delete_archived(&name, &key).await;
-                    (name, r)
+                    let r = self.storage.delete_archived(segment_name(&object), &key).await;
+                    (object, size, r)
                 })
                 .buffer_unordered(self.concurrency)
                 .collect(),
         );
-        for (name, r) in results {
+        for (object, size, r) in results {
+            let name = segment_name(&object).to_owned();
             match r {
                 Ok(()) => {
                     info!(segment = %name, "deleted local segment");
                     deleted.push(name);
+                }
+                // Recorded by the caller, and reported as a conflict.
+                Err(e) if e.conflict().is_some() => {
+                    conflicts.push(wit::UploadOutcome { name: object, size, receipt: Err(wit::StorageError::from(e)) });
                 }
                 Err(e) => {
                     warn!(segment = %name, "{e}");
@@ -689,7 +701,7 @@ impl Archiver {
             self.storage.wal.sync()?;
         }
         deleted.sort();
-        Ok((deleted, not_deleted))
+        Ok((deleted, not_deleted, conflicts))
     }
 
     /// One cycle driven by the component itself through the storage imports

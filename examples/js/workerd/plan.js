@@ -169,12 +169,17 @@ export async function driveCycle(planner, storage, config, state) {
     if (r.tag === 'err') chainStartNotRecorded = { start: recordChainStart, cause: r.val };
   }
   if (config.deleteAfterArchive && chainStartNotRecorded === undefined) {
-    for (const { name: object } of entries(planner.deletable(config, current, listing))) {
+    // An archived copy that no longer holds the local bytes is recorded as
+    // a conflict, as one an upload finds (delete-segment's doc comment).
+    const found = [];
+    for (const { name: object, size } of entries(planner.deletable(config, current, listing))) {
       const name = fileOf(object);
       const r = await settle(() => storage.deleteSegment(name, keyOf(object)));
       if (r.tag === 'ok') deleted.push(name);
+      else if (r.val.tag === 'conflict') found.push({ name: object, size, receipt: r });
       else notDeleted.push({ name, attempts: 1, lastReason: `${r.val.tag}: ${typeof r.val.val === 'string' ? r.val.val : JSON.stringify(r.val.val, (_, v) => (typeof v === 'bigint' ? String(v) : v))}` });
     }
+    record(found);
   }
   return { state: current, archived, failed, conflicts, deleted, notDeleted, skipped: report.skipped, breaks: report.breaks, chainStartNotRecorded };
 }

@@ -634,7 +634,6 @@ pub fn record_uploads(config: &Config, state: &State, outcomes: &[UploadOutcome]
                         attempts = attempts.saturating_add(1);
                     }
                     reason.clone_from(why);
-                    failed.push(SegmentFailure { name: ev.name.to_owned(), attempts, last_reason: why.clone() });
                     last = Some((Event::Failed, *ev));
                     bad = Some(ev.name);
                 }
@@ -642,7 +641,12 @@ pub fn record_uploads(config: &Config, state: &State, outcomes: &[UploadOutcome]
             e += 1;
         }
         // A name's last outcome decides; a failure does not take away a
-        // copy that an earlier run archived and verified.
+        // copy that an earlier run archived and verified. A segment is
+        // reported failed once, by its last outcome, and only when that
+        // failed: one archived in the end did not fail.
+        if let Some((Event::Failed, seg)) = last {
+            failed.push(SegmentFailure { name: seg.name.to_owned(), attempts, last_reason: reason.clone() });
+        }
         match last {
             Some((Event::Archived, seg)) => {
                 added.push(seg);
@@ -984,14 +988,22 @@ mod tests {
         let r = record_uploads(&Config::default(), &State::default(), &[ok.clone(), bad.clone()]);
         assert!(r.archived.is_empty() && r.state.archived.is_empty());
         assert_eq!(r.state.failing.iter().map(|f| f.attempts).collect::<Vec<_>>(), [1]);
-        let r = record_uploads(&Config::default(), &State::default(), &[bad, ok]);
+        assert_eq!(r.failed.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), [n.as_str()]);
+        let r = record_uploads(&Config::default(), &State::default(), &[bad.clone(), bad.clone(), ok]);
         assert_eq!(r.archived, [n.clone()]);
         assert!(r.state.failing.is_empty());
+        // The report says the same as the state: archived in the end, not failed.
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+        let twice = record_uploads(&Config::default(), &State::default(), &[bad.clone(), bad]);
+        assert_eq!(twice.failed.len(), 1, "one failure per segment, by its last outcome");
+        assert_eq!(twice.failed[0].attempts, 2);
         // A failure later does not take away what the state holds archived.
         let failed = outcome(&n, 100, Err(StorageError::Io("down".into())));
         let again = record_uploads(&Config::default(), &r.state, &[failed]);
         assert_eq!(again.state.archived, r.state.archived);
         assert!(again.state.failing.is_empty());
+        // It is still reported, as a failure that took nothing away.
+        assert_eq!(again.failed.len(), 1);
     }
 
     #[test]

@@ -113,6 +113,14 @@ fn range(listing: &ArchiveListing, a: &Archive<'_>, from: Option<Lsn>, until: Op
     Ok((lo, until.unwrap_or(last)))
 }
 
+/// Where a walk over a range begins: at the archive's chain start, a chain
+/// begins as the watermark's does, with a segment starting exactly there
+/// (so that scan, verify and restore report one break); from any other LSN,
+/// with any segment holding it.
+fn start_of(listing: &ArchiveListing, lo: Lsn) -> Start {
+    if listing.chain_start == Some(lo) { Start::At(lo) } else { Start::Holding(lo) }
+}
+
 fn pack<'a>(segs: impl Iterator<Item = Seg<'a>>) -> SegmentList {
     let mut out = SegmentList::default();
     for s in segs {
@@ -126,7 +134,7 @@ fn pack<'a>(segs: impl Iterator<Item = Seg<'a>>) -> SegmentList {
 pub fn verify_plan(listing: &ArchiveListing, from: Option<Lsn>, until: Option<Lsn>) -> Result<VerifyReport, RangeError> {
     let a = read(listing);
     let (lo, hi) = range(listing, &a, from, until)?;
-    let w = chain::walk(&a.verified, Start::Holding(lo), hi);
+    let w = chain::walk(&a.verified, start_of(listing, lo), hi);
     let in_range = |s: &Seg<'_>| s.last >= lo && s.first <= hi;
     // Plain loops: iterator adapters cost the component code of their own.
     let names = |segs: &[Seg<'_>], keep: &dyn Fn(usize, &Seg<'_>) -> bool, out: &mut Vec<String>| {
@@ -156,10 +164,11 @@ pub fn verify_plan(listing: &ArchiveListing, from: Option<Lsn>, until: Option<Ls
 pub fn restore_plan(listing: &ArchiveListing, from: Option<Lsn>, until: Lsn) -> Result<SegmentList, RestoreError> {
     let a = read(listing);
     let (lo, hi) = range(listing, &a, from, Some(until)).map_err(RestoreError::Range)?;
-    match chain::shortest(&a.verified, Start::Holding(lo), hi) {
+    let start = start_of(listing, lo);
+    match chain::shortest(&a.verified, start, hi) {
         Some(chain) => Ok(pack(chain.into_iter().map(|i| a.verified[i]))),
         None => {
-            let w = chain::walk(&a.verified, Start::Holding(lo), hi);
+            let w = chain::walk(&a.verified, start, hi);
             // No chain reaches `hi`, so the walk found a break before it.
             Err(RestoreError::Broken(w.breaks.into_iter().next().unwrap_or(Break::Gap { from: lo, to: hi })))
         }
@@ -189,7 +198,9 @@ pub fn prune_plan(listing: &ArchiveListing, before: Lsn) -> Result<PrunePlan, Pr
         .map_or(start, |s| s.first.max(start));
     Ok(PrunePlan {
         segments: pack(a.all.iter().copied().filter(|s| s.last < before)),
-        pruned_below: before,
+        // A floor never goes down: a bound below the recorded one prunes
+        // nothing new, and records that floor again.
+        pruned_below: before.max(listing.pruned_below.unwrap_or(0)),
         chain_start: new_start,
     })
 }
@@ -300,6 +311,26 @@ mod tests {
     }
 
     #[test]
+    fn reports_a_chain_start_inside_a_segment_the_same_way_in_scan_verify_restore_and_prune() {
+        // A recorded chain start that no segment starts at (the archive
+        // changed behind the archiver): 11-20 holds it but does not start there.
+        let mut a = archive(&[(11, 20), (21, 30)]);
+        a.chain_start = Some(15);
+        let local: Vec<DirEntry> = [(11, 20), (21, 30)].iter().map(|&(f, l)| entry(&name(f, l))).collect();
+        let s = scan(State::default(), &local.iter().collect(), Some(&a));
+        assert_eq!(s.state.last_archived_lsn, None);
+        let first = s.breaks.first().cloned().expect("scan reports a break");
+        assert!(matches!(&first, Break::Overlap { from: 15, held_by, .. } if *held_by == name(11, 20)), "{first:?}");
+        let v = verify_plan(&a, None, None).unwrap();
+        assert_eq!(v.breaks.first(), Some(&first), "{v:?}");
+        assert_eq!(restore_plan(&a, None, 30), Err(RestoreError::Broken(first.clone())));
+        assert_eq!(prune_plan(&a, 21), Err(PruneError::NoChain));
+        // From an LSN that is not the chain start, any segment holding it begins a chain.
+        assert_eq!(restore_plan(&a, Some(11), 30).map(|c| spans(&c)), Ok(vec![(11, 20), (21, 30)]));
+        assert!(verify_plan(&a, Some(12), None).unwrap().breaks.is_empty());
+    }
+
+    #[test]
     fn reports_strays_and_unverified_objects_and_never_uses_them() {
         let mut a = archive(&[(1, 10), (21, 30)]);
         a.push(&entry("notes.txt"), None);
@@ -377,6 +408,13 @@ mod tests {
         let mut b = a.clone();
         b.chain_start = Some(5);
         assert_eq!(prune_plan(&b, 3), Err(PruneError::NoChain));
+        // After a prune to 21, a bound below that floor keeps the floor.
+        let mut pruned = archive(&[(21, 30), (41, 50)]);
+        (pruned.chain_start, pruned.pruned_below) = (Some(21), Some(21));
+        let p = prune_plan(&pruned, 5).unwrap();
+        assert!(p.segments.is_empty());
+        assert_eq!((p.pruned_below, p.chain_start), (21, 21));
+        assert_eq!(prune_plan(&pruned, 25).map(|p| (p.pruned_below, p.chain_start)), Ok((25, 21)));
     }
 
     #[test]

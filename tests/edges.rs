@@ -518,6 +518,14 @@ fn refuses_to_delete_on_stale_evidence(s3: bool) {
     assert!(!text.contains(&format!("not deleted {victim}")), "{text}");
     assert!(text.contains("last archived LSN: 0x00000000000000c8 (200)"), "{text}");
     assert!(paths[2].exists(), "the only good copy was deleted");
+    // The next run still finds it: the object's checksum record agrees with
+    // the local file (it predates the rot), but the object a conflict is
+    // about is read back, never taken on its record.
+    let out = run(&[]);
+    assert_exit(&out, 1);
+    let again = stdout(&out);
+    assert!(again.contains("in conflict: 1"), "{again}");
+    assert!(again.contains("last archived LSN: 0x00000000000000c8 (200)"), "{again}");
     for (i, p) in paths.iter().enumerate() {
         assert_eq!(p.exists(), i == 2, "{}", p.display());
     }

@@ -84,8 +84,13 @@ pub fn run_cycle(config: &Config, state: &State, storage: &mut impl Storage) -> 
             match storage.delete_segment(name, &key) {
                 Ok(()) => deleted.push(name.to_string()),
                 // The archived copy no longer holds the local bytes: a
-                // conflict, recorded as one found by an upload is.
-                Err(e @ StorageError::Conflict(_)) => found.push(UploadOutcome { name: object.into(), size, result: Err(e) }),
+                // conflict, recorded as one found by an upload is. The
+                // watermark falls below it, and the segments after it (in
+                // LSN order) are no longer at or below it: none is deleted.
+                Err(e @ StorageError::Conflict(_)) => {
+                    found.push(UploadOutcome { name: object.into(), size, result: Err(e) });
+                    break;
+                }
                 Err(e) => not_deleted.push(SegmentFailure { name: name.into(), attempts: 1, last_reason: e.to_string() }),
             }
         }
@@ -200,8 +205,9 @@ mod tests {
         let mut storage = Memory::new(&[(1, 10), (11, 20), (21, 30)], Ok(()));
         storage.rewritten = Some(b.clone());
         let report = run_cycle(&deleting(), &State::default(), &mut storage).unwrap();
-        assert_eq!(storage.deleted, [a.clone(), c.clone()]);
-        assert_eq!(report.deleted, [a.clone(), c.clone()]);
+        // Those after it are no longer at or below the watermark: kept.
+        assert_eq!(storage.deleted, [a.clone()]);
+        assert_eq!(report.deleted, [a.clone()]);
         assert!(report.not_deleted.is_empty(), "{:?}", report.not_deleted);
         assert_eq!(report.conflicts.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), [b.as_str()]);
         assert_eq!(report.state.conflicts.len(), 1);

@@ -235,9 +235,17 @@ pub(crate) fn archived_objects<'a>(
     mut all: Option<&mut Vec<Seg<'a>>>,
 ) -> Vec<Seg<'a>> {
     let mut objects: Vec<Seg<'a>> = Vec::with_capacity(archive.len());
+    let mut first_not_files = Vec::new();
     for (i, o) in archive.entries().enumerate() {
         match classify_object(&o.entry) {
-            Err(reason) => strays.push(Skipped { name: o.entry.name.to_owned(), reason }),
+            Err(reason) => {
+                not_a_file_named_as_a_segment(&o.entry, &reason, i, &mut first_not_files);
+                strays.push(Skipped { name: o.entry.name.to_owned(), reason });
+            }
+            // The name came first as a directory or a symlink: that entry counts.
+            Ok(_) if !first_not_files.is_empty() && first_not_files.iter().any(|&(n, _)| n == o.entry.name) => {
+                strays.push(Skipped { name: o.entry.name.to_owned(), reason: SkipReason::ListedTwice });
+            }
             Ok(n) => {
                 let n = n.segment();
                 let seg = Seg { first: n.first(), last: n.last(), name: o.entry.name, size: o.entry.size, crc: o.crc32c.unwrap_or(0) };
@@ -263,17 +271,21 @@ pub(crate) fn listed_segments<'a>(entries: impl Iterator<Item = Entry<'a>>, skip
     // Sized once: growing a vector of 100,000 by doubling copies it whole
     // again and again.
     let mut segs: Vec<Seg<'a>> = Vec::with_capacity(entries.size_hint().0);
+    let mut first_not_files = Vec::new();
     for (i, entry) in entries.enumerate() {
         match classify(&entry) {
             // The position in `crc`: of two entries with one name, the first listed stays.
             Ok(n) => segs.push(Seg { first: n.first(), last: n.last(), name: entry.name, size: entry.size, crc: i as u32 }),
-            Err(reason) => skipped.push(Skipped { name: entry.name.to_owned(), reason }),
+            Err(reason) => {
+                not_a_file_named_as_a_segment(&entry, &reason, i, &mut first_not_files);
+                skipped.push(Skipped { name: entry.name.to_owned(), reason });
+            }
         }
     }
     sort_by_lsn(&mut segs);
     let mut out: Vec<Seg<'a>> = Vec::with_capacity(segs.len());
     for s in segs {
-        if out.last().is_some_and(|p| (p.first, p.last) == (s.first, s.last)) {
+        if out.last().is_some_and(|p| (p.first, p.last) == (s.first, s.last)) || listed_before_as_other(&first_not_files, &s) {
             skipped.push(Skipped { name: s.name.to_owned(), reason: SkipReason::ListedTwice });
         } else {
             out.push(s);
@@ -282,12 +294,32 @@ pub(crate) fn listed_segments<'a>(entries: impl Iterator<Item = Entry<'a>>, skip
     out
 }
 
+/// Notes an entry that is not a file but bears an object's name (a
+/// segment's, plain or `.zst`), with its position: the first entry of a
+/// name counts, so a file of that name listed after it is listed twice.
+fn not_a_file_named_as_a_segment<'a>(entry: &Entry<'a>, reason: &SkipReason, i: usize, out: &mut Vec<(&'a str, u32)>) {
+    if matches!(reason, SkipReason::NotAFile(_)) && ObjectName::parse(entry.name).is_ok() {
+        out.push((entry.name, i as u32));
+    }
+}
+
+/// True when an entry of the same name that is not a file came before `s`
+/// (whose position is in `crc`). Such entries are rare: a plain scan.
+fn listed_before_as_other(not_files: &[(&str, u32)], s: &Seg<'_>) -> bool {
+    !not_files.is_empty() && not_files.iter().any(|&(n, i)| n == s.name && i < s.crc)
+}
+
 /// The watermark: one less than the reach of `archived` from `start`, or
 /// None when nothing starts there.
 fn watermark(archived: &[Seg<'_>], start: Option<Lsn>) -> Option<Lsn> {
     let start = start?;
     let reach = chain::reach(archived, Start::At(start));
     (reach > u128::from(start)).then(|| (reach - 1) as Lsn)
+}
+
+/// The bytes of `segs`, saturating: a counter that wraps would read as few.
+fn total_size(segs: &[Seg<'_>]) -> u64 {
+    segs.iter().fold(0u64, |sum, s| sum.saturating_add(s.size))
 }
 
 fn below_floor(floor: Option<Lsn>, seg: &Seg<'_>) -> bool {
@@ -304,6 +336,8 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
     let mut strays = Vec::new();
     let mut unverified = Vec::new();
     let mut to_confirm_segs: Vec<Seg<'_>> = Vec::new();
+    // The last LSN of archived objects that do not count (given a listing).
+    let mut unverified_hi: Option<Lsn> = None;
     let mut conflicts: Vec<Conflict>;
     let archived: Vec<Seg<'_>>;
     let (recorded_start, pruned_below) = match archive {
@@ -314,6 +348,7 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
         Some(a) => {
             let (mut not_counted, mut disagree) = (Vec::new(), Vec::new());
             let objects = archived_objects(a, &mut strays, &mut not_counted, Some(&mut disagree), None);
+            unverified_hi = not_counted.iter().chain(&disagree).filter(|s| !below_floor(a.pruned_below, s)).map(|s| s.last).max();
             for s in &not_counted {
                 unverified.push(s.name.to_owned());
             }
@@ -399,7 +434,13 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
     // The chain start: what the archive records, else what this archiver
     // established, else (until the watermark exists) the lowest segment known.
     let established = state.last_archived_lsn.and(state.chain_start);
-    let lowest = archived.first().map(|s| s.first).into_iter().chain(listed.iter().find(|s| !below_floor(pruned_below, s)).map(|s| s.first)).min();
+    let lowest = archived
+        .iter()
+        .find(|s| !below_floor(pruned_below, s))
+        .map(|s| s.first)
+        .into_iter()
+        .chain(listed.iter().find(|s| !below_floor(pruned_below, s)).map(|s| s.first))
+        .min();
     let chain_start = recorded_start.or(established).or(lowest);
     let last_archived_lsn = watermark(&archived, chain_start);
     let record_chain_start = match archive {
@@ -437,15 +478,20 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
         to_confirm.push(s.name, size);
     }
 
-    // Breaks and off-chain segments over everything known: archived and listed.
-    let mut known = merge(&archived, &listed);
-    known.retain(|s| !below_floor(pruned_below, s));
-    let (breaks, off_chain) = match (chain_start, known.iter().map(|s| s.last).max()) {
+    // Breaks and off-chain segments over everything known: archived and
+    // listed, the same set the watermark is reached over (below the floor
+    // too: a prune half done still holds those objects), up to the last LSN
+    // of any of them or of an archived object that does not count (so that
+    // an unrecorded object at the end is a gap, as verify-plan says).
+    let known = merge(&archived, &listed);
+    let hi = known.iter().map(|s| s.last).chain(unverified_hi).max();
+    let (breaks, off_chain) = match (chain_start, hi) {
         (Some(start), Some(hi)) => {
             let w = chain::walk(&known, Start::At(start), hi);
             let mut off = Vec::new();
             for (i, s) in known.iter().enumerate() {
-                if !w.used[i] {
+                // Below the floor, pruned: `pruned` names the listed ones.
+                if !w.used[i] && !below_floor(pruned_below, s) {
                     off.push(s.name.to_owned());
                 }
             }
@@ -461,7 +507,7 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
             failing.push(f.name, f.attempts, f.reason);
         }
     }
-    let (segments_archived, bytes_archived) = (archived.len() as u64, archived.iter().map(|s| s.size).sum());
+    let (segments_archived, bytes_archived) = (archived.len() as u64, total_size(&archived));
     // The state's own list, when it is still the one (sorted, nothing
     // dropped): a large archive is not packed again at every scan.
     let same = prior_clean && archive.is_none() && archived.len() == prior.len() && to_confirm_segs.is_empty();
@@ -576,7 +622,7 @@ pub fn record_uploads(config: &Config, state: &State, outcomes: &[UploadOutcome]
             }
             Err(e) => (Event::Failed, 0, e.to_string()),
         };
-        failures += u64::from(verdict.0 != Event::Archived);
+        failures = failures.saturating_add(u64::from(verdict.0 != Event::Archived));
         events.push(seg);
         verdicts.push(verdict);
     }
@@ -616,8 +662,21 @@ pub fn record_uploads(config: &Config, state: &State, outcomes: &[UploadOutcome]
             // a conflict stands on: the segment is held whatever this object
             // gave, in any order (two copies that disagree).
             let held_by_other = bad.is_some_and(|b| b != ev.name) || conflicts.iter().any(|c| c.name != ev.name && same_segment(&c.name, ev.name));
+            // Two objects of the segment whose receipts read different bytes
+            // (the file changed between them): neither counts.
+            let other_bytes = match last {
+                Some((Event::Archived, a)) if a.name != ev.name && (a.size, a.crc) != (ev.size, *crc) => Some(a),
+                _ => None,
+            };
             match event {
                 Event::Archived if held_by_other => {}
+                Event::Archived if other_bytes.is_some() => {
+                    let a = other_bytes.unwrap_or(*ev);
+                    attempts = attempts.saturating_add(1);
+                    reason = format!("{} and {} were read with different bytes (CRC32C {:08x} and {crc:08x})", a.name, ev.name, a.crc);
+                    last = Some((Event::Failed, *ev));
+                    bad = Some(ev.name);
+                }
                 Event::Archived => {
                     attempts = 0;
                     last = Some((Event::Archived, Seg { crc: *crc, ..*ev }));
@@ -714,7 +773,7 @@ pub fn record_uploads(config: &Config, state: &State, outcomes: &[UploadOutcome]
             last_archived_lsn,
             pruned_below: state.pruned_below,
             segments_archived: archived.len() as u64,
-            bytes_archived: archived.iter().map(|s| s.size).sum(),
+            bytes_archived: total_size(&archived),
             failures,
             archived: ArchivedList::from_segs(&archived),
             failing,
@@ -1007,6 +1066,60 @@ mod tests {
     }
 
     #[test]
+    fn a_file_listed_after_a_directory_of_its_name_is_listed_twice() {
+        let a = name(1, 10);
+        for kind in [EntryKind::Dir, EntryKind::Symlink, EntryKind::Other] {
+            let entries = [DirEntry { name: a.clone(), utf8: true, kind, size: 100 }, file(&a, 200)];
+            let report = scan(State::default(), &listing(&entries), None);
+            assert!(report.pending.is_empty(), "{kind:?}: {report:?}");
+            assert_eq!(report.skipped.iter().map(|s| s.reason).collect::<Vec<_>>(), [SkipReason::NotAFile(kind), SkipReason::ListedTwice]);
+            // The same in an archive listing: the file is not counted.
+            let mut archive = ArchiveListing::default();
+            archive.push(&entries[0], None);
+            archive.push(&file(&a, 100), Some(crc_of(&a)));
+            let report = scan(State::default(), &listing(&[]), Some(&archive));
+            assert_eq!(report.state.last_archived_lsn, None, "{kind:?}: {report:?}");
+            assert_eq!(report.strays.iter().map(|s| s.reason).collect::<Vec<_>>(), [SkipReason::NotAFile(kind), SkipReason::ListedTwice]);
+        }
+        // A file first, then a directory of its name: the file counts.
+        let entries = [file(&a, 100), DirEntry { name: a.clone(), utf8: true, kind: EntryKind::Dir, size: 0 }];
+        assert_eq!(scan(State::default(), &listing(&entries), None).pending.names(), [a.as_str()]);
+    }
+
+    #[test]
+    fn two_objects_of_a_segment_read_as_different_bytes_count_neither() {
+        let a = name(1, 10);
+        let zst = format!("{a}.zst");
+        let plain = outcome(&a, 100, Ok(receipt(100, 2)));
+        let packed = outcome(&zst, 100, Ok(receipt(100, 9)));
+        for outcomes in [[plain.clone(), packed.clone()], [packed, plain]] {
+            let r = record_uploads(&Config::default(), &State::default(), &outcomes);
+            assert!(r.archived.is_empty() && r.state.archived.is_empty(), "{r:?}");
+            assert_eq!(r.state.last_archived_lsn, None);
+            assert_eq!(r.failed.len(), 1, "{r:?}");
+            assert!(r.failed[0].last_reason.contains("different bytes"), "{r:?}");
+            assert_eq!(r.state.failing.len(), 1);
+        }
+        // The same bytes read for both: one segment, counted.
+        let r = record_uploads(&Config::default(), &State::default(), &[outcome(&a, 100, Ok(receipt(100, 2))), outcome(&zst, 100, Ok(receipt(100, 2)))]);
+        assert_eq!(r.state.archived.len(), 1);
+        assert!(r.failed.is_empty());
+    }
+
+    #[test]
+    fn counters_saturate_instead_of_wrapping() {
+        let state = State { failures: u64::MAX, ..State::default() };
+        let r = record_uploads(&Config::default(), &state, &[outcome(&name(1, 10), 100, Err(StorageError::Io("down".into())))]);
+        assert_eq!(r.state.failures, u64::MAX);
+        let big = [(name(1, 10), u64::MAX), (name(11, 20), 5)];
+        let outcomes: Vec<UploadOutcome> = big.iter().map(|(n, size)| outcome(n, *size, Ok(receipt(*size, crc_of(n))))).collect();
+        let r = record_uploads(&Config::default(), &State::default(), &outcomes);
+        assert_eq!(r.state.bytes_archived, u64::MAX);
+        let entries: Vec<DirEntry> = big.iter().map(|(n, size)| file(n, *size)).collect();
+        assert_eq!(scan(r.state, &listing(&entries), None).state.bytes_archived, u64::MAX);
+    }
+
+    #[test]
     fn lists_a_name_listed_twice_once() {
         let entries = [seg(1, 10), seg(1, 10), seg(11, 20)];
         let report = scan(State::default(), &listing(&entries), None);
@@ -1070,6 +1183,47 @@ mod tests {
     }
 
     #[test]
+    fn a_prune_half_done_is_one_chain_in_scan_verify_and_restore() {
+        // The floor is recorded, the chain start not yet moved, 1-10 not yet deleted.
+        let spans = [(1, 10), (11, 20), (21, 30)];
+        let objects: Vec<(Lsn, Lsn, Option<u32>)> = spans.iter().map(|&(f, l)| (f, l, Some(crc_of(&name(f, l))))).collect();
+        for start in [Some(1), None] {
+            let mut archive = archive_listing(&objects);
+            (archive.chain_start, archive.pruned_below) = (start, Some(11));
+            let report = scan(State::default(), &listing(&[]), Some(&archive));
+            let verify = crate::restore::verify_plan(&archive, None, None).unwrap();
+            assert_eq!(report.breaks, verify.breaks, "{start:?}: {report:?}");
+            assert!(report.breaks.is_empty(), "{start:?}: {report:?}");
+            assert_eq!(report.state.last_archived_lsn, Some(30), "{start:?}");
+            // Never a chain start below the floor.
+            assert_eq!(report.record_chain_start, start.is_none().then_some(11), "{start:?}");
+            assert!(report.off_chain.is_empty(), "{start:?}: {report:?}");
+        }
+        // Done: the chain start moved to the floor; a local copy below it is
+        // pruned (kept locally, never uploaded), not off the chain.
+        let mut archive = archive_listing(&objects[1..]);
+        (archive.chain_start, archive.pruned_below) = (Some(11), Some(11));
+        let report = scan(State::default(), &listing(&[seg(1, 10)]), Some(&archive));
+        assert_eq!(report.pruned, [name(1, 10)]);
+        assert!(report.breaks.is_empty() && report.off_chain.is_empty(), "{report:?}");
+        assert_eq!(report.state.last_archived_lsn, Some(30));
+    }
+
+    #[test]
+    fn an_unrecorded_object_at_the_end_is_a_gap_in_scan_as_in_verify() {
+        let mut archive = archive_listing(&[(1, 10, Some(crc_of(&name(1, 10)))), (11, 20, None)]);
+        archive.chain_start = Some(1);
+        let report = scan(State::default(), &listing(&[]), Some(&archive));
+        assert_eq!(report.unverified, [name(11, 20)]);
+        assert_eq!(report.breaks, [Break::Gap { from: 11, to: 20 }]);
+        assert_eq!(crate::restore::verify_plan(&archive, None, None).unwrap().breaks, report.breaks);
+        // With the local file listed, it is pending, part of the chain: no gap.
+        let report = scan(State::default(), &listing(&[seg(1, 10), seg(11, 20)]), Some(&archive));
+        assert_eq!(report.pending.names(), [name(11, 20)]);
+        assert!(report.breaks.is_empty(), "{report:?}");
+    }
+
+    #[test]
     fn counts_a_segment_held_plain_and_compressed_once_and_never_when_the_copies_disagree() {
         let entries = [seg(1, 10), seg(11, 20)];
         let mut archive = ArchiveListing::default();
@@ -1082,7 +1236,10 @@ mod tests {
         assert_eq!(report.state.archived.names(), [a.as_str()], "one object of the agreeing pair, the plain one");
         assert_eq!(report.state.last_archived_lsn, Some(10));
         assert_eq!(report.unverified, [b.clone(), format!("{b}.zst")], "copies that disagree are neither counted");
-        assert!(report.breaks.is_empty() && report.off_chain.is_empty(), "{report:?}");
+        // Without the local file, their LSNs are a gap at the end, as verify-plan reports it.
+        assert_eq!(report.breaks, [Break::Gap { from: 11, to: 20 }], "{report:?}");
+        assert_eq!(crate::restore::verify_plan(&archive, None, None).unwrap().breaks, report.breaks);
+        assert!(report.off_chain.is_empty(), "{report:?}");
         // With the local files there: the agreeing pair is compared once, by
         // its plain object; both copies of the disagreeing one are compared
         // (to find the one that is a conflict), and nothing is uploaded.

@@ -372,6 +372,10 @@ impl Archiver {
         let listing = self.storage.wal.list()?;
         let files: HashMap<&str, u64> = listing.entries().filter(|e| e.utf8 && e.kind == wit::EntryKind::File).map(|e| (e.name, e.size)).collect();
         let scan = planner.scan(state, &listing, archive.as_ref().map(|a| a.to_wit()).as_ref())?;
+        // Objects a conflict was about before this scan: one to compare now
+        // is read back, whatever record agrees (it may predate the conflict).
+        let disputed: HashSet<String> = state.conflicts.iter().map(|c| c.name.clone()).collect();
+        let disputed = &disputed;
         let archive_listing = archive.as_ref();
         // To-confirm names objects; their local files are the segment names.
         for (name, size) in scan.pending.iter().chain(scan.to_confirm.iter()) {
@@ -420,7 +424,9 @@ impl Archiver {
             futures::stream::iter(confirms)
                 .map(|(object, size)| async move {
                     let key = self.storage.archive.key_of(object);
-                    let receipt = self.storage.check_archived(segment_name(object), &key, size).await.map_err(wit::StorageError::from);
+                    let read_back = disputed.contains(object);
+                    let receipt =
+                        self.storage.check_archived_reading(segment_name(object), &key, size, read_back).await.map_err(wit::StorageError::from);
                     wit::UploadOutcome { name: object.to_owned(), size, receipt }
                 })
                 .buffer_unordered(self.concurrency)
@@ -670,18 +676,33 @@ impl Archiver {
             }
         }
         let rt = &self.storage.runtime;
-        let results: Vec<(String, u64, Result<(), StorageError>)> = rt.block_on(
+        // A conflict lowers the watermark below its segment: deletes not yet
+        // started (all later in LSN order than those started before) wait
+        // for the next pass. Those under way were proven each on its own.
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let stop = &stop;
+        let results: Vec<(String, u64, Option<Result<(), StorageError>>)> = rt.block_on(
             futures::stream::iter(deletable.iter().map(|(n, size)| (n.to_owned(), size)).collect::<Vec<_>>())
                 .map(|(object, size)| async move {
+                    if stop.load(Ordering::SeqCst) {
+                        return (object, size, None);
+                    }
                     let key = self.storage.archive.key_of(&object);
                     let r = self.storage.delete_archived(segment_name(&object), &key).await;
-                    (object, size, r)
+                    if r.as_ref().is_err_and(|e| e.conflict().is_some()) {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    (object, size, Some(r))
                 })
                 .buffer_unordered(self.concurrency)
                 .collect(),
         );
         for (object, size, r) in results {
             let name = segment_name(&object).to_owned();
+            let Some(r) = r else {
+                info!(segment = %name, "not deleted in this pass: a segment before it was found in conflict");
+                continue;
+            };
             match r {
                 Ok(()) => {
                     info!(segment = %name, "deleted local segment");
@@ -708,6 +729,7 @@ impl Archiver {
     /// (`run-cycle`), as a plugin host with nothing but the imports runs it.
     pub fn run_cycle(&self, state: &mut wit::ArchiverState) -> Result<Summary, ArchiveError> {
         let mut planner = self.runtime.session(Some(self.storage.clone() as Arc<dyn crate::imports::StorageImports>))?;
+        self.storage.set_disputed(state.conflicts.iter().map(|c| c.name.clone()));
         let report =
             planner.run_cycle(&self.config, state)?.map_err(|e| self.bad_plan(format!("run-cycle failed: {}", describe_storage_error(&e))))?;
         *state = report.state.clone();

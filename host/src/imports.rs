@@ -32,7 +32,7 @@ impl StorageImports for Storage {
     }
 
     fn check_archived(&self, name: &str, key: &str, size: u64) -> Result<wit::UploadReceipt, wit::StorageError> {
-        Ok(self.runtime.block_on(Storage::check_archived(self, name, key, size))?)
+        Ok(self.runtime.block_on(self.check_archived_reading(name, key, size, self.is_disputed(key)))?)
     }
 
     fn delete_segment(&self, name: &str, key: &str) -> Result<(), wit::StorageError> {

@@ -4,7 +4,7 @@
 //! Every name the planner hands over must be a single entry directly inside
 //! the WAL directory, and every key must be `{prefix}/{that name}` (with `.zst` for a compressed object).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -99,11 +99,27 @@ pub struct Storage {
     pub archive: Archive,
     pub runtime: Handle,
     proofs: Arc<Mutex<HashMap<String, Proof>>>,
+    /// Object names a conflict in the state was about when the planner's
+    /// `run-cycle` began: `check-archived` reads those back (see
+    /// [`Storage::check_archived_reading`]).
+    disputed: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Storage {
     pub fn new(wal: WalDir, archive: Archive, runtime: Handle) -> Self {
-        Self { wal, archive, runtime, proofs: Arc::default() }
+        Self { wal, archive, runtime, proofs: Arc::default(), disputed: Arc::default() }
+    }
+
+    /// Sets the objects that `check-archived` through the storage imports
+    /// reads back: those the state's conflicts are about.
+    pub fn set_disputed(&self, names: impl IntoIterator<Item = String>) {
+        *self.disputed.lock().expect("disputed lock") = names.into_iter().collect();
+    }
+
+    /// True when `key` is of an object set by [`Storage::set_disputed`].
+    pub fn is_disputed(&self, key: &str) -> bool {
+        let object = key.rsplit('/').next().unwrap_or(key);
+        self.disputed.lock().expect("disputed lock").contains(object)
     }
 
     /// Checks that `key` is one of `name`'s keys in this archive: the key of
@@ -158,9 +174,16 @@ impl Storage {
     /// Compares a local segment with the object under its key, without
     /// sending it: `check-archived` of the storage imports.
     pub async fn check_archived(&self, name: &str, key: &str, size: u64) -> Result<wit::UploadReceipt, StorageError> {
+        self.check_archived_reading(name, key, size, false).await
+    }
+
+    /// [`Storage::check_archived`], reading the object back even where a
+    /// checksum record agrees when `read_back` (an object a conflict was
+    /// about: the record may be older than what the conflict found).
+    pub async fn check_archived_reading(&self, name: &str, key: &str, size: u64, read_back: bool) -> Result<wit::UploadReceipt, StorageError> {
         self.check_key(name, key)?;
         let file = self.wal.open_segment(name)?;
-        let (receipt, read_back) = self.archive.compare(&file, key, size).await?;
+        let (receipt, read_back) = self.archive.compare(&file, key, size, read_back).await?;
         // A checksum record is evidence of the past: only a read-back proves now.
         if read_back {
             self.remember(name, key, file.opened, receipt.read_crc32c);

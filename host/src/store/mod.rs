@@ -796,7 +796,7 @@ impl Archive {
     /// without sending it: `check-archived`. Also says whether the object
     /// was read back (a proof of now), or taken on its checksum record
     /// (evidence of the past).
-    pub async fn compare(&self, file: &SegmentFile, key: &str, size: u64) -> Result<(wit::UploadReceipt, bool), StorageError> {
+    pub async fn compare(&self, file: &SegmentFile, key: &str, size: u64, read_back: bool) -> Result<(wit::UploadReceipt, bool), StorageError> {
         let (read_size, read_crc) = read_checksum(file, Some(size)).await?;
         let read = Sum { size: read_size, crc: read_crc };
         let name = key.rsplit('/').next().unwrap_or(key);
@@ -806,7 +806,10 @@ impl Archive {
         // The recorded checksum when it is there and agrees; else a read-back.
         // A compressed object's record names its own checksum, which only a
         // read-back finds: it is always read back (and decoded).
-        let recorded = !is_compressed(key) && stored_size == read_size && self.has_marker(name, Mark { crc: read_crc, size: read_size, segment: None }).await?;
+        let recorded = !read_back
+            && !is_compressed(key)
+            && stored_size == read_size
+            && self.has_marker(name, Mark { crc: read_crc, size: read_size, segment: None }).await?;
         let (object, found) = if recorded { (read, read) } else { self.contents(key).await? };
         if found != read {
             let e = self.conflict("archive", key, read.pair(), found.pair());

@@ -1018,3 +1018,29 @@ fn ends_the_process_with_101_on_a_panic() {
 fn exists(p: &Path) -> bool {
     p.symlink_metadata().is_ok()
 }
+
+/// An upload cut short before its checksum was recorded leaves an object
+/// that never counts. When it is the archive's last segment (its local
+/// file deleted, say), `verify` checks up to it by default: a gap, and the
+/// object named as unverified, never a sound archive that stops short.
+#[test]
+fn verify_reports_an_unrecorded_object_at_the_end_of_the_archive() {
+    let dir = Dir::new();
+    dir.chain(3, 1000);
+    assert_exit(&dir.archive_once(&[]), 0);
+    let archive = Archive::open(&dir.archive_url()).unwrap();
+    let rt = tokio_rt();
+    let cut_short = segment_name(301, 400);
+    rt.block_on(archive.put_create(&archive.key_of(&cut_short), vec![7u8; 1000].into())).unwrap();
+
+    let out = dir.cmd(&["verify", "--to", &dir.archive_url()]).output().unwrap();
+    assert_exit(&out, 1);
+    let text = stdout(&out);
+    assert!(text.contains("to 0x0000000000000190 (400)"), "{text}");
+    assert!(text.contains("gap: LSNs 0x000000000000012d (301) to 0x0000000000000190 (400) are missing"), "{text}");
+    assert!(text.contains(&cut_short), "{text}");
+    assert!(text.contains("NOT sound"), "{text}");
+    // Up to the last verified LSN it is sound, as asked.
+    let out = dir.cmd(&["verify", "--to", &dir.archive_url(), "--until-lsn", "300"]).output().unwrap();
+    assert_exit(&out, 0);
+}

@@ -668,25 +668,24 @@ pub fn record_uploads(config: &Config, state: &State, outcomes: &[UploadOutcome]
                 Some((Event::Archived, a)) if a.name != ev.name && (a.size, a.crc) != (ev.size, *crc) => Some(a),
                 _ => None,
             };
-            match event {
-                Event::Archived if held_by_other => {}
-                Event::Archived if other_bytes.is_some() => {
-                    let a = other_bytes.unwrap_or(*ev);
+            match (event, other_bytes) {
+                (Event::Archived, _) if held_by_other => {}
+                (Event::Archived, Some(a)) => {
                     attempts = attempts.saturating_add(1);
                     reason = format!("{} and {} were read with different bytes (CRC32C {:08x} and {crc:08x})", a.name, ev.name, a.crc);
                     last = Some((Event::Failed, *ev));
                     bad = Some(ev.name);
                 }
-                Event::Archived => {
+                (Event::Archived, None) => {
                     attempts = 0;
                     last = Some((Event::Archived, Seg { crc: *crc, ..*ev }));
                 }
-                Event::Conflict => {
+                (Event::Conflict, _) => {
                     attempts = 0;
                     last = Some((Event::Conflict, *ev));
                     bad = Some(ev.name);
                 }
-                Event::Failed => {
+                (Event::Failed, _) => {
                     // Two objects of one segment failing in one call are one
                     // attempt of it; the same object twice is two.
                     if bad.is_none_or(|b| b == ev.name) {

@@ -91,6 +91,13 @@ pub fn run_cycle(config: &Config, state: &State, storage: &mut impl Storage) -> 
                     found.push(UploadOutcome { name: object.into(), size, result: Err(e) });
                     break;
                 }
+                // The object is gone: the segment no longer counts either
+                // (the next cycle's listing shows it, and uploads it again),
+                // so the same holds for the segments after it.
+                Err(e @ StorageError::NotFound(_)) => {
+                    not_deleted.push(SegmentFailure { name: name.into(), attempts: 1, last_reason: e.to_string() });
+                    break;
+                }
                 Err(e) => not_deleted.push(SegmentFailure { name: name.into(), attempts: 1, last_reason: e.to_string() }),
             }
         }
@@ -132,12 +139,14 @@ mod tests {
         deleted: Vec<String>,
         /// A segment whose local file no longer holds the archived bytes.
         rewritten: Option<String>,
+        /// A segment whose archived object is gone.
+        vanished: Option<String>,
     }
 
     impl Memory {
         fn new(ranges: &[(Lsn, Lsn)], chain_start: Result<(), StorageError>) -> Self {
             let segments = ranges.iter().map(|&(a, b)| (format_segment_name(a, b).unwrap(), 100 + b)).collect();
-            Self { segments, chain_start, recorded: Vec::new(), deleted: Vec::new(), rewritten: None }
+            Self { segments, chain_start, recorded: Vec::new(), deleted: Vec::new(), rewritten: None, vanished: None }
         }
     }
 
@@ -157,6 +166,9 @@ mod tests {
             Err(StorageError::NotFound(name.into()))
         }
         fn delete_segment(&mut self, name: &str, _key: &str) -> Result<(), StorageError> {
+            if self.vanished.as_deref() == Some(name) {
+                return Err(StorageError::NotFound(format!("{name}: no object under its key")));
+            }
             if self.rewritten.as_deref() == Some(name) {
                 let size = self.segments.iter().find(|(n, _)| n == name).map_or(0, |(_, s)| *s);
                 let c = Conflict { name: name.into(), local_size: size, local_crc32c: 8, archived_size: size, archived_crc32c: 7 };
@@ -214,5 +226,17 @@ mod tests {
         // No longer counted: the watermark waits below it.
         assert_eq!(report.state.archived.names(), [a.as_str(), c.as_str()]);
         assert_eq!(report.state.last_archived_lsn, Some(10));
+    }
+
+    #[test]
+    fn a_delete_that_finds_the_object_gone_stops_the_deletes_after_it() {
+        let (a, b) = (format_segment_name(1, 10).unwrap(), format_segment_name(11, 20).unwrap());
+        let mut storage = Memory::new(&[(1, 10), (11, 20), (21, 30)], Ok(()));
+        storage.vanished = Some(b.clone());
+        let report = run_cycle(&deleting(), &State::default(), &mut storage).unwrap();
+        assert_eq!(storage.deleted, [a.clone()]);
+        assert_eq!(report.deleted, [a]);
+        assert_eq!(report.not_deleted.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), [b.as_str()]);
+        assert!(report.not_deleted[0].last_reason.contains("no object"), "{:?}", report.not_deleted);
     }
 }

@@ -433,7 +433,6 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
 
     // The chain start: what the archive records, else what this archiver
     // established, else (until the watermark exists) the lowest segment known.
-    let established = state.last_archived_lsn.and(state.chain_start);
     let lowest = archived
         .iter()
         .find(|s| !below_floor(pruned_below, s))
@@ -441,6 +440,12 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
         .into_iter()
         .chain(listed.iter().find(|s| !below_floor(pruned_below, s)).map(|s| s.first))
         .min();
+    // A start this archiver established but never recorded that a prune
+    // floor has since passed (the floor recorded, the new start not yet) is
+    // in the pruned part: the start is found as without a state, at the
+    // first segment the floor leaves.
+    let pruned_away = |start: &Lsn| pruned_below.is_some_and(|f| *start < f) && lowest.is_some_and(|l| *start < l);
+    let established = state.last_archived_lsn.and(state.chain_start).filter(|s| !pruned_away(s));
     let chain_start = recorded_start.or(established).or(lowest);
     let last_archived_lsn = watermark(&archived, chain_start);
     let record_chain_start = match archive {
@@ -1206,6 +1211,25 @@ mod tests {
         assert_eq!(report.pruned, [name(1, 10)]);
         assert!(report.breaks.is_empty() && report.off_chain.is_empty(), "{report:?}");
         assert_eq!(report.state.last_archived_lsn, Some(30));
+    }
+
+    #[test]
+    fn a_start_never_recorded_gives_way_to_a_prune_floor_past_it() {
+        // The chain start 1 was established but its record failed; a prune
+        // to 25 then recorded its floor and crashed before recording start 21.
+        let spans = [(1, 10), (11, 20), (21, 30), (31, 40)];
+        let objects: Vec<(Lsn, Lsn, Option<u32>)> = spans.iter().map(|&(f, l)| (f, l, Some(crc_of(&name(f, l))))).collect();
+        let mut archive = archive_listing(&objects);
+        archive.pruned_below = Some(25);
+        let fresh = scan(State::default(), &listing(&[]), Some(&archive));
+        let carried = State { chain_start: Some(1), ..fresh.state.clone() };
+        let carried = State { last_archived_lsn: Some(40), ..carried };
+        let again = scan(carried, &listing(&[]), Some(&archive));
+        for r in [&fresh, &again] {
+            assert_eq!(r.state.chain_start, Some(21), "{r:?}");
+            assert_eq!(r.record_chain_start, Some(21), "{r:?}");
+            assert_eq!(r.state.last_archived_lsn, Some(40));
+        }
     }
 
     #[test]

@@ -689,7 +689,8 @@ impl Archiver {
                     }
                     let key = self.storage.archive.key_of(&object);
                     let r = self.storage.delete_archived(segment_name(&object), &key).await;
-                    if r.as_ref().is_err_and(|e| e.conflict().is_some()) {
+                    // So does an object found gone: it no longer counts either.
+                    if r.as_ref().is_err_and(|e| e.conflict().is_some() || matches!(e, StorageError::Missing { .. })) {
                         stop.store(true, Ordering::SeqCst);
                     }
                     (object, size, Some(r))
@@ -700,7 +701,7 @@ impl Archiver {
         for (object, size, r) in results {
             let name = segment_name(&object).to_owned();
             let Some(r) = r else {
-                info!(segment = %name, "not deleted in this pass: a segment before it was found in conflict");
+                info!(segment = %name, "not deleted in this pass: a segment before it was found in conflict or gone from the archive");
                 continue;
             };
             match r {

@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 use crate::chain::{self, Break, Start};
 use crate::name::{Compression, NameError, ObjectName, SegmentName};
 use crate::packed::{
-    find, lsn_order, merge, one_copy_each, same_segment, sort_by_lsn, sort_segs, ArchiveListing, ArchivedList, Cursor, Entry, EntryKind, FailureList, Listing, Seg, SegmentList,
+    find, find_seg, lsn_order, merge, one_copy_each, same_segment, sort_by_lsn, sort_segs, ArchiveListing, ArchivedList, Cursor, Entry, EntryKind, FailureList, Listing, Seg, SegmentList,
 };
 use crate::Lsn;
 
@@ -335,6 +335,7 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
 
     let mut strays = Vec::new();
     let mut unverified = Vec::new();
+    let mut leftovers = Vec::new();
     let mut to_confirm_segs: Vec<Seg<'_>> = Vec::new();
     // The last LSN of archived objects that do not count (given a listing).
     let mut unverified_hi: Option<Lsn> = None;
@@ -350,7 +351,14 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
             let objects = archived_objects(a, &mut strays, &mut not_counted, Some(&mut disagree), None);
             unverified_hi = not_counted.iter().chain(&disagree).filter(|s| !below_floor(a.pruned_below, s)).map(|s| s.last).max();
             for s in &not_counted {
-                unverified.push(s.name.to_owned());
+                // One whose segment another object holds, verified, is a
+                // leftover (a crash before its record), off the chain, as
+                // verify-plan has it; any other never counts.
+                if find_seg(&objects, s.first, s.last).is_some() {
+                    leftovers.push(s.name.to_owned());
+                } else {
+                    unverified.push(s.name.to_owned());
+                }
             }
             for s in &disagree {
                 unverified.push(s.name.to_owned());
@@ -504,6 +512,8 @@ pub fn scan(state: State, listing: &Listing, archive: Option<&ArchiveListing>) -
         }
         _ => (Vec::new(), Vec::new()),
     };
+    let mut off_chain = off_chain;
+    off_chain.extend(leftovers);
 
     // A failure is kept while its segment is listed and not archived.
     let mut failing = FailureList::default();
@@ -1230,6 +1240,20 @@ mod tests {
             assert_eq!(r.record_chain_start, Some(21), "{r:?}");
             assert_eq!(r.state.last_archived_lsn, Some(40));
         }
+    }
+
+    #[test]
+    fn a_leftover_copy_without_a_record_is_off_the_chain_in_scan_as_in_verify() {
+        let a = name(1, 10);
+        let mut archive = ArchiveListing::default();
+        archive.push(&file(&a, 100), None);
+        archive.push(&file(&format!("{a}.zst"), 100), Some(crc_of(&a)));
+        let report = scan(State::default(), &listing(&[]), Some(&archive));
+        let verify = crate::restore::verify_plan(&archive, None, None).unwrap();
+        assert!(report.unverified.is_empty() && verify.unverified.is_empty(), "{report:?} {verify:?}");
+        assert_eq!(report.off_chain, [a.clone()]);
+        assert_eq!(verify.off_chain, report.off_chain);
+        assert_eq!(report.state.last_archived_lsn, Some(10));
     }
 
     #[test]

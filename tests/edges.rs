@@ -1044,3 +1044,44 @@ fn verify_reports_an_unrecorded_object_at_the_end_of_the_archive() {
     let out = dir.cmd(&["verify", "--to", &dir.archive_url(), "--until-lsn", "300"]).output().unwrap();
     assert_exit(&out, 0);
 }
+
+/// A delete that finds its segment's object gone (removed between the
+/// listing and the delete's read-back) stops the deletes after it in that
+/// pass: the watermark no longer covers them. One delete at a time, so the
+/// segments after it are not started; the next pass lists the archive,
+/// uploads the missing one again and deletes them all.
+#[test]
+fn a_delete_that_finds_the_object_gone_starts_no_later_delete() {
+    let dir = Dir::new();
+    let paths = dir.chain(4, 1000);
+    let rt = tokio_rt();
+    let inner = Arc::new(InMemory::new());
+    let victim = object_store::path::Path::from(format!("wal/{}", segment_name(101, 200)));
+    let armed = Arc::new(AtomicBool::new(false));
+    let (hook_inner, hook_victim, hook_armed) = (inner.clone(), victim.clone(), armed.clone());
+    let store = FaultyStore::new(inner.clone(), 1, NO_FAULTS).on_read(move |key| {
+        if *key == hook_victim && hook_armed.swap(false, Ordering::SeqCst) {
+            futures::executor::block_on(hook_inner.delete(key)).unwrap();
+        }
+    });
+    let archive = Archive::new(Arc::new(store), "wal", "memory:///wal");
+    let mut state = empty_state();
+    let stop = AtomicBool::new(false);
+    // Archived by one process, without deleting.
+    let first = Archiver::new(runtime(), dir.storage(archive.clone(), &rt), config("wal"), None);
+    assert_eq!(first.run_once(&mut state, &stop).unwrap().archived.len(), 4);
+    // Another process, deleting, reads each object back before its delete.
+    let deleting = wit::ArchiverConfig { delete_after_archive: true, ..config("wal") };
+    let second = Archiver::new(runtime(), dir.storage(archive.clone(), &rt), deleting, None);
+    armed.store(true, Ordering::SeqCst);
+    let summary = second.run_once(&mut state, &stop).unwrap();
+    assert_eq!(summary.deleted, [segment_name(1, 100)], "{summary:?}");
+    assert_eq!(summary.not_deleted.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), [segment_name(101, 200)]);
+    let kept: Vec<bool> = paths.iter().map(|p| p.exists()).collect();
+    assert_eq!(kept, [false, true, true, true], "the segments after the one gone were deleted");
+    assert!(!summary.is_clean());
+    // The next pass sees it missing, uploads it again, and deletes the rest.
+    let summary = second.run_once(&mut state, &stop).unwrap();
+    assert_eq!(summary.archived.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), [segment_name(101, 200)], "{summary:?}");
+    assert!(paths.iter().all(|p| !p.exists()), "{summary:?}");
+}

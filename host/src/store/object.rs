@@ -374,7 +374,8 @@ impl StoreBackend {
         let mut offset = 0u64;
         while offset < size {
             let end = (offset + READBACK_RANGE).min(size);
-            let bytes = self.store.get_range(&location, offset..end).await.map_err(store_err("read back", url))?;
+            // Gone between the head and this read: missing, like gone before it.
+            let bytes = self.store.get_range(&location, offset..end).await.map_err(missing)?;
             if bytes.is_empty() {
                 break;
             }

@@ -687,7 +687,11 @@ pub fn record_uploads(config: &Config, state: &State, outcomes: &[UploadOutcome]
                 (Event::Archived, _) if held_by_other => {}
                 (Event::Archived, Some(a)) => {
                     attempts = attempts.saturating_add(1);
-                    reason = format!("{} and {} were read with different bytes (CRC32C {:08x} and {crc:08x})", a.name, ev.name, a.crc);
+                    failures = failures.saturating_add(1);
+                    reason = format!(
+                        "{} and {} were read with different bytes ({} bytes with CRC32C {:08x}, and {} with {crc:08x})",
+                        a.name, ev.name, a.size, a.crc, ev.size
+                    );
                     last = Some((Event::Failed, *ev));
                     bad = Some(ev.name);
                 }
@@ -1113,6 +1117,8 @@ mod tests {
             assert_eq!(r.failed.len(), 1, "{r:?}");
             assert!(r.failed[0].last_reason.contains("different bytes"), "{r:?}");
             assert_eq!(r.state.failing.len(), 1);
+            // Counted for alerting, as any failure is.
+            assert_eq!(r.state.failures, 1, "{r:?}");
         }
         // The same bytes read for both: one segment, counted.
         let r = record_uploads(&Config::default(), &State::default(), &[outcome(&a, 100, Ok(receipt(100, 2))), outcome(&zst, 100, Ok(receipt(100, 2)))]);

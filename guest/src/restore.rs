@@ -96,14 +96,23 @@ fn read(listing: &ArchiveListing) -> Archive<'_> {
     Archive { verified, all, strays, unverified, redundant }
 }
 
-/// The range `from..=until`: by default from the recorded chain start (or
-/// the first verified LSN) to the last LSN of any segment object, verified
-/// or not, so that an unverified segment at the end shows as a break rather
-/// than falling outside the range.
+/// The archive's chain start as scan takes it from a listing: the recorded
+/// one, else the first verified segment that the prune floor leaves (a
+/// start in the pruned part is never taken).
+fn chain_start(listing: &ArchiveListing, verified: &[Seg<'_>]) -> Option<Lsn> {
+    let floor = listing.pruned_below;
+    listing.chain_start.or_else(|| verified.iter().find(|s| floor.is_none_or(|f| s.last >= f)).map(|s| s.first))
+}
+
+/// The range `from..=until`: by default from the chain start (or, when the
+/// floor leaves no verified segment, the first verified LSN) to the last
+/// LSN of any segment object, verified or not, so that an unverified
+/// segment at the end shows as a break rather than falling outside the
+/// range.
 fn range(listing: &ArchiveListing, a: &Archive<'_>, from: Option<Lsn>, until: Option<Lsn>) -> Result<(Lsn, Lsn), RangeError> {
     let first = a.verified.first().ok_or(RangeError::Empty)?.first;
     let last = a.all.iter().map(|s| s.last).max().unwrap_or(first).max(first);
-    let lo = from.or(listing.chain_start).unwrap_or(first);
+    let lo = from.or(chain_start(listing, &a.verified)).unwrap_or(first);
     if until.is_some_and(|u| lo > u) {
         return Err(RangeError::EmptyRange);
     }
@@ -117,8 +126,8 @@ fn range(listing: &ArchiveListing, a: &Archive<'_>, from: Option<Lsn>, until: Op
 /// begins as the watermark's does, with a segment starting exactly there
 /// (so that scan, verify and restore report one break); from any other LSN,
 /// with any segment holding it.
-fn start_of(listing: &ArchiveListing, lo: Lsn) -> Start {
-    if listing.chain_start == Some(lo) { Start::At(lo) } else { Start::Holding(lo) }
+fn start_of(listing: &ArchiveListing, verified: &[Seg<'_>], lo: Lsn) -> Start {
+    if chain_start(listing, verified) == Some(lo) { Start::At(lo) } else { Start::Holding(lo) }
 }
 
 fn pack<'a>(segs: impl Iterator<Item = Seg<'a>>) -> SegmentList {
@@ -134,7 +143,7 @@ fn pack<'a>(segs: impl Iterator<Item = Seg<'a>>) -> SegmentList {
 pub fn verify_plan(listing: &ArchiveListing, from: Option<Lsn>, until: Option<Lsn>) -> Result<VerifyReport, RangeError> {
     let a = read(listing);
     let (lo, hi) = range(listing, &a, from, until)?;
-    let w = chain::walk(&a.verified, start_of(listing, lo), hi);
+    let w = chain::walk(&a.verified, start_of(listing, &a.verified, lo), hi);
     let in_range = |s: &Seg<'_>| s.last >= lo && s.first <= hi;
     // Plain loops: iterator adapters cost the component code of their own.
     let names = |segs: &[Seg<'_>], keep: &dyn Fn(usize, &Seg<'_>) -> bool, out: &mut Vec<String>| {
@@ -164,7 +173,7 @@ pub fn verify_plan(listing: &ArchiveListing, from: Option<Lsn>, until: Option<Ls
 pub fn restore_plan(listing: &ArchiveListing, from: Option<Lsn>, until: Lsn) -> Result<SegmentList, RestoreError> {
     let a = read(listing);
     let (lo, hi) = range(listing, &a, from, Some(until)).map_err(RestoreError::Range)?;
-    let start = start_of(listing, lo);
+    let start = start_of(listing, &a.verified, lo);
     match chain::shortest(&a.verified, start, hi) {
         Some(chain) => Ok(pack(chain.into_iter().map(|i| a.verified[i]))),
         None => {
@@ -179,7 +188,10 @@ pub fn restore_plan(listing: &ArchiveListing, from: Option<Lsn>, until: Lsn) -> 
 /// archive's watermark, so that the segment holding it always stays.
 pub fn prune_plan(listing: &ArchiveListing, before: Lsn) -> Result<PrunePlan, PruneError> {
     let a = read(listing);
-    let start = listing.chain_start.or(a.verified.first().map(|s| s.first)).ok_or(PruneError::NoChain)?;
+    // A bound below the recorded floor is a prune to the floor: a floor
+    // never goes down, and nothing below it starts a chain again.
+    let before = before.max(listing.pruned_below.unwrap_or(0));
+    let start = chain_start(listing, &a.verified).ok_or(PruneError::NoChain)?;
     let reach = chain::reach(&a.verified, Start::At(start));
     if reach <= u128::from(start) {
         return Err(PruneError::NoChain);
@@ -198,9 +210,7 @@ pub fn prune_plan(listing: &ArchiveListing, before: Lsn) -> Result<PrunePlan, Pr
         .map_or(start, |s| s.first.max(start));
     Ok(PrunePlan {
         segments: pack(a.all.iter().copied().filter(|s| s.last < before)),
-        // A floor never goes down: a bound below the recorded one prunes
-        // nothing new, and records that floor again.
-        pruned_below: before.max(listing.pruned_below.unwrap_or(0)),
+        pruned_below: before,
         chain_start: new_start,
     })
 }
@@ -328,6 +338,32 @@ mod tests {
         // From an LSN that is not the chain start, any segment holding it begins a chain.
         assert_eq!(restore_plan(&a, Some(11), 30).map(|c| spans(&c)), Ok(vec![(11, 20), (21, 30)]));
         assert!(verify_plan(&a, Some(12), None).unwrap().breaks.is_empty());
+    }
+
+    #[test]
+    fn a_floor_without_a_recorded_start_starts_every_function_where_scan_does() {
+        // A prune recorded its floor, then crashed; no chain start was ever recorded.
+        let mut a = archive(&[(1, 5), (7, 10), (11, 20), (21, 30)]);
+        a.pruned_below = Some(11);
+        let s = scan(State::default(), &Listing::default(), Some(&a));
+        assert_eq!((s.state.chain_start, s.state.last_archived_lsn), (Some(11), Some(30)));
+        assert!(s.breaks.is_empty(), "{s:?}");
+        let v = verify_plan(&a, None, None).unwrap();
+        assert_eq!(v.from, 11);
+        assert_eq!(v.breaks, s.breaks);
+        assert_eq!(restore_plan(&a, None, 30).map(|c| spans(&c)), Ok(vec![(11, 20), (21, 30)]));
+        assert_eq!(prune_plan(&a, 21).map(|p| (p.pruned_below, p.chain_start)), Ok((21, 21)));
+        // Nothing the floor leaves: no chain to prune from, never one in the pruned part.
+        let mut b = archive(&[(3, 3)]);
+        b.pruned_below = Some(16);
+        assert_eq!(prune_plan(&b, 0), Err(PruneError::NoChain));
+        assert_eq!(prune_plan(&b, 3), Err(PruneError::NoChain));
+        // With a segment past the floor, a bound below the floor prunes to the floor.
+        let mut c = archive(&[(3, 3), (16, 20)]);
+        c.pruned_below = Some(16);
+        let p = prune_plan(&c, 3).unwrap();
+        assert_eq!((p.pruned_below, p.chain_start), (16, 16));
+        assert_eq!(spans(&p.segments), [(3, 3)]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use object_store::memory::InMemory;
 use object_store::{ObjectStore, ObjectStoreExt};
-use wal_archiver::archive::Archiver;
+use wal_archiver::archive::{Archiver, Summary};
 use wal_archiver::state::empty_state;
 use wal_archiver::component::wit;
 use wal_archiver::store::{Archive, CHECKSUM_DIR, DEFAULT_REQUEST_RETRIES};
@@ -88,11 +88,10 @@ fn never_publishes_a_segment_that_grows_while_it_is_uploaded() {
     assert_eq!(rt.block_on(archive.get(&archive.key_of(&name))).unwrap().unwrap(), std::fs::read(&path).unwrap());
 }
 
-/// The chain start cannot be recorded: nothing is deleted in that pass, nor
-/// in the next one, however soon (it lists the archive again, which asks
-/// for the record again), and once the record is written the segments go.
-#[test]
-fn deletes_nothing_until_the_chain_start_is_recorded() {
+/// Three segments to a store that refuses the chain start's record, with
+/// deletion on: each `step` deletes nothing and says why, with the store's
+/// cause, until the store takes the record; then the segments go.
+fn deletes_nothing_until_the_chain_start_is_recorded_by(step: impl Fn(&Archiver, &mut wit::ArchiverState) -> Summary) {
     let dir = Dir::new();
     let paths = dir.chain(3, 1000);
     let rt = tokio_rt();
@@ -103,54 +102,39 @@ fn deletes_nothing_until_the_chain_start_is_recorded() {
     // A listing of the archive stays good for an hour after a clean pass.
     let archiver = Archiver::new(runtime(), dir.storage(archive.clone(), &rt), config, None).with_reconcile_every(Duration::from_secs(3600));
     let mut state = empty_state();
-    let stop = AtomicBool::new(false);
     for pass in 0..2 {
-        let summary = archiver.run_once(&mut state, &stop).unwrap();
+        let summary = step(&archiver, &mut state);
         assert!(summary.deleted.is_empty(), "pass {pass} deleted {:?} with no chain start recorded", summary.deleted);
         assert!(paths.iter().all(|p| p.exists()), "pass {pass}");
-        let why = summary.chain_not_recorded.as_deref().unwrap_or_default();
-        assert!(why.contains("put refused for its key"), "pass {pass}: {why:?}");
-        assert!(!summary.is_clean() && summary.problems().contains(&"the chain start not recorded".to_owned()), "pass {pass}");
+        let why = summary.chain_not_recorded.as_deref().unwrap_or_else(|| panic!("pass {pass}: the summary says nothing"));
+        assert!(why.contains("put refused for its key"), "pass {pass}: {why}");
+        assert!(!summary.is_clean(), "pass {pass}");
+        assert_eq!(summary.problems(), ["the chain start not recorded"], "pass {pass}");
     }
     assert_eq!(state.last_archived_lsn, Some(300));
     store.refuse_puts_of(None);
-    let summary = archiver.run_once(&mut state, &stop).unwrap();
-    assert_eq!(summary.deleted.len(), 3, "{summary:?}");
-    assert!(summary.is_clean(), "{summary:?}");
-    assert_eq!(rt.block_on(archive.list()).unwrap().chain_start, Some(1));
-}
-
-/// The same through the planner's own `run-cycle` (the embedded component
-/// driving the storage imports): a cycle whose chain-start record fails
-/// deletes nothing, and the next one lists the archive and asks again.
-#[test]
-fn run_cycle_deletes_nothing_until_the_chain_start_is_recorded() {
-    let dir = Dir::new();
-    let paths = dir.chain(3, 1000);
-    let rt = tokio_rt();
-    let store = FaultyStore::new(Arc::new(InMemory::new()), 1, NO_FAULTS);
-    store.refuse_puts_of(Some("_chain/"));
-    let archive = Archive::new(Arc::new(store.clone()), "wal", "memory:///wal");
-    let config = wit::ArchiverConfig { delete_after_archive: true, ..config("wal") };
-    let archiver = Archiver::new(runtime(), dir.storage(archive.clone(), &rt), config, None);
-    let mut state = empty_state();
-    for cycle in 0..2 {
-        let summary = archiver.run_cycle(&mut state).unwrap();
-        assert!(summary.deleted.is_empty(), "cycle {cycle} deleted {:?} with no chain start recorded", summary.deleted);
-        assert!(paths.iter().all(|p| p.exists()), "cycle {cycle}");
-        // The report says so, with the store's cause: the cycle is not clean.
-        let why = summary.chain_not_recorded.as_deref().unwrap_or_else(|| panic!("cycle {cycle}: the report says nothing"));
-        assert!(why.contains("put refused for its key"), "cycle {cycle}: {why}");
-        assert!(!summary.is_clean(), "cycle {cycle}");
-        assert_eq!(summary.problems(), ["the chain start not recorded"], "cycle {cycle}");
-    }
-    assert_eq!(state.last_archived_lsn, Some(300));
-    store.refuse_puts_of(None);
-    let summary = archiver.run_cycle(&mut state).unwrap();
+    let summary = step(&archiver, &mut state);
     assert_eq!(summary.chain_not_recorded, None);
     assert!(summary.is_clean(), "{:?}", summary.problems());
     assert_eq!(summary.deleted.len(), 3, "{:?}", summary.deleted);
     assert_eq!(rt.block_on(archive.list()).unwrap().chain_start, Some(1));
+}
+
+/// The host's own passes: nothing is deleted in the pass whose record
+/// failed, nor in the next one, however soon (it lists the archive again,
+/// which asks for the record again).
+#[test]
+fn deletes_nothing_until_the_chain_start_is_recorded() {
+    let stop = AtomicBool::new(false);
+    deletes_nothing_until_the_chain_start_is_recorded_by(|archiver, state| archiver.run_once(state, &stop).unwrap());
+}
+
+/// The same through the planner's own `run-cycle` (the embedded component
+/// driving the storage imports), whose report carries the failure
+/// (`chain-start-not-recorded`).
+#[test]
+fn run_cycle_deletes_nothing_until_the_chain_start_is_recorded() {
+    deletes_nothing_until_the_chain_start_is_recorded_by(|archiver, state| archiver.run_cycle(state).unwrap());
 }
 
 /// On `file://` through the CLI: a file where the archive's `_chain/`
